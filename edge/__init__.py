@@ -1,0 +1,1 @@
+"""mailslot edge."""

@@ -1,0 +1,22 @@
+"""Base64url without padding: the one text encoding of keys, signatures and nonces."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from shared.errors import MalformedInput
+
+
+def b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64d(text: str, what: str = "value") -> bytes:
+    """Decode unpadded base64url; raise ``MalformedInput`` (not binascii.Error) on junk."""
+    if not isinstance(text, str) or not text.isascii():
+        raise MalformedInput(f"{what} is not base64url text")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise MalformedInput(f"{what} is not valid base64url") from exc
