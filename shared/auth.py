@@ -65,4 +65,6 @@ def parse_request_header(value: str) -> tuple[str, int, str]:
     try:
         return fields["id"], int(fields["ts"]), fields["sig"]
     except (KeyError, ValueError) as exc:
-        raise MalformedInput("Mailslot-Signature needs id, ts and sig", code="missing_auth") from exc
+        raise MalformedInput(
+            "Mailslot-Signature needs id, ts and sig", code="missing_auth"
+        ) from exc

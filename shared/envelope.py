@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -41,7 +41,7 @@ ENVELOPE_MAX_BYTES = 64 * 1024
 ULID_RE = r"^[0-9A-HJKMNP-TV-Z]{26}$"
 
 
-class Priority(str, Enum):
+class Priority(StrEnum):
     """Urgency classes. Every pending ``now`` is drained before any ``next``, and every
     ``next`` before any ``later``; FIFO within a class."""
 

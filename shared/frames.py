@@ -121,6 +121,12 @@ def encode_frame(frame: Frame) -> str:
     return frame.model_dump_json()
 
 
+def encode_deliver(items: list[bytes]) -> str:
+    """A deliver frame around items that are already ``{"envelope", "signature"}`` JSON
+    (as stored by the relay), without parsing and re-serializing each one."""
+    return '{"type":"deliver","items":[' + b",".join(items).decode() + "]}"
+
+
 def decode_frame(data: str | bytes, max_bytes: int) -> Frame:
     """Parse one frame; raise ``TooLarge``, ``MalformedInput`` or ``LinkError``
     (``unknown_frame``) — each with the close code the link should use."""

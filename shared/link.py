@@ -19,6 +19,7 @@ from shared.frames import (
     Deliver,
     Frame,
     decode_frame,
+    encode_deliver,
     encode_frame,
 )
 
@@ -78,6 +79,16 @@ class Link:
         self._account(frame, LocalProtocolError)
         self.state = next_state
         return encode_frame(frame)
+
+    def send_deliver(self, items: list[bytes]) -> str:
+        """Like ``send(Deliver(...))`` for items already in wire form (the relay's fast
+        path): same state and credit rules, no per-item re-serialization."""
+        if self.role is not Role.RELAY or self.state is not State.OPEN:
+            raise LocalProtocolError(f"cannot send deliver in state {self.state.value}")
+        if not items or len(items) > self.credit:
+            raise LocalProtocolError("delivery must be non-empty and within granted credit")
+        self.credit -= len(items)
+        return encode_deliver(items)
 
     def receive(self, data: str | bytes) -> Frame:
         """Parse a received message, check it is legal now, advance, and return it."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -24,7 +24,7 @@ from shared.envelope import PAYLOAD_MAX_BYTES, Sealed
 from shared.errors import MalformedInput, SealError, TooLarge
 from shared.identity import Identity
 
-ALG = "x25519-hkdf-sha256-chacha20poly1305"
+ALG: Literal["x25519-hkdf-sha256-chacha20poly1305"] = "x25519-hkdf-sha256-chacha20poly1305"
 _INFO = b"mailslot.seal.v1"
 
 
@@ -37,7 +37,9 @@ def seal(payload: dict[str, Any], recipient_box_key: bytes, envelope_id: str) ->
     """Encrypt ``payload`` to the holder of ``recipient_box_key`` (32 raw bytes)."""
     plaintext = json.dumps(payload, separators=(",", ":")).encode()
     if len(plaintext) > PAYLOAD_MAX_BYTES:
-        raise TooLarge(f"payload is larger than {PAYLOAD_MAX_BYTES} bytes", code="payload_too_large")
+        raise TooLarge(
+            f"payload is larger than {PAYLOAD_MAX_BYTES} bytes", code="payload_too_large"
+        )
     eph = X25519PrivateKey.generate()
     epk = eph.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     secret = eph.exchange(X25519PublicKey.from_public_bytes(recipient_box_key))

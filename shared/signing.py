@@ -83,7 +83,7 @@ def signed_from_doc(doc: object) -> SignedEnvelope:
         or not isinstance(doc["envelope"], str)
         or not isinstance(doc["signature"], str)
     ):
-        raise MalformedInput("expected {\"envelope\": string, \"signature\": string}")
+        raise MalformedInput('expected {"envelope": string, "signature": string}')
     return SignedEnvelope(doc["envelope"], doc["signature"])
 
 

@@ -1,0 +1,40 @@
+"""One error tree for the edge's local state: config, keys, inbox.
+
+::
+
+    EdgeError
+    ├── EdgeConfigError     edge.json missing, not JSON, or a field is invalid
+    ├── KeyFileError        identity key file unsafe (mode), unreadable or not a key
+    ├── NotInitialized      no identity yet: the user must run ``mailslot edge init``
+    └── InboxError          the SQLite inbox refused an operation (locked, corrupt, newer)
+
+These are faults of the local machine or of the user's setup, not of a remote peer (those
+are ``shared.errors.RemoteProtocolError``). Every message names the file involved and says
+what to do; none ever contains key material. The CLI prints ``str(exc)`` and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Root of every error raised by the edge's local state modules."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class EdgeConfigError(EdgeError):
+    """The edge configuration file is missing, not JSON, or has an invalid field."""
+
+
+class KeyFileError(EdgeError):
+    """The identity key file cannot be used: unsafe mode, unreadable, exists, or garbage."""
+
+
+class NotInitialized(EdgeError):
+    """No identity exists yet; the user must run ``mailslot edge init`` first."""
+
+
+class InboxError(EdgeError):
+    """The inbox database refused an operation; SQLite's error is translated here."""

@@ -1,0 +1,553 @@
+"""The edge's durable inbox: the one module in mailslot that imports ``sqlite3``.
+
+Rules this module keeps:
+
+- **Durable before acknowledged.** The link acks a delivery upstream only after
+  ``commit_batch`` returned, so the database runs ``synchronous=FULL`` in WAL mode: a
+  committed transaction survives a power cut, not only a crash.
+- **Idempotent by interrupt id.** Transport is at-least-once; ``id`` is ``UNIQUE`` and
+  inserts are ``ON CONFLICT(id) DO NOTHING``. ``commit_batch`` returns only the ids that
+  were new, so a redelivery is acked again but never handled twice.
+- **Many processes, short transactions.** The daemon and CLI commands open the same file
+  at once. Connections run in autocommit mode (``isolation_level=None``); every write is
+  one explicit ``BEGIN IMMEDIATE … COMMIT`` that takes the write lock up front (no
+  deadlocking lock upgrades) and holds it for milliseconds. Readers never block writers.
+- **Private.** The file is 0600 in a 0700 directory; SQLite gives ``-wal``/``-shm`` the
+  database file's mode.
+- **One error type out.** ``sqlite3.Error`` is translated to ``edge.errors.InboxError``.
+
+Timestamps are stored as UTC ISO-8601 text with a fixed width
+(``2025-01-02T03:04:05.000000+00:00``), so text order is time order and SQL can compare
+``not_before`` with a bound parameter.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.config import FILE_MODE, private_dir
+from edge.errors import InboxError
+from shared.envelope import PRIORITIES, Envelope
+from shared.errors import InvalidIdentity
+from shared.identity import PublicIdentity
+from shared.signing import SignedEnvelope
+
+Clock = Callable[[], datetime]
+
+SCHEMA_VERSION = 1
+STATES = ("pending", "acked")
+#: Rejections kept for ``mailslot status``/debugging; older ones are dropped, so a flood
+#: of bad input cannot fill the disk.
+REJECTIONS_KEPT = 1000
+#: Longest envelope text kept with a rejection (the link caps frames anyway).
+_REJECTED_TEXT_MAX = 128 * 1024
+_BUSY_TIMEOUT_MS = 5000
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS interrupts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT UNIQUE NOT NULL,
+        priority TEXT NOT NULL,
+        rank INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        source_kind TEXT NOT NULL,
+        source_name TEXT NOT NULL,
+        session TEXT,
+        signer TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        received_at TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'acked')),
+        nacks INTEGER NOT NULL DEFAULT 0,
+        not_before TEXT,
+        envelope TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        payload TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS interrupts_queue ON interrupts (state, rank, seq)",
+    """CREATE TABLE IF NOT EXISTS rejections (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at TEXT NOT NULL,
+        envelope_id TEXT,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        signature TEXT NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS trusted (
+        id TEXT PRIMARY KEY,
+        doc TEXT NOT NULL,
+        added_at TEXT NOT NULL
+    )""",
+)
+
+_COLUMNS = (
+    "seq, id, priority, rank, type, source_kind, source_name, session, signer, created_at,"
+    " expires_at, received_at, state, nacks, not_before, envelope, signature, payload"
+)
+_INSERT = (
+    "INSERT INTO interrupts (id, priority, rank, type, source_kind, source_name, session,"
+    " signer, created_at, expires_at, received_at, envelope, signature, payload)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING"
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_text(moment: datetime) -> str:
+    """The one stored form of a time: UTC, microseconds, fixed width (sorts as time)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _from_text(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """An interrupt the link has verified and wants stored.
+
+    ``payload`` is what agents will read: the plain payload, or the sealed payload the
+    caller opened. ``None`` falls back to ``envelope.payload`` (``None`` if sealed)."""
+
+    envelope: Envelope
+    signed: SignedEnvelope
+    payload: dict[str, Any] | None
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """One stored interrupt, as agents and ``mailslot inbox`` see it."""
+
+    seq: int
+    id: str
+    priority: str
+    rank: int
+    type: str
+    source_kind: str
+    source_name: str
+    session: str | None
+    signer: str
+    created_at: datetime
+    expires_at: datetime | None
+    received_at: datetime
+    state: str
+    nacks: int
+    not_before: datetime | None
+    envelope: str
+    signature: str
+    payload: dict[str, Any] | None
+
+    @classmethod
+    def _from_row(cls, row: sqlite3.Row) -> InboxItem:
+        return cls(
+            seq=row[0],
+            id=row[1],
+            priority=row[2],
+            rank=row[3],
+            type=row[4],
+            source_kind=row[5],
+            source_name=row[6],
+            session=row[7],
+            signer=row[8],
+            created_at=datetime.fromisoformat(row[9]),
+            expires_at=_from_text(row[10]),
+            received_at=datetime.fromisoformat(row[11]),
+            state=row[12],
+            nacks=row[13],
+            not_before=_from_text(row[14]),
+            envelope=row[15],
+            signature=row[16],
+            payload=None if row[17] is None else json.loads(row[17]),
+        )
+
+    def signed(self) -> SignedEnvelope:
+        """The exact signed bytes, so anyone can re-verify what was stored."""
+        return SignedEnvelope(self.envelope, self.signature)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for ``--json`` output: times as ISO-8601 text."""
+        doc = asdict(self)
+        for key in ("created_at", "expires_at", "received_at", "not_before"):
+            if doc[key] is not None:
+                doc[key] = doc[key].isoformat()
+        return doc
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An interrupt the edge refused, kept so the user can see why nothing arrived."""
+
+    seq: int
+    received_at: datetime
+    envelope_id: str | None
+    code: str
+    message: str
+    envelope: str
+    signature: str
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["received_at"] = self.received_at.isoformat()
+        return doc
+
+
+def _accepted_row(item: Accepted) -> tuple[Any, ...]:
+    env = item.envelope
+    payload = item.payload if item.payload is not None else env.payload
+    return (
+        env.id,
+        env.priority.value,
+        env.priority.rank,
+        env.type,
+        env.source.kind,
+        env.source.name,
+        env.session,
+        env.signer,
+        to_text(env.created_at),
+        None if env.expires_at is None else to_text(env.expires_at),
+        to_text(item.received_at),
+        item.signed.envelope,
+        item.signed.signature,
+        None if payload is None else json.dumps(payload, separators=(",", ":")),
+    )
+
+
+@contextmanager
+def _translated(path: Path) -> Iterator[None]:
+    """Turn SQLite's errors into ``InboxError`` naming the file (adapter boundary)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise InboxError(f"{path}: inbox database error: {exc}") from exc
+
+
+class Inbox:
+    """A connection to the inbox file. Open with ``Inbox.open(path)``; ``close()`` it (or
+    use it as a context manager) when done.
+
+    One ``Inbox`` must be used by one thread at a time; other processes and threads open
+    their own. ``clock`` (default UTC now) is injectable for ``not_before``/``next()``."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path, clock: Clock) -> None:
+        self._db = db
+        self.path = path
+        self._clock = clock
+        self._data_version = self._read_data_version()
+        self._own_trust_write = False
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Clock = utc_now) -> Inbox:
+        """Open (creating if needed) the inbox at ``path``: parent dir 0700, file 0600,
+        WAL + ``synchronous=FULL``, schema created idempotently."""
+        path = Path(path)
+        if not path.parent.exists():
+            private_dir(path.parent)
+        _create_private(path)
+        with _translated(path):
+            db = sqlite3.connect(
+                path,
+                isolation_level=None,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+                check_same_thread=False,
+            )
+            try:
+                _configure(db)
+                _migrate(db, path)
+                return cls(db, path, clock)
+            except BaseException:
+                db.close()
+                raise
+
+    def close(self) -> None:
+        """Close the connection. Safe to call twice."""
+        self._db.close()
+
+    def __enter__(self) -> Inbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; the write lock is taken at ``BEGIN``."""
+        with _translated(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Any]:
+        with _translated(self.path):
+            return self._db.execute(sql, params).fetchall()
+
+    # -- interrupts: the hot path -------------------------------------------------------
+
+    def commit_batch(self, items: Sequence[Accepted]) -> builtins.list[str]:
+        """Store ``items`` in one transaction; return the ids that were new, in order.
+
+        Ids already stored (or repeated within ``items``) are skipped and not returned:
+        the caller acks every item upstream, but hands only the returned ids on to
+        intents. When this returns, the batch is on disk; ack only then."""
+        if not items:
+            return []
+        rows = [_accepted_row(item) for item in items]
+        with self._write() as db:
+            # The write lock is held, so rows with seq above the old maximum are exactly
+            # the ones this executemany inserted (AUTOINCREMENT never reuses a seq).
+            (before,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM interrupts").fetchone()
+            db.executemany(_INSERT, rows)
+            new = db.execute(
+                "SELECT id FROM interrupts WHERE seq > ? ORDER BY seq", (before,)
+            ).fetchall()
+        return [row[0] for row in new]
+
+    # -- interrupts: reading and acking (agents, CLI) ------------------------------------
+
+    def list(self, state: str | None = "pending", limit: int = 100) -> builtins.list[InboxItem]:
+        """Items in ``state`` (``None``: all), most urgent first, then in arrival order."""
+        if state is not None and state not in STATES:
+            raise ValueError(f"state must be one of {STATES} or None")
+        where, params = ("WHERE state = ?", [state]) if state is not None else ("", [])
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM interrupts {where} ORDER BY rank, seq LIMIT ?",
+            [*params, limit],
+        )
+        return [InboxItem._from_row(row) for row in rows]
+
+    def next(self) -> InboxItem | None:
+        """The pending item an agent should look at now: most urgent, oldest first,
+        skipping items nacked with a delay that has not passed yet."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM interrupts WHERE state = 'pending'"
+            " AND (not_before IS NULL OR not_before <= ?) ORDER BY rank, seq LIMIT 1",
+            (to_text(self._clock()),),
+        )
+        return InboxItem._from_row(rows[0]) if rows else None
+
+    def get(self, id: str) -> InboxItem | None:
+        rows = self._query(f"SELECT {_COLUMNS} FROM interrupts WHERE id = ?", (id,))
+        return InboxItem._from_row(rows[0]) if rows else None
+
+    def ack(self, id: str) -> bool:
+        """Mark a pending item handled. ``False`` if it is unknown or already acked."""
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE interrupts SET state = 'acked' WHERE id = ? AND state = 'pending'",
+                (id,),
+            )
+        return cur.rowcount == 1
+
+    def nack(self, id: str, delay_seconds: float = 0) -> bool:
+        """Give a pending item back, hidden from ``next()`` for ``delay_seconds``.
+        ``False`` if it is unknown or not pending."""
+        if delay_seconds < 0:
+            raise ValueError("delay_seconds must not be negative")
+        not_before = to_text(self._clock() + timedelta(seconds=delay_seconds))
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE interrupts SET nacks = nacks + 1, not_before = ?"
+                " WHERE id = ? AND state = 'pending'",
+                (not_before, id),
+            )
+        return cur.rowcount == 1
+
+    def counts(self) -> dict[str, int]:
+        """Pending items per priority; every priority is present, zero or not."""
+        counts = {p.value: 0 for p in PRIORITIES}
+        rows = self._query(
+            "SELECT priority, COUNT(*) FROM interrupts WHERE state = 'pending' GROUP BY priority"
+        )
+        counts.update({priority: n for priority, n in rows})
+        return counts
+
+    def total(self) -> int:
+        """All stored interrupts, pending and acked."""
+        return int(self._query("SELECT COUNT(*) FROM interrupts")[0][0])
+
+    # -- rejections -----------------------------------------------------------------------
+
+    def record_rejection(
+        self,
+        *,
+        envelope_text: str,
+        signature: str,
+        code: str,
+        message: str,
+        envelope_id: str | None,
+        received_at: datetime,
+    ) -> None:
+        """Keep a refused interrupt and why (the ``RemoteProtocolError`` code/message).
+        Only the newest ``REJECTIONS_KEPT`` are kept."""
+        row = (
+            to_text(received_at),
+            envelope_id,
+            code,
+            message,
+            envelope_text[:_REJECTED_TEXT_MAX],
+            signature[:_REJECTED_TEXT_MAX],
+        )
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO rejections (received_at, envelope_id, code, message, envelope,"
+                " signature) VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            db.execute(
+                "DELETE FROM rejections WHERE seq <= ?", ((cur.lastrowid or 0) - REJECTIONS_KEPT,)
+            )
+
+    def rejections(self, limit: int = 100) -> builtins.list[Rejection]:
+        """The most recent rejections, newest first."""
+        rows = self._query(
+            "SELECT seq, received_at, envelope_id, code, message, envelope, signature"
+            " FROM rejections ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            Rejection(seq, datetime.fromisoformat(at), env_id, code, msg, env, sig)
+            for seq, at, env_id, code, msg, env, sig in rows
+        ]
+
+    # -- status shared by the daemon and `mailslot status` ---------------------------------
+
+    def set_status(self, **values: Any) -> None:
+        """Set status keys (each value JSON-encoded) in one transaction."""
+        rows = [(key, json.dumps(value)) for key, value in values.items()]
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO status (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                rows,
+            )
+
+    def status(self) -> dict[str, Any]:
+        """Everything the daemon last published with ``set_status``, decoded."""
+        rows = self._query("SELECT key, value FROM status")
+        return {key: json.loads(value) for key, value in rows}
+
+    # -- trusted producer signers ---------------------------------------------------------
+
+    def add_trusted(self, public: PublicIdentity) -> None:
+        """Trust ``public`` as a signer of interrupts to us (replacing its document)."""
+        doc = json.dumps(public.to_doc(), sort_keys=True)
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO trusted (id, doc, added_at) VALUES (?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET doc = excluded.doc",
+                (public.id, doc, to_text(self._clock())),
+            )
+        self._own_trust_write = True
+
+    def remove_trusted(self, id: str) -> bool:
+        """Stop trusting signer ``id``. ``False`` if it was not trusted."""
+        with self._write() as db:
+            cur = db.execute("DELETE FROM trusted WHERE id = ?", (id,))
+        self._own_trust_write = True
+        return cur.rowcount == 1
+
+    def trusted_docs(self) -> builtins.list[dict[str, str]]:
+        return [json.loads(doc) for (doc,) in self._query("SELECT doc FROM trusted ORDER BY id")]
+
+    def trusted_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Signer id → verification key, for ``shared.signing.verify_envelope``. Each
+        document is re-checked (self-certifying), so a tampered row cannot add a key."""
+        keys = {}
+        for doc in self.trusted_docs():
+            try:
+                public = PublicIdentity.from_doc(doc)
+            except InvalidIdentity as exc:
+                raise InboxError(f"{self.path}: trusted signer is invalid: {exc.message}") from None
+            keys[public.id] = public.verifier()
+        return keys
+
+    def changed(self) -> bool:
+        """Whether the database was written since ``open`` or the last call — by another
+        connection (``PRAGMA data_version``), or by this one's trust changes. Cheap: use
+        it to decide when to reload a cache such as ``trusted_keys()``."""
+        version = self._read_data_version()
+        changed = version != self._data_version or self._own_trust_write
+        self._data_version = version
+        self._own_trust_write = False
+        return changed
+
+    def _read_data_version(self) -> int:
+        return int(self._query("PRAGMA data_version")[0][0])
+
+
+def _create_private(path: Path) -> None:
+    """Create the file 0600 before SQLite does (SQLite would honour only the umask), and
+    tighten an existing one."""
+    with _translated_os(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+
+
+@contextmanager
+def _translated_os(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise InboxError(f"{path}: cannot open inbox ({exc.strerror})") from None
+
+
+def _configure(db: sqlite3.Connection) -> None:
+    db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
+    if str(mode).lower() != "wal":
+        raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
+    # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss, and
+    # the relay has already forgotten what we acked.
+    db.execute("PRAGMA synchronous = FULL")
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Create the schema if missing; refuse a file from a newer mailslot.
+
+    An up-to-date file is only read, not written: opening the inbox (every CLI command
+    does) must not take the write lock nor look like a change to ``changed()``."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise InboxError(
+                f"{path}: inbox schema {version} is newer than this mailslot ({SCHEMA_VERSION})"
+            )
+        for statement in _SCHEMA:
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

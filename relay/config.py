@@ -1,0 +1,68 @@
+"""The relay's one configuration object, built once by the CLI and passed down."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_LISTEN = "127.0.0.1:7710"
+
+
+def relay_data_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the relay keeps its embedded JetStream store and runtime files.
+    ``MAILSLOT_HOME=DIR`` puts it under ``DIR/relay``."""
+    home = environ.get("MAILSLOT_HOME")
+    if home:
+        return Path(home) / "relay"
+    return Path(platformdirs.user_data_dir("mailslot")) / "relay"
+
+
+class StreamSettings(BaseModel):
+    """How interrupts are kept in JetStream (see README, "Operations")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    #: Pending interrupts per recipient and priority; beyond it producers get 429.
+    max_per_recipient: int = Field(default=100_000, ge=1)
+    #: Window in which a retried interrupt id is answered as a duplicate.
+    duplicate_window: float = Field(default=600.0, gt=0)
+    #: How long a delivered, unacknowledged interrupt waits before redelivery.
+    ack_wait: float = Field(default=30.0, gt=0)
+    #: Idle per-connection consumers are reaped by JetStream after this.
+    consumer_idle: float = Field(default=300.0, gt=0)
+    #: JetStream replicas for the interrupt stream and registry (3 on a cluster).
+    replicas: int = Field(default=1, ge=1, le=5)
+    #: Hard cap on interrupt age, whatever expires_at says (0 = none).
+    max_age: float = Field(default=0.0, ge=0)
+
+
+class RelayConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    listen: str = DEFAULT_LISTEN
+    #: NATS servers to use. Empty: start the embedded nats-server.
+    nats: tuple[str, ...] = ()
+    data_dir: Path
+    stream: StreamSettings = StreamSettings()
+    #: Largest HTTP request body accepted.
+    max_body_bytes: int = 160 * 1024
+    #: Embedded server: fsync every write ("always") or on an interval (e.g. "1s", "2m").
+    embedded_sync: str = "always"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("listen must be HOST:PORT")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])

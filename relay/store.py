@@ -1,0 +1,381 @@
+"""The relay's one adapter to NATS JetStream. Nothing else in the relay imports ``nats``.
+
+Layout in JetStream:
+
+* stream ``MAILSLOT``, subjects ``ms.in.<identity>.<priority>``, work-queue retention
+  (an acked interrupt is gone), file storage, per-subject cap with discard-new-per-subject
+  (a full recipient gets 429 and nobody else is affected), a duplicate window keyed by the
+  interrupt id (``Nats-Msg-Id``), per-message TTL from ``expires_at`` (``Nats-TTL``).
+* KV bucket ``mailslot_registry``: accounts, enrollment and producer tokens (hashed),
+  identities, grants and the relay's signing key, so relay processes hold no state.
+* Core subjects ``ms.ntf.<identity>`` (something new is pending) and
+  ``ms.ctl.<identity>`` (a new connection takes over), which work across relay processes.
+
+Per connected identity there are three pull consumers, one per priority, created when it
+connects (memory storage, one replica, reaped by JetStream when idle) — never a durable
+consumer per identity forever. Taking from ``now`` until it is empty, then ``next``, then
+``later`` gives the drain order; FIFO within a class is the stream order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from itertools import count
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import api
+from nats.js.kv import KeyValue
+
+from relay.config import StreamSettings
+from relay.errors import Conflict, QueueFull, StoreUnavailable
+from shared.envelope import PRIORITIES, Priority
+from shared.tokens import check_identity
+
+log = logging.getLogger("mailslot.relay.store")
+
+STREAM = "MAILSLOT"
+REGISTRY_BUCKET = "mailslot_registry"
+_REQUEST_TIMEOUT = 5.0
+
+
+def interrupt_subject(identity: str, priority: Priority) -> str:
+    """The subject of one recipient's queue. ``identity`` is validated here, at the last
+    moment before it becomes a subject token, whatever the caller checked before."""
+    return f"ms.in.{check_identity(identity)}.{priority.value}"
+
+
+def notify_subject(identity: str) -> str:
+    return f"ms.ntf.{check_identity(identity)}"
+
+
+def control_subject(identity: str) -> str:
+    return f"ms.ctl.{check_identity(identity)}"
+
+
+def consumer_name(identity: str, priority: Priority) -> str:
+    return f"edge_{check_identity(identity)}_{priority.value}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One interrupt taken from JetStream for a connected edge."""
+
+    id: str
+    priority: Priority
+    data: bytes
+    msg: Msg
+
+    async def ack(self) -> None:
+        await _quietly(self.msg.ack())
+
+    async def nak(self, delay: float = 0) -> None:
+        await _quietly(self.msg.nak(delay=delay or None))
+
+    async def term(self) -> None:
+        await _quietly(self.msg.term())
+
+
+async def _quietly(op: Awaitable[Any]) -> None:
+    """Acks are fire-and-forget by design: if one is lost the interrupt is redelivered
+    and the edge's idempotent inbox absorbs it."""
+    with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+        await op
+
+
+class Store:
+    """A connection to NATS plus the stream and registry bucket. ``connect`` then
+    ``ensure`` (idempotent) before use; ``close`` when done."""
+
+    def __init__(self, nc: Client, settings: StreamSettings) -> None:
+        self.nc = nc
+        self.js = nc.jetstream(timeout=_REQUEST_TIMEOUT)
+        self.settings = settings
+        self._kv: KeyValue | None = None
+        self._reconnect_listeners: list[Callable[[], None]] = []
+        self._ready = False
+
+    @classmethod
+    async def connect(cls, servers: list[str], settings: StreamSettings) -> Store:
+        holder: list[Store] = []
+
+        async def reconnected() -> None:
+            log.info("reconnected to NATS")
+            for listener in list(holder[0]._reconnect_listeners):
+                listener()
+
+        async def disconnected() -> None:
+            log.warning("disconnected from NATS")
+
+        async def error(exc: Exception) -> None:
+            log.warning("NATS error: %s", exc)
+
+        try:
+            nc = await nats.connect(
+                servers=servers,
+                name="mailslot-relay",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,
+                connect_timeout=5,
+                allow_reconnect=True,
+                reconnected_cb=reconnected,
+                disconnected_cb=disconnected,
+                error_cb=error,
+            )
+        except (nats.errors.Error, OSError) as exc:
+            raise StoreUnavailable(f"cannot connect to NATS: {exc}") from exc
+        store = cls(nc, settings)
+        holder.append(store)
+        return store
+
+    def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` after every reconnect; returns a function that unregisters."""
+        self._reconnect_listeners.append(listener)
+        return lambda: self._reconnect_listeners.remove(listener)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and self.nc.is_connected
+
+    async def ensure(self) -> None:
+        """Create or update the stream and the registry bucket (idempotent)."""
+        s = self.settings
+        config = api.StreamConfig(
+            name=STREAM,
+            subjects=["ms.in.>"],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            storage=api.StorageType.FILE,
+            discard=api.DiscardPolicy.NEW,
+            discard_new_per_subject=True,
+            max_msgs_per_subject=s.max_per_recipient,
+            duplicate_window=s.duplicate_window,
+            allow_msg_ttl=True,
+            max_age=s.max_age or None,
+            num_replicas=s.replicas,
+            max_msg_size=256 * 1024,
+        )
+        try:
+            try:
+                await self.js.stream_info(STREAM)
+                await self.js.update_stream(config)
+            except nats.js.errors.NotFoundError:
+                await self.js.add_stream(config)
+            try:
+                self._kv = await self.js.key_value(REGISTRY_BUCKET)
+            except nats.js.errors.BucketNotFoundError:
+                self._kv = await self.js.create_key_value(
+                    bucket=REGISTRY_BUCKET,
+                    history=1,
+                    replicas=s.replicas,
+                    storage=api.StorageType.FILE,
+                )
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"cannot set up JetStream: {exc}") from exc
+        self._ready = True
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.drain()
+
+    # -- interrupts ---------------------------------------------------------------------
+
+    async def publish(
+        self, identity: str, priority: Priority, msg_id: str, data: bytes, ttl: float | None
+    ) -> bool:
+        """Store one interrupt; return True if JetStream already had this id (duplicate).
+        Returns only after JetStream acknowledged the write: that is what a 2xx means."""
+        subject = interrupt_subject(identity, priority)
+        headers = {"Nats-Msg-Id": msg_id}
+        try:
+            ack = await self.js.publish(
+                subject,
+                data,
+                headers=headers,
+                timeout=_REQUEST_TIMEOUT,
+                msg_ttl=max(1, int(ttl + 0.999)) if ttl is not None else None,
+            )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == 10077:  # maximum messages per subject exceeded
+                raise QueueFull(f"{priority.value} queue of {identity} is full") from exc
+            raise StoreUnavailable(f"JetStream refused the write: {exc.description}") from exc
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise StoreUnavailable("JetStream did not acknowledge the write") from exc
+        with contextlib.suppress(nats.errors.Error):
+            await self.nc.publish(notify_subject(identity), b"")
+        return bool(ack.duplicate)
+
+    async def pending(self, identity: str) -> dict[str, int]:
+        """Interrupts stored for ``identity`` per priority (delivered-but-unacked included)."""
+        prefix = f"ms.in.{check_identity(identity)}."
+        try:
+            info = await self.js.stream_info(STREAM, subjects_filter=prefix + ">")
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"cannot read queue state: {exc}") from exc
+        subjects = info.state.subjects or {}
+        return {p.value: int(subjects.get(prefix + p.value, 0)) for p in PRIORITIES}
+
+    async def subscribe(self, subject: str, callback: Callable[[Msg], Awaitable[None]]) -> Any:
+        return await self.nc.subscribe(subject, cb=callback)
+
+    async def publish_core(self, subject: str, data: bytes) -> None:
+        with contextlib.suppress(nats.errors.Error):
+            await self.nc.publish(subject, data)
+
+    def queue(self, identity: str) -> IdentityQueue:
+        return IdentityQueue(self, check_identity(identity))
+
+    # -- registry (KV) -----------------------------------------------------------------
+
+    @property
+    def kv(self) -> KeyValue:
+        if self._kv is None:
+            raise StoreUnavailable("registry is not ready")
+        return self._kv
+
+    async def kv_get(self, key: str) -> tuple[dict[str, Any], int] | None:
+        try:
+            entry = await self.kv.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"registry read failed: {exc}") from exc
+        if entry.value is None:
+            return None
+        return json.loads(entry.value), int(entry.revision or 0)
+
+    async def kv_create(self, key: str, value: dict[str, Any]) -> None:
+        """Create ``key``; raise ``Conflict`` if it exists (atomic, across processes)."""
+        try:
+            await self.kv.create(key, json.dumps(value).encode())
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise Conflict(f"{key} already exists") from exc
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"registry write failed: {exc}") from exc
+
+    async def kv_put(self, key: str, value: dict[str, Any]) -> None:
+        try:
+            await self.kv.put(key, json.dumps(value).encode())
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"registry write failed: {exc}") from exc
+
+    async def kv_delete(self, key: str, revision: int | None = None) -> None:
+        """Delete ``key``; with ``revision``, only if unchanged since (else ``Conflict``)."""
+        try:
+            await self.kv.delete(key, last=revision)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in (10071, 10164):
+                raise Conflict(f"{key} changed concurrently") from exc
+            raise StoreUnavailable(f"registry write failed: {exc}") from exc
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"registry write failed: {exc}") from exc
+
+    async def kv_keys(self, prefix: str) -> list[str]:
+        try:
+            return await self.kv.keys(filters=[prefix + ">"])
+        except nats.js.errors.NoKeysError:
+            return []
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"registry read failed: {exc}") from exc
+
+
+class ConsumerGone(Exception):
+    """The per-connection consumer vanished (reaped, deleted by a takeover, or lost in a
+    server restart). The caller must ``reset`` and try again."""
+
+
+class IdentityQueue:
+    """The three per-priority pull consumers of one connected identity.
+
+    ``reset`` (re)creates them: deleting first releases every in-flight delivery of a
+    previous connection at once, which is how a takeover redelivers immediately.
+    ``take`` pulls with ``no_wait`` so an empty class answers at once."""
+
+    def __init__(self, store: Store, identity: str) -> None:
+        self.store = store
+        self.identity = identity
+        self._inbox = store.nc.new_inbox()
+        self._sub: Any = None
+        self._requests = count()
+
+    async def reset(self) -> None:
+        js = self.store.js
+        try:
+            for priority in PRIORITIES:
+                name = consumer_name(self.identity, priority)
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await js.delete_consumer(STREAM, name)
+                await js.add_consumer(
+                    STREAM,
+                    api.ConsumerConfig(
+                        name=name,
+                        filter_subject=interrupt_subject(self.identity, priority),
+                        deliver_policy=api.DeliverPolicy.ALL,
+                        ack_policy=api.AckPolicy.EXPLICIT,
+                        ack_wait=self.store.settings.ack_wait,
+                        max_deliver=-1,
+                        max_ack_pending=-1,
+                        inactive_threshold=self.store.settings.consumer_idle,
+                        mem_storage=True,
+                        num_replicas=1,
+                    ),
+                )
+            # A fresh reply subscription per reset: nothing from a request abandoned
+            # before the reset can arrive in it.
+            await self.close()
+            self._inbox = self.store.nc.new_inbox()
+            self._sub = await self.store.nc.subscribe(self._inbox + ".*")
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"cannot create consumers: {exc}") from exc
+
+    async def take(self, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries from the highest non-empty priority class."""
+        for priority in PRIORITIES:
+            batch = await self._pull(priority, limit)
+            if batch:
+                return batch
+        return []
+
+    async def _pull(self, priority: Priority, limit: int) -> list[Delivery]:
+        assert self._sub is not None, "call reset() first"
+        reply = f"{self._inbox}.{next(self._requests)}"
+        subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(self.identity, priority)}"
+        request = json.dumps({"batch": limit, "no_wait": True}).encode()
+        out: list[Delivery] = []
+        try:
+            await self.store.nc.publish(subject, request, reply=reply)
+            while True:
+                msg = await self._sub.next_msg(timeout=_REQUEST_TIMEOUT)
+                status = (msg.headers or {}).get("Status")
+                if status is not None and msg.subject != reply:
+                    continue  # the end of an abandoned request
+                if status is None:
+                    msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+                    out.append(Delivery(msg_id, priority, msg.data, msg))
+                    if len(out) >= limit:
+                        return out
+                elif status in ("404", "408"):
+                    return out
+                elif status in ("503", "409"):
+                    raise ConsumerGone(status)
+                else:
+                    raise StoreUnavailable(f"pull failed with status {status}")
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            if out:
+                return out
+            raise ConsumerGone("pull timed out") from exc
+        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
+            raise StoreUnavailable("NATS connection lost") from exc
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
