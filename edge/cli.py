@@ -1,2 +1,420 @@
-def main() -> None:
-    raise SystemExit("not yet")
+"""``mailslot``: the one command-line entry point (edge, relay and ``up``).
+
+Config flows one way: options → one config object → the server or daemon. Every command
+that prints data takes ``--json``. Errors print ``mailslot: <code>: <message>`` (or a
+JSON object with ``--json``) and exit 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ulid import ULID
+
+from edge.config import EdgeConfig, EdgePaths, load_config, save_config
+from edge.daemon import EdgeDaemon
+from edge.errors import EdgeError, NotInitialized
+from edge.inbox import Inbox
+from edge.keystore import load_identity, save_identity
+from edge.relayclient import RelayClient
+from relay.cli import add_relay_commands
+from relay.errors import RelayError
+from relay.signals import stop_on_signals
+from shared.envelope import Envelope, Source
+from shared.errors import MailslotError, MalformedInput, RemoteProtocolError
+from shared.identity import Identity
+from shared.sealing import seal
+from shared.signing import sign_envelope
+from shared.tokens import check_identity
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        raise SystemExit(2)
+    logging.basicConfig(
+        level=os.environ.get("MAILSLOT_LOG", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("websockets", "uvicorn.error", "httpx", "nats"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        code = args.handler(args)
+    except (EdgeError, RelayError, RemoteProtocolError) as exc:
+        code = _fail(args, getattr(exc, "code", "error"), exc.message)
+    except MailslotError as exc:
+        code = _fail(args, "error", str(exc))
+    except KeyboardInterrupt:
+        code = 130
+    raise SystemExit(code)
+
+
+def _fail(args: argparse.Namespace, code: str, message: str) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": code, "message": message}))
+    else:
+        print(f"mailslot: {code}: {message}", file=sys.stderr)
+    return 1
+
+
+def emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=None, default=str) if args.json else text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailslot", description="Interrupt infrastructure for proactive AI agents."
+    )
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def command(
+        name: str, handler: Handler, help: str, parent: Any = sub
+    ) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    from edge.up import add_up_command
+
+    add_up_command(sub, command)
+    add_relay_commands(sub, command)
+
+    edge = sub.add_parser("edge", help="the edge daemon").add_subparsers(metavar="COMMAND")
+    p = command("init", cmd_edge_init, "create keys and enroll with a relay", edge)
+    p.add_argument("--relay", required=True, help="relay base URL, e.g. https://relay.example")
+    p.add_argument("--token", required=True, help="one-time enrollment token")
+    command("run", cmd_edge_run, "run the edge daemon (outbound link, inbox)", edge)
+
+    p = command("send", cmd_send, "send an interrupt")
+    p.add_argument("--to", required=True, help="recipient identity id")
+    p.add_argument("--type", required=True, help="interrupt type, e.g. build.failed")
+    p.add_argument("--priority", default="next", help="now | next | later (default next)")
+    p.add_argument("--data", help="payload: a JSON object, or @FILE")
+    p.add_argument("--session", help="agent session / workspace")
+    p.add_argument("--expires-in", type=float, help="seconds until it expires")
+    p.add_argument("--dedupe-key", help="dedupe key")
+    p.add_argument("--id", help="interrupt id (ULID); reuse it to retry idempotently")
+    p.add_argument("--seal", action="store_true", help="encrypt the payload to the recipient")
+    p.add_argument(
+        "--token", help="producer token (or MAILSLOT_TOKEN); without: sign with this edge's key"
+    )
+    p.add_argument("--relay", help="relay URL (default: this edge's relay)")
+
+    inbox = sub.add_parser("inbox", help="the local inbox").add_subparsers(metavar="COMMAND")
+    p = command("list", cmd_inbox_list, "list interrupts (pending by default)", inbox)
+    p.add_argument("--all", action="store_true", help="include acked interrupts")
+    p.add_argument("--limit", type=int, default=100)
+    command("next", cmd_inbox_next, "show the next pending interrupt", inbox)
+    p = command("ack", cmd_inbox_ack, "mark an interrupt handled", inbox)
+    p.add_argument("id")
+    p = command("nack", cmd_inbox_nack, "put an interrupt back (optionally later)", inbox)
+    p.add_argument("id")
+    p.add_argument("--delay", type=float, default=0, help="seconds before it is next again")
+    p = command("rejected", cmd_inbox_rejected, "envelopes refused by verification", inbox)
+    p.add_argument("--limit", type=int, default=50)
+
+    grant = sub.add_parser("grant", help="producer keys this edge accepts").add_subparsers(
+        metavar="COMMAND"
+    )
+    p = command("add", cmd_grant_add, "accept interrupts signed by an identity", grant)
+    p.add_argument("id")
+    p = command("rm", cmd_grant_rm, "stop accepting an identity's signatures", grant)
+    p.add_argument("id")
+    command("list", cmd_grant_list, "list granted producer identities", grant)
+
+    command("status", cmd_status, "link, inbox and daemon status")
+    return parser
+
+
+# -- edge -----------------------------------------------------------------------------
+
+
+def _paths() -> EdgePaths:
+    paths = EdgePaths.resolve()
+    paths.ensure()
+    return paths
+
+
+def enroll_edge(paths: EdgePaths, relay_url: str, token: str) -> EdgeConfig:
+    """Create (or reuse) this edge's key, enroll it, pin the relay, save the config."""
+    if paths.config_file.exists():
+        raise EdgeError(f"already initialized ({paths.config_file}); remove it to re-enroll")
+    try:
+        identity = load_identity(paths.key_file)
+    except NotInitialized:
+        identity = Identity.generate()
+        save_identity(paths.key_file, identity)
+    with RelayClient(relay_url) as client:
+        _account, relay = client.enroll(token, identity)
+    config = EdgeConfig(relay_url=relay_url, identity=identity.id, relay_identity=relay.to_doc())
+    save_config(paths, config)
+    Inbox.open(paths.inbox_file).close()
+    return config
+
+
+def cmd_edge_init(args: argparse.Namespace) -> int:
+    config = enroll_edge(_paths(), args.relay, args.token)
+    emit(
+        args,
+        {"identity": config.identity, "relay": config.relay_url},
+        f"enrolled identity {config.identity} with {config.relay_url}",
+    )
+    return 0
+
+
+def cmd_edge_run(args: argparse.Namespace) -> int:
+    daemon = EdgeDaemon(_paths())
+    daemon.start()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        with stop_on_signals(stop):
+            await daemon.run(stop)
+
+    asyncio.run(run())
+    return 0
+
+
+# -- send -----------------------------------------------------------------------------
+
+
+def _payload(data: str | None) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise MalformedInput(f"--data is not valid JSON: {exc}", code="malformed_json") from exc
+    if not isinstance(value, dict):
+        raise MalformedInput("--data must be a JSON object", code="malformed_json")
+    return value
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    paths = EdgePaths.resolve()
+    token = args.token or os.environ.get("MAILSLOT_TOKEN")
+    relay_url = args.relay or _configured_relay(paths)
+    to = check_identity(args.to)
+    payload = _payload(args.data)
+    envelope_id = args.id or str(ULID())
+    now = datetime.now(UTC)
+    expires_at = now + timedelta(seconds=args.expires_in) if args.expires_in else None
+    with RelayClient(relay_url) as client:
+        sealed = None
+        if args.seal:
+            sealed = seal(payload or {}, client.identity(to).box_key, envelope_id)
+            payload = None
+        if token:
+            draft: dict[str, Any] = {
+                "id": envelope_id,
+                "to": to,
+                "type": args.type,
+                "priority": args.priority,
+            }
+            for key, value in (
+                ("session", args.session),
+                ("dedupe_key", args.dedupe_key),
+                ("payload", payload),
+            ):
+                if value is not None:
+                    draft[key] = value
+            if expires_at is not None:
+                draft["expires_at"] = expires_at.isoformat()
+            if sealed is not None:
+                draft["sealed"] = sealed.model_dump()
+            result = client.post_draft(draft, token)
+        else:
+            identity = load_identity(paths.key_file)
+            envelope = Envelope.model_validate(
+                {
+                    "id": envelope_id,
+                    "to": to,
+                    "type": args.type,
+                    "priority": args.priority,
+                    "session": args.session,
+                    "dedupe_key": args.dedupe_key,
+                    "payload": payload,
+                    "sealed": sealed,
+                    "source": Source(kind="producer", name="cli"),
+                    "created_at": now,
+                    "expires_at": expires_at,
+                    "signer": identity.id,
+                }
+            )
+            result = client.post_signed(sign_envelope(envelope, identity))
+    note = " (duplicate: already stored)" if result.get("duplicate") else ""
+    emit(args, result, f"{result['id']}{note}")
+    return 0
+
+
+def _configured_relay(paths: EdgePaths) -> str:
+    try:
+        return load_config(paths).relay_url
+    except EdgeError as exc:
+        raise EdgeError(f"no --relay given and no edge configured: {exc.message}") from exc
+
+
+# -- inbox ----------------------------------------------------------------------------
+
+
+def _inbox() -> Inbox:
+    paths = EdgePaths.resolve()
+    if not paths.inbox_file.exists():
+        raise NotInitialized(f"no inbox at {paths.inbox_file}; run `mailslot edge init`")
+    return Inbox.open(paths.inbox_file)
+
+
+def _line(item: Any) -> str:
+    payload = json.dumps(item.payload, separators=(",", ":")) if item.payload else ""
+    return f"{item.id}  {item.priority:<5}  {item.state:<7}  {item.type}  {payload[:80]}"
+
+
+def cmd_inbox_list(args: argparse.Namespace) -> int:
+    with _inbox() as inbox:
+        items = inbox.list(state=None if args.all else "pending", limit=args.limit)
+    emit(args, [i.to_dict() for i in items], "\n".join(_line(i) for i in items) or "(empty)")
+    return 0
+
+
+def cmd_inbox_next(args: argparse.Namespace) -> int:
+    with _inbox() as inbox:
+        item = inbox.next()
+    if item is None:
+        emit(args, None, "(nothing pending)")
+        return 0
+    emit(args, item.to_dict(), _line(item))
+    return 0
+
+
+def cmd_inbox_ack(args: argparse.Namespace) -> int:
+    with _inbox() as inbox:
+        ok = inbox.ack(args.id)
+    emit(args, {"id": args.id, "acked": ok}, "acked" if ok else f"{args.id}: not pending")
+    return 0 if ok else 1
+
+
+def cmd_inbox_nack(args: argparse.Namespace) -> int:
+    with _inbox() as inbox:
+        ok = inbox.nack(args.id, args.delay)
+    emit(
+        args, {"id": args.id, "nacked": ok}, "back to pending" if ok else f"{args.id}: not pending"
+    )
+    return 0 if ok else 1
+
+
+def cmd_inbox_rejected(args: argparse.Namespace) -> int:
+    with _inbox() as inbox:
+        rows = inbox.rejections(limit=args.limit)
+    text = "\n".join(
+        f"{r.received_at}  {r.envelope_id or '-'}  {r.code}: {r.message}" for r in rows
+    )
+    emit(args, [r.to_dict() for r in rows], text or "(none)")
+    return 0
+
+
+# -- grants ---------------------------------------------------------------------------
+
+
+def _edge_identity() -> tuple[EdgePaths, EdgeConfig, Identity]:
+    paths = EdgePaths.resolve()
+    return paths, load_config(paths), load_identity(paths.key_file)
+
+
+def cmd_grant_add(args: argparse.Namespace) -> int:
+    paths, config, identity = _edge_identity()
+    with RelayClient(config.relay_url) as client:
+        public = client.identity(check_identity(args.id))
+        client.set_grant(identity, public.id, True)
+    with Inbox.open(paths.inbox_file) as inbox:
+        inbox.add_trusted(public)
+    emit(args, {"granted": public.id}, f"accepting interrupts signed by {public.id}")
+    return 0
+
+
+def cmd_grant_rm(args: argparse.Namespace) -> int:
+    paths, config, identity = _edge_identity()
+    signer = check_identity(args.id)
+    with RelayClient(config.relay_url) as client:
+        client.set_grant(identity, signer, False)
+    with Inbox.open(paths.inbox_file) as inbox:
+        inbox.remove_trusted(signer)
+    emit(args, {"revoked": signer}, f"no longer accepting {signer}")
+    return 0
+
+
+def cmd_grant_list(args: argparse.Namespace) -> int:
+    with _inbox() as inbox:
+        docs = inbox.trusted_docs()
+    emit(args, docs, "\n".join(d["id"] for d in docs) or "(none)")
+    return 0
+
+
+# -- status ---------------------------------------------------------------------------
+
+
+def edge_status(paths: EdgePaths) -> dict[str, Any]:
+    config = load_config(paths)
+    with Inbox.open(paths.inbox_file) as inbox:
+        status = inbox.status()
+        pending = inbox.counts()
+        rejected = len(inbox.rejections(limit=1000))
+    running = _alive(status.get("pid"))
+    return {
+        "identity": config.identity,
+        "relay": config.relay_url,
+        "daemon_running": running,
+        "connected": bool(status.get("connected")) and running,
+        "pending": pending,
+        "relay_pending_at_connect": status.get("relay_pending"),
+        "last_delivery": status.get("last_delivery"),
+        "delivered_total": status.get("delivered_total", 0),
+        "rejected": rejected,
+    }
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    s = edge_status(EdgePaths.resolve())
+    link = (
+        "connected"
+        if s["connected"]
+        else ("daemon running, not connected" if s["daemon_running"] else "daemon not running")
+    )
+    p = s["pending"]
+    text = "\n".join(
+        [
+            f"identity       {s['identity']}",
+            f"relay          {s['relay']} ({link})",
+            f"pending        now={p['now']} next={p['next']} later={p['later']}",
+            f"last delivery  {s['last_delivery'] or 'never'}",
+            f"rejected       {s['rejected']}",
+        ]
+    )
+    emit(args, s, text)
+    return 0

@@ -502,13 +502,19 @@ class Inbox:
 
 def _create_private(path: Path) -> None:
     """Create the file 0600 before SQLite does (SQLite would honour only the umask), and
-    tighten an existing one."""
+    tighten an existing one.
+
+    An existing file is never opened here: closing *any* descriptor of a file drops all
+    of this process's POSIX locks on it, including the ones SQLite holds for another
+    open connection — after which a second process may checkpoint and delete the WAL
+    under the first connection, and its commits vanish."""
     with _translated_os(path):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         try:
-            os.fchmod(fd, FILE_MODE)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            os.chmod(path, FILE_MODE)
+            return
+        os.close(fd)
 
 
 @contextmanager

@@ -457,3 +457,28 @@ def test_only_the_newest_rejections_are_kept(inbox: Inbox, monkeypatch: pytest.M
             received_at=T0,
         )
     assert [r.envelope for r in inbox.rejections()] == ["junk 4", "junk 3", "junk 2"]
+
+
+def test_second_connection_in_one_process_keeps_the_wal_alive(tmp_path):
+    """Regression: opening a second Inbox in the daemon's process used to open and close
+    the database file, dropping SQLite's POSIX locks; a CLI process closing the file then
+    deleted the live WAL, and the daemon's later commits were invisible and lost."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "inbox.sqlite3"
+    daemon_status = Inbox.open(path)
+    daemon_receiver = Inbox.open(path)
+    try:
+        daemon_receiver.set_status(marker=1)
+        reader = "from edge.inbox import Inbox; import sys; i = Inbox.open(sys.argv[1]); print(i.status()); i.close()"
+        subprocess.run([sys.executable, "-c", reader, str(path)], check=True, capture_output=True)
+        assert (tmp_path / "inbox.sqlite3-wal").exists()
+        daemon_receiver.set_status(marker=2)
+        out = subprocess.run(
+            [sys.executable, "-c", reader, str(path)], check=True, capture_output=True, text=True
+        ).stdout
+        assert "'marker': 2" in out
+    finally:
+        daemon_status.close()
+        daemon_receiver.close()

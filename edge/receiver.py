@@ -1,0 +1,105 @@
+"""What the edge does with each delivered envelope, before anything else touches it:
+verify (shape, trusted signer, signature, recipient is me, not expired), open a sealed
+payload, commit to the inbox — and only then say which ids may be acked upstream.
+
+An envelope that fails any check is *recorded* (``inbox.rejections``) and refused
+upstream, never silently dropped and never stored as an interrupt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.inbox import Accepted, Inbox, utc_now
+from shared.errors import RemoteProtocolError
+from shared.frames import DeliverItem
+from shared.identity import Identity, PublicIdentity
+from shared.sealing import open_sealed
+from shared.signing import SignedEnvelope, verify_envelope
+
+
+@dataclass
+class Outcome:
+    """Ids to ack upstream (new or already stored) and (id, code) pairs to reject."""
+
+    acked: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    new: int = 0
+
+
+class Receiver:
+    def __init__(
+        self,
+        identity: Identity,
+        relay: PublicIdentity,
+        inbox: Inbox,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.identity = identity
+        self.relay = relay
+        self.inbox = inbox
+        self.clock = clock
+        self._trusted: dict[str, Ed25519PublicKey] = {}
+        self._load_trusted()
+
+    def _load_trusted(self) -> None:
+        """The pinned relay key plus the producer keys the user granted."""
+        trusted = dict(self.inbox.trusted_keys())
+        trusted[self.relay.id] = self.relay.verifier()
+        self._trusted = trusted
+
+    def process(self, items: list[DeliverItem]) -> Outcome:
+        """Verify and commit one delivered batch. Blocking (CPU and one fsync): run it
+        off the event loop. Returns once everything accepted is durable."""
+        if self.inbox.changed():
+            self._load_trusted()
+        now = self.clock()
+        accepted: list[Accepted] = []
+        outcome = Outcome()
+        for item in items:
+            signed = SignedEnvelope(item.envelope, item.signature)
+            try:
+                envelope = verify_envelope(
+                    signed, trusted=self._trusted, recipient=self.identity.id, now=now
+                )
+                payload = (
+                    open_sealed(envelope.sealed, self.identity, envelope.id)
+                    if envelope.sealed is not None
+                    else envelope.payload
+                )
+            except RemoteProtocolError as exc:
+                envelope_id = _peek_id(item.envelope)
+                self.inbox.record_rejection(
+                    envelope_text=item.envelope,
+                    signature=item.signature,
+                    code=exc.code,
+                    message=exc.message,
+                    envelope_id=envelope_id,
+                    received_at=now,
+                )
+                if envelope_id is not None:
+                    outcome.rejected.append((envelope_id, exc.code))
+                continue
+            accepted.append(Accepted(envelope, signed, payload, now))
+        if accepted:
+            outcome.new = len(self.inbox.commit_batch(accepted))
+            outcome.acked = [a.envelope.id for a in accepted]
+        return outcome
+
+
+def _peek_id(text: str) -> str | None:
+    """The id of an envelope we refused, if it has a readable one (to tell the relay)."""
+    import json
+    import re
+
+    try:
+        value = json.loads(text).get("id")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(value, str) and re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", value):
+        return value
+    return None
