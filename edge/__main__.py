@@ -1,0 +1,5 @@
+"""``python -m edge`` is ``mailslot``."""
+
+from edge.cli import main
+
+main()
