@@ -3,10 +3,10 @@
 ::
 
     EdgeError
-    ├── EdgeConfigError     edge.json missing, not JSON, or a field is invalid
-    ├── KeyFileError        identity key file unsafe (mode), unreadable or not a key
-    ├── NotInitialized      no identity yet: the user must run ``mailslot edge init``
-    └── InboxError          the SQLite inbox refused an operation (locked, corrupt, newer)
+    ├── EdgeConfigError     config_error: edge.json missing, not JSON, or a field is invalid
+    ├── KeyFileError        key_file_error: identity key file unsafe (mode), unreadable or not a key
+    ├── NotInitialized      not_initialized: no identity yet: the user must run ``mailslot edge init``
+    └── InboxError          inbox_error: the SQLite inbox refused an operation (locked, corrupt, newer)
 
 These are faults of the local machine or of the user's setup, not of a remote peer (those
 are ``shared.errors.RemoteProtocolError``). Every message names the file involved and says
@@ -19,6 +19,8 @@ from __future__ import annotations
 class EdgeError(Exception):
     """Root of every error raised by the edge's local state modules."""
 
+    code = "edge_error"
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -27,14 +29,22 @@ class EdgeError(Exception):
 class EdgeConfigError(EdgeError):
     """The edge configuration file is missing, not JSON, or has an invalid field."""
 
+    code = "config_error"
+
 
 class KeyFileError(EdgeError):
     """The identity key file cannot be used: unsafe mode, unreadable, exists, or garbage."""
+
+    code = "key_file_error"
 
 
 class NotInitialized(EdgeError):
     """No identity exists yet; the user must run ``mailslot edge init`` first."""
 
+    code = "not_initialized"
+
 
 class InboxError(EdgeError):
     """The inbox database refused an operation; SQLite's error is translated here."""
+
+    code = "inbox_error"

@@ -25,7 +25,7 @@ class RelayRefused(EdgeError):
 
 
 class RelayUnreachable(EdgeError):
-    pass
+    code = "relay_unreachable"
 
 
 class RelayClient:

@@ -24,15 +24,20 @@ SESSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 OPAQUE_RE = re.compile(r"[\x21-\x7e]{1,200}")
 
 
-def _check(value: object, pattern: re.Pattern[str], what: str) -> str:
+def _check(
+    value: object, pattern: re.Pattern[str], what: str, code: str = "invalid_token"
+) -> str:
     if not isinstance(value, str) or pattern.fullmatch(value) is None:
-        raise InvalidToken(f"{what} {value!r} is not allowed (must match {pattern.pattern})")
+        raise InvalidToken(
+            f"{what} {value!r} is not allowed (must match {pattern.pattern})", code=code
+        )
     return value
 
 
 def check_identity(value: object) -> str:
-    """Return ``value`` if it is a well-formed identity id, else raise ``InvalidToken``."""
-    return _check(value, IDENTITY_RE, "identity")
+    """Return ``value`` if it is a well-formed identity id, else raise ``InvalidToken``
+    with code ``invalid_identity``."""
+    return _check(value, IDENTITY_RE, "identity", "invalid_identity")
 
 
 def check_name(value: object, what: str = "name") -> str:
