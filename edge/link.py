@@ -100,6 +100,9 @@ class EdgeLink:
             ping_timeout=self.config.keepalive,
             open_timeout=10,
             close_timeout=5,
+            # Deliveries are small signed JSON; deflate costs more CPU than it saves on
+            # the wire, and a relay-side compression bomb is one less thing to fear.
+            compression=None,
         ) as ws:
             link = Link(Role.EDGE)
             welcome = await self._handshake(ws, link)

@@ -87,6 +87,7 @@ class RelayServer:
             ws_max_size=EDGE_FRAME_MAX_BYTES,
             ws_ping_interval=20.0,
             ws_ping_timeout=20.0,
+            ws_per_message_deflate=False,
             lifespan="off",
             access_log=False,
             log_config=None,

@@ -1,0 +1,332 @@
+"""mailslot benchmarks (run with ``scripts/bench``; not part of the test suite).
+
+Every figure is printed next to a baseline measured in the same run on this machine:
+
+- drain: N interrupts pending at the relay, drained into the edge's SQLite inbox and
+  acked, against min(raw nats-py JetStream fetch+ack rate, single-core Ed25519 verify
+  rate). Target >= 0.8x.
+- latency: producer POST to edge inbox commit at a steady rate (default 200/s); p50 and
+  p99. Target p99 <= 10 ms on loopback.
+
+The relay and the edge run as separate processes (``mailslot relay serve`` with its
+embedded nats-server, fsync "always"; ``mailslot edge run``), set up through the CLI as a
+user would. Each figure is the median of ``--runs`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+from nats.js import api
+
+from relay.natsserver import EmbeddedNats
+from shared.envelope import Envelope
+from shared.identity import Identity
+from shared.signing import check_signature, sign_envelope
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- baselines ------------------------------------------------------------------------
+
+
+async def raw_jetstream_rate(n: int, workdir: Path) -> float:
+    """Messages/s a plain nats-py pull consumer fetches and acks from a workqueue stream
+    on the same embedded server configuration the relay uses (fsync always)."""
+    server = EmbeddedNats(workdir / "raw" / "jetstream")
+    url = await server.start()
+    try:
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        await js.add_stream(
+            api.StreamConfig(name="RAW", subjects=["raw.>"], retention=api.RetentionPolicy.WORK_QUEUE)
+        )
+        body = b"x" * 400
+        for start in range(0, n, 500):
+            await asyncio.gather(*(js.publish("raw.a", body) for _ in range(min(500, n - start))))
+        sub = await js.pull_subscribe("raw.a", durable="raw")
+        began = time.perf_counter()
+        done = 0
+        while done < n:
+            msgs = await sub.fetch(batch=min(256, n - done), timeout=5)
+            for msg in msgs:
+                await msg.ack()
+            done += len(msgs)
+        await nc.flush()
+        elapsed = time.perf_counter() - began
+        await nc.close()
+        return n / elapsed
+    finally:
+        await server.stop()
+
+
+def ed25519_verify_rate(seconds: float = 1.5) -> float:
+    """Single-core verifications/s of a typical signed envelope (the edge's hot path)."""
+    identity = Identity.generate()
+    envelope = Envelope.model_validate(
+        {
+            "id": "01J0000000000000000000000A",
+            "to": identity.id,
+            "type": "bench.verify",
+            "priority": "next",
+            "payload": {"text": "x" * 200},
+            "source": {"kind": "producer", "name": "bench"},
+            "created_at": datetime.now().astimezone(),
+            "signer": identity.id,
+        }
+    )
+    signed = sign_envelope(envelope, identity)
+    verifier = identity.public.verifier()
+    count = 0
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        for _ in range(200):
+            check_signature(signed, verifier)
+        count += 200
+    return count / (time.perf_counter() - began)
+
+
+# -- the system under test ------------------------------------------------------------
+
+
+class Setup:
+    """A relay process and an enrolled edge home, made through the CLI."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.relay_home = workdir / "relay-home"
+        self.edge_home = workdir / "edge-home"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.relay: subprocess.Popen[str] | None = None
+        self.edge: subprocess.Popen[str] | None = None
+        self.identity = ""
+        self.token = ""
+
+    def cli(self, home: Path, *args: str) -> Any:
+        env = {**os.environ, "MAILSLOT_HOME": str(home), "MAILSLOT_LOG": "WARNING"}
+        out = subprocess.run(
+            [sys.executable, "-m", "edge", *args, "--json"], env=env, check=True,
+            capture_output=True, text=True,
+        )
+        return json.loads(out.stdout)
+
+    def spawn(self, home: Path, *args: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "MAILSLOT_HOME": str(home), "MAILSLOT_LOG": "WARNING"}
+        return subprocess.Popen(
+            [sys.executable, "-m", "edge", *args], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        self.relay = self.spawn(
+            self.relay_home, "relay", "serve", "--json", "--listen", f"127.0.0.1:{self.port}"
+        )
+        assert self.relay.stdout is not None
+        json.loads(self.relay.stdout.readline())
+        enrollment = self.cli(self.relay_home, "relay", "account", "create", "bench")
+        self.identity = self.cli(
+            self.edge_home, "edge", "init", "--relay", self.url,
+            "--token", enrollment["enrollment_token"],
+        )["identity"]
+        self.token = self.cli(
+            self.relay_home, "relay", "token", "create", "--account", "bench",
+            "--to", self.identity,
+        )["token"]
+
+    def start_edge(self) -> None:
+        self.edge = self.spawn(self.edge_home, "edge", "run")
+
+    def stop(self) -> None:
+        for proc in (self.edge, self.relay):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc is not None and proc.stdout is not None:
+                proc.stdout.close()
+
+    def inbox(self) -> sqlite3.Connection:
+        path = self.edge_home / "data" / "inbox.sqlite3"
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    async def post_all(self, n: int, concurrency: int = 64) -> None:
+        sem = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+
+            async def one(i: int) -> None:
+                async with sem:
+                    r = await client.post(
+                        "/v1/interrupts",
+                        json={"to": self.identity, "type": "bench.drain",
+                              "priority": ("now", "next", "later")[i % 3],
+                              "payload": {"n": i, "text": "x" * 200}},
+                        headers={"Authorization": f"Bearer {self.token}"},
+                    )
+                    assert r.status_code == 202, r.text
+
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+    async def relay_pending(self) -> int:
+        """Pending at the relay, as the relay itself reports it on connect (via the
+        registry's store): read through ``mailslot status``'s relay view is not enough
+        once the edge is connected, so ask NATS directly."""
+        runtime = json.loads((self.relay_home / "relay" / "relay.json").read_text())
+        nc = await nats.connect(runtime["nats"])
+        try:
+            info = await nc.jetstream().stream_info("MAILSLOT")
+            return int(info.state.messages)
+        finally:
+            await nc.close()
+
+
+async def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(interval)
+
+
+async def drain_rate(n: int, workdir: Path) -> float:
+    setup = Setup(workdir)
+    setup.start()
+    try:
+        await setup.post_all(n)
+        setup.start_edge()
+        db_ready = lambda: (setup.edge_home / "data" / "inbox.sqlite3").exists()  # noqa: E731
+        await wait_for(db_ready, 30, "inbox")
+        with setup.inbox() as db:
+            count = lambda: db.execute("SELECT count(*) FROM interrupts").fetchone()[0]  # noqa: E731
+            await wait_for(lambda: count() >= n, 600, "drain", interval=0.05)
+            first, last = db.execute(
+                "SELECT min(received_at), max(received_at) FROM interrupts"
+            ).fetchone()
+        deadline = time.monotonic() + 60
+        while await setup.relay_pending() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert await setup.relay_pending() == 0, "not every delivery was acked"
+        span = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
+        return n / span
+    finally:
+        setup.stop()
+
+
+async def online_latency(rate: float, seconds: float, workdir: Path) -> tuple[float, float]:
+    """p50/p99 ms from just before the POST to the edge's inbox commit timestamp."""
+    setup = Setup(workdir)
+    setup.start()
+    try:
+        setup.start_edge()
+        sent: dict[str, float] = {}
+        async with httpx.AsyncClient(base_url=setup.url, timeout=30) as client:
+            warm = await client.post(
+                "/v1/interrupts", json={"to": setup.identity, "type": "bench.warm"},
+                headers={"Authorization": f"Bearer {setup.token}"},
+            )
+            assert warm.status_code == 202
+            await wait_for(lambda: setup.inbox().execute(
+                "SELECT count(*) FROM interrupts").fetchone()[0] == 1, 30, "warm-up")
+            total = int(rate * seconds)
+            began = time.perf_counter()
+
+            async def one(i: int) -> None:
+                await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+                t0 = time.time()
+                r = await client.post(
+                    "/v1/interrupts",
+                    json={"to": setup.identity, "type": "bench.latency", "priority": "now",
+                          "payload": {"n": i}},
+                    headers={"Authorization": f"Bearer {setup.token}"},
+                )
+                assert r.status_code == 202, r.text
+                sent[r.json()["id"]] = t0
+
+            await asyncio.gather(*(one(i) for i in range(total)))
+        with setup.inbox() as db:
+            await wait_for(lambda: db.execute(
+                "SELECT count(*) FROM interrupts").fetchone()[0] >= total + 1, 60, "latency")
+            rows = db.execute(
+                "SELECT id, received_at FROM interrupts WHERE type = 'bench.latency'"
+            ).fetchall()
+        latencies = sorted(
+            (datetime.fromisoformat(at).timestamp() - sent[i]) * 1000 for i, at in rows
+        )
+        return _percentile(latencies, 50), _percentile(latencies, 99)
+    finally:
+        setup.stop()
+
+
+def _percentile(sorted_values: list[float], pct: float) -> float:
+    k = max(0, min(len(sorted_values) - 1, round(pct / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+# -- main -----------------------------------------------------------------------------
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("-n", type=int, default=20_000, help="drain size")
+    parser.add_argument("--rate", type=float, default=200.0, help="latency test rate /s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="latency test length")
+    parser.add_argument("--only", choices=("drain", "latency"))
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="mailslot-bench-"))
+    try:
+        if args.only in (None, "drain"):
+            raw, verify, drain = [], [], []
+            for run in range(args.runs):
+                raw.append(await raw_jetstream_rate(args.n, root / f"raw{run}"))
+                verify.append(ed25519_verify_rate())
+                drain.append(await drain_rate(args.n, root / f"drain{run}"))
+                print(f"run {run + 1}: raw JetStream {raw[-1]:,.0f}/s  Ed25519 verify "
+                      f"{verify[-1]:,.0f}/s  mailslot drain {drain[-1]:,.0f}/s", flush=True)
+            baseline = min(statistics.median(raw), statistics.median(verify))
+            d = statistics.median(drain)
+            print(f"\ndrain {args.n:,} (median of {args.runs}): {d:,.0f}/s; baseline "
+                  f"min(raw JetStream {statistics.median(raw):,.0f}/s, Ed25519 verify "
+                  f"{statistics.median(verify):,.0f}/s) = {baseline:,.0f}/s; "
+                  f"ratio {d / baseline:.2f}x (target >= 0.80x)", flush=True)
+        if args.only in (None, "latency"):
+            p50s, p99s = [], []
+            for run in range(args.runs):
+                p50, p99 = await online_latency(args.rate, args.seconds, root / f"lat{run}")
+                p50s.append(p50)
+                p99s.append(p99)
+                print(f"run {run + 1}: p50 {p50:.2f} ms  p99 {p99:.2f} ms", flush=True)
+            print(f"\nlatency at {args.rate:.0f}/s for {args.seconds:.0f}s (median of {args.runs}): "
+                  f"p50 {statistics.median(p50s):.2f} ms, p99 {statistics.median(p99s):.2f} ms "
+                  f"(target p99 <= 10 ms)", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
