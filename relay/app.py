@@ -86,7 +86,7 @@ def build_app(services: Services) -> Starlette:
                 )
         try:
             return bytes(body), json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise MalformedInput(f"body is not valid JSON: {exc}", code="malformed_json") from exc
 
     def bearer(request: Request) -> str | None:

@@ -148,9 +148,19 @@ def envelope_bytes(envelope: Envelope) -> bytes:
     return envelope.model_dump_json(exclude_none=True).encode()
 
 
+def byte_length(data: str | bytes) -> int:
+    """Caps are in bytes on the wire; text that arrived as ``str`` is measured as UTF-8
+    (a lone surrogate counts as the 3 bytes it would take, and fails later as JSON)."""
+    if isinstance(data, bytes):
+        return len(data)
+    if data.isascii():
+        return len(data)
+    return len(data.encode("utf-8", "surrogatepass"))
+
+
 def parse_envelope(body: str | bytes) -> Envelope:
     """Parse envelope JSON text, translating every failure into a typed remote error."""
-    if len(body) > ENVELOPE_MAX_BYTES:
+    if byte_length(body) > ENVELOPE_MAX_BYTES:
         raise TooLarge(f"envelope is larger than {ENVELOPE_MAX_BYTES} bytes")
     try:
         return Envelope.model_validate_json(body)

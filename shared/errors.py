@@ -5,9 +5,9 @@
     MailslotError
     ├── LocalProtocolError       this side misused the protocol (a bug here)
     └── RemoteProtocolError      the peer sent something we refuse
-        ├── MalformedInput       not JSON, wrong shape, unknown field       400
+        ├── MalformedInput       not JSON, not the expected document        400
         ├── InvalidToken         identity/subject/name outside the alphabet 422
-        ├── InvalidEnvelope      envelope fields that break a rule          422
+        ├── InvalidEnvelope      envelope fields that break a rule, unknown 422
         ├── Expired              envelope past its expires_at               422
         ├── TooLarge             payload, envelope or frame over its cap     413
         ├── BadSignature         signature does not verify                  401

@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from shared.envelope import UlidStr, validation_error
+from shared.envelope import UlidStr, byte_length, validation_error
 from shared.errors import LinkError, MalformedInput, TooLarge
 
 SUBPROTOCOL = "mailslot.v1"
@@ -130,7 +130,7 @@ def encode_deliver(items: list[bytes]) -> str:
 def decode_frame(data: str | bytes, max_bytes: int) -> Frame:
     """Parse one frame; raise ``TooLarge``, ``MalformedInput`` or ``LinkError``
     (``unknown_frame``) — each with the close code the link should use."""
-    if len(data) > max_bytes:
+    if byte_length(data) > max_bytes:
         raise TooLarge(f"frame is larger than {max_bytes} bytes", code="frame_too_large")
     try:
         return _FRAME.validate_json(data)

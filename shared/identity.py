@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shared.encoding import b64d, b64e
-from shared.errors import InvalidIdentity, MalformedInput
+from shared.errors import InvalidIdentity, InvalidToken, MalformedInput
 from shared.tokens import check_identity
 
 _ID_DOMAIN = b"mailslot.id.v1\n"
@@ -77,7 +77,7 @@ class PublicIdentity:
                 box_key=b64d(doc["box_key"], "box_key"),
                 box_sig=b64d(doc["box_sig"], "box_sig"),
             )
-        except MalformedInput as exc:
+        except (MalformedInput, InvalidToken) as exc:
             raise InvalidIdentity(exc.message) from exc
         if len(ident.sign_key) != 32 or len(ident.box_key) != 32 or len(ident.box_sig) != 64:
             raise InvalidIdentity("identity keys have the wrong length")
@@ -142,7 +142,7 @@ class Identity:
         try:
             doc = json.loads(data)
             ident = cls.from_seeds(b64d(doc["sign_seed"]), b64d(doc["box_seed"]))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, MalformedInput) as exc:
             raise InvalidIdentity("key file is not a mailslot identity") from exc
         if doc.get("id") != ident.id:
             raise InvalidIdentity("key file id does not match its keys")

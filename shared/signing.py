@@ -25,7 +25,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared.encoding import b64d, b64e
-from shared.envelope import ENVELOPE_MAX_BYTES, Envelope, envelope_bytes, parse_envelope
+from shared.envelope import (
+    ENVELOPE_MAX_BYTES,
+    Envelope,
+    byte_length,
+    envelope_bytes,
+    parse_envelope,
+)
 from shared.errors import (
     BadSignature,
     Expired,
@@ -67,11 +73,11 @@ def sign_envelope(envelope: Envelope, identity: Identity) -> SignedEnvelope:
 
 def signed_from_wire(data: str | bytes) -> SignedEnvelope:
     """Parse the wire form; raise ``MalformedInput``/``TooLarge`` on anything else."""
-    if len(data) > ENVELOPE_MAX_BYTES * 2:
-        raise TooLarge(f"signed envelope is larger than {ENVELOPE_MAX_BYTES} bytes")
+    if byte_length(data) > ENVELOPE_MAX_BYTES * 2:
+        raise TooLarge(f"signed envelope is larger than {ENVELOPE_MAX_BYTES * 2} bytes")
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedInput(f"body is not valid JSON: {exc}", code="malformed_json") from exc
     return signed_from_doc(doc)
 
@@ -84,6 +90,10 @@ def signed_from_doc(doc: object) -> SignedEnvelope:
         or not isinstance(doc["signature"], str)
     ):
         raise MalformedInput('expected {"envelope": string, "signature": string}')
+    try:
+        doc["envelope"].encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedInput("envelope is not valid Unicode text") from exc
     return SignedEnvelope(doc["envelope"], doc["signature"])
 
 
