@@ -20,10 +20,13 @@ from typing import Any
 
 from ulid import ULID
 
+from edge.activitycli import add_activity_commands
 from edge.config import EdgeConfig, EdgePaths, load_config, save_config
 from edge.daemon import EdgeDaemon
+from edge.enginecli import add_engine_commands
 from edge.errors import EdgeError, NotInitialized
 from edge.inbox import Inbox
+from edge.intentcli import add_intent_commands
 from edge.keystore import load_identity, save_identity
 from edge.relayclient import RelayClient
 from relay.cli import add_relay_commands
@@ -83,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(
         name: str, handler: Handler, help: str, parent: Any = sub
     ) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, help=help, description=help)
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
         p.set_defaults(handler=handler)
         p.add_argument("--json", action="store_true", help="print JSON")
         return p
@@ -92,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_up_command(sub, command)
     add_relay_commands(sub, command)
+    add_intent_commands(sub, command)
+    add_activity_commands(sub, command)
+    add_engine_commands(sub, command)
 
     edge = sub.add_parser("edge", help="the edge daemon").add_subparsers(metavar="COMMAND")
     p = command("init", cmd_edge_init, "create keys and enroll with a relay", edge)

@@ -9,6 +9,10 @@ Layout::
     config_dir/edge.json            EdgeConfig (0600)
     config_dir/keys/identity.key    private identity (0600, see ``edge.keystore``)
     data_dir/inbox.sqlite3          the inbox (0600, see ``edge.inbox``)
+    data_dir/engine.sqlite3         the decision engine's state (see ``edge.enginestate``)
+    config_dir/intents.toml         the user's intents (see ``edge.intentfile``)
+    data_dir/activity.log           hash-chained, HMAC-signed activity log (0600)
+    config_dir/keys/activity.key    the activity log's HMAC key (0600)
 """
 
 from __future__ import annotations
@@ -72,6 +76,22 @@ class EdgePaths:
     @property
     def inbox_file(self) -> Path:
         return self.data_dir / "inbox.sqlite3"
+
+    @property
+    def engine_file(self) -> Path:
+        return self.data_dir / "engine.sqlite3"
+
+    @property
+    def intents_file(self) -> Path:
+        return self.config_dir / "intents.toml"
+
+    @property
+    def activity_file(self) -> Path:
+        return self.data_dir / "activity.log"
+
+    @property
+    def activity_key_file(self) -> Path:
+        return self.keys_dir / "activity.key"
 
     def ensure(self) -> None:
         """Create the directories with mode 0700, tightening existing ones: they hold a

@@ -1,8 +1,14 @@
 """``mailslot edge run``: the edge daemon's lifecycle.
 
-start: load config and key (refusing a key file others can read), open the inbox →
-run: the outbound link until stopped → stop: close the link (unacked deliveries go back
-to the relay), mark the status disconnected, close the inbox. Nothing runs after stop.
+start: load config and key (refusing a key file others can read), open the inbox, the
+engine state, the activity log and the intents file → run: the outbound link, the decision
+engine and the intents watcher, until stopped → stop: close the link (unacked deliveries
+go back to the relay), mark the status disconnected, close everything. Nothing runs after
+stop.
+
+The link and the engine meet at the inbox: the link commits, then sets ``arrived``; the
+engine decides everything past its cursor. A crash between the two loses nothing: on
+start the engine catches up from its cursor.
 """
 
 from __future__ import annotations
@@ -11,9 +17,16 @@ import asyncio
 import contextlib
 import logging
 import os
+from datetime import UTC, datetime
+from typing import Any
 
+from edge.activity import ActivityLog, Event
 from edge.config import EdgeConfig, EdgePaths, load_config
+from edge.engine import Engine
+from edge.enginestate import EngineState
 from edge.inbox import Inbox
+from edge.intentfile import IntentFileError, IntentWatcher
+from edge.intents import IntentSet
 from edge.keystore import load_identity
 from edge.link import EdgeLink
 from edge.receiver import Receiver
@@ -28,16 +41,30 @@ class EdgeDaemon:
         self.config: EdgeConfig | None = None
         self.identity: Identity | None = None
         self.link: EdgeLink | None = None
+        self.engine: Engine | None = None
+        self.activity: ActivityLog | None = None
+        self.watcher: IntentWatcher | None = None
+        self.arrived = asyncio.Event()
         self._inboxes: list[Inbox] = []
+        self._state: EngineState | None = None
 
     def start(self) -> None:
         self.config = load_config(self.paths)
         self.identity = load_identity(self.paths.key_file)
         status_inbox = Inbox.open(self.paths.inbox_file)
         receiver_inbox = Inbox.open(self.paths.inbox_file)
-        self._inboxes = [status_inbox, receiver_inbox]
+        engine_inbox = Inbox.open(self.paths.inbox_file)
+        self._inboxes = [status_inbox, receiver_inbox, engine_inbox]
         receiver = Receiver(self.identity, self.config.relay_public(), receiver_inbox)
-        self.link = EdgeLink(self.config, self.identity, status_inbox, receiver)
+        self.link = EdgeLink(
+            self.config, self.identity, status_inbox, receiver, on_event=self._on_link_event
+        )
+        self.activity = ActivityLog.open(self.paths.activity_file, self.paths.activity_key_file)
+        self._state = EngineState.open(self.paths.engine_file)
+        self.watcher = IntentWatcher(
+            self.paths.intents_file, self._intents_loaded, self._intents_refused
+        )
+        self.engine = Engine(self.watcher.current, self._state, self.activity.append)
         status_inbox.set_status(
             identity=self.identity.id,
             relay=self.config.relay_url,
@@ -45,12 +72,47 @@ class EdgeDaemon:
             connected=False,
         )
 
+    def _on_link_event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "delivered" and data.get("new"):
+            self.arrived.set()
+
+    def _intents_loaded(self, intents: IntentSet) -> None:
+        if self.engine is not None:
+            self.engine.set_intents(intents)
+        self._record("intents_loaded", count=len(intents.intents))
+        log.info("intents loaded: %d", len(intents.intents))
+        self.arrived.set()  # re-arm the engine's timer against the new set
+
+    def _intents_refused(self, error: IntentFileError) -> None:
+        self._record("intents_refused", reason=error.reason, line=error.line, file=str(error.path))
+        log.warning("intents file refused, keeping the last good set: %s", error)
+
+    def _record(self, step: str, **detail: Any) -> None:
+        if self.activity is not None:
+            self.activity.append([Event(step, datetime.now(UTC), detail=detail)])
+
     async def run(self, stop: asyncio.Event) -> None:
-        assert self.link is not None, "call start() first"
+        assert self.link is not None and self.engine is not None, "call start() first"
+        assert self.watcher is not None
         log.info("edge %s starting; relay %s", self.link.identity.id, self.link.config.relay_url)
+        tasks = [
+            asyncio.create_task(self.link.run(stop), name="link"),
+            asyncio.create_task(
+                self.engine.run(self._inboxes[2], self.arrived, stop), name="engine"
+            ),
+            asyncio.create_task(self.watcher.run(stop), name="intents"),
+        ]
         try:
-            await self.link.run(stop)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                if task.exception() is not None:
+                    stop.set()
+                    raise task.exception()  # type: ignore[misc]
         finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.stop()
 
     def stop(self) -> None:
@@ -61,3 +123,9 @@ class EdgeDaemon:
         for inbox in self._inboxes:
             inbox.close()
         self._inboxes = []
+        if self._state is not None:
+            self._state.close()
+            self._state = None
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None

@@ -340,6 +340,21 @@ class Inbox:
         )
         return [InboxItem._from_row(row) for row in rows]
 
+    def after(self, seq: int, limit: int = 512) -> builtins.list[InboxItem]:
+        """Items stored after ``seq``, in arrival order (the decision engine's feed)."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM interrupts WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+        )
+        return [InboxItem._from_row(row) for row in rows]
+
+    def received_since(self, since: datetime) -> builtins.list[InboxItem]:
+        """Every item received at or after ``since``, in arrival order (for replay)."""
+        rows = self._query(
+            f"SELECT {_COLUMNS} FROM interrupts WHERE received_at >= ? ORDER BY seq",
+            (to_text(since),),
+        )
+        return [InboxItem._from_row(row) for row in rows]
+
     def next(self) -> InboxItem | None:
         """The pending item an agent should look at now: most urgent, oldest first,
         skipping items nacked with a delay that has not passed yet."""

@@ -1,0 +1,85 @@
+"""``mailslot activity`` (the user is here) and ``mailslot replay`` (backtest intents)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge.activity import ActivityLog, Event
+from edge.activitycli import since_time
+from edge.config import EdgePaths
+from edge.engine import record_activity
+from edge.enginestate import EngineState
+from edge.errors import NotInitialized
+from edge.inbox import Inbox
+from edge.intentfile import load_intents
+from edge.replay import replay
+from shared.tokens import check_session
+
+
+def add_engine_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command("activity", cmd_activity, "report that the user is active (suppresses wakes)")
+    p.add_argument("--session", help="only this agent session (default: everywhere)")
+    p = command("replay", cmd_replay, "run stored interrupts through intents, waking nothing")
+    p.add_argument("--since", required=True, type=since_time, metavar="T",
+                   help="ISO 8601 time or a duration back from now (2h, 1d)")
+    p.add_argument("--intents", type=Path, metavar="FILE",
+                   help="candidate intents file (default: the live intents.toml)")
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    from edge.cli import emit
+
+    emit(args, data, text)
+
+
+def cmd_activity(args: argparse.Namespace) -> int:
+    paths = EdgePaths.resolve()
+    if not paths.config_file.exists():
+        raise NotInitialized("no edge here; run `mailslot edge init` first")
+    session = check_session(args.session) if args.session else ""
+    now = datetime.now(UTC)
+    events: list[Event] = []
+    state = EngineState.open(paths.engine_file)
+    try:
+        with state.transaction():
+            record_activity(state, events, session, now)
+            with ActivityLog.open(paths.activity_file, paths.activity_key_file) as log:
+                log.append(events)
+    finally:
+        state.close()
+    where = f"session {session}" if session else "everywhere"
+    _emit(args, {"session": session or None, "at": now.isoformat()}, f"active ({where})")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    paths = EdgePaths.resolve()
+    if not paths.inbox_file.exists():
+        raise NotInitialized(f"no inbox at {paths.inbox_file}; run `mailslot edge init`")
+    intents = load_intents(args.intents or paths.intents_file)
+    with Inbox.open(paths.inbox_file) as inbox:
+        items = inbox.received_since(args.since)
+    with ActivityLog.open(paths.activity_file, paths.activity_key_file) as log:
+        entries = list(log.entries(since=args.since))
+    result = asyncio.run(replay(intents, items, entries, datetime.now(UTC)))
+    final = result.final()
+    rows = [
+        {"interrupt": interrupt, "intent": intent, "outcome": d.outcome, "reason": d.reason}
+        for (interrupt, intent), d in final.items()
+    ]
+    summary = result.summary()
+    lines = [f"{r['interrupt']}  {r['intent'] or '-':<20}  {r['outcome']:<10}  {r['reason']}"
+             for r in rows]
+    lines.append(
+        f"\n{len(items)} interrupts: "
+        + ", ".join(f"{n} {outcome}" for outcome, n in sorted(summary.items()))
+        + (f" ({result.unjudged} not judged live: on_failure applied)" if result.unjudged else "")
+    )
+    _emit(args, {"decisions": rows, "summary": summary, "unjudged": result.unjudged},
+          "\n".join(lines))
+    return 0

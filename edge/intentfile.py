@@ -1,0 +1,721 @@
+"""The declarative intents file, ``intents.toml``: load it, edit it, watch it.
+
+Rules this module keeps:
+
+* ``edge.intents`` is the single source of truth for what an intent is; this module only
+  maps TOML to ``IntentSet`` (``[settings]`` → ``settings``, ``[[intent]]`` → ``intents``)
+  and back, and turns every problem into an ``IntentFileError`` naming file, line and field.
+* Loading uses the standard ``tomllib``. Editing (``mailslot intent ...``) keeps the user's
+  comments and layout: a new intent is appended as a block rendered with ``tomlkit``, a
+  removed intent's lines are cut out, pausing sets one key with ``tomlkit``. Every edit is
+  checked before it is written: the new text must parse, and to exactly the old set with
+  only the intended change. Writes are atomic and serialized by a lock file.
+* ``IntentWatcher`` is the one place that imports ``watchfiles``: hot reload on inotify
+  events, the last good set stays in force while the file is broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import fcntl
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Any, get_args
+
+import tomlkit
+from pydantic import BaseModel, ValidationError
+from tomlkit.exceptions import TOMLKitError
+
+from edge.config import FILE_MODE, private_dir
+from edge.errors import EdgeError
+from edge.intents import Intent, IntentSet, parse_duration
+
+#: What a file created by ``mailslot intent add`` starts with.
+HEADER = (
+    "# mailslot intents: what may wake an agent, and when. Edit by hand or with\n"
+    "# `mailslot intent add|pause|resume|rm` (comments and layout are kept); the edge\n"
+    "# daemon reloads this file whenever it changes.\n"
+)
+_TOP_LEVEL = {"settings": "settings", "intent": "intents"}
+#: Sub-models of an intent written as ``[intent.NAME]`` tables; others are inline tables.
+_SECTIONS = ("match", "judge", "policy")
+
+
+class IntentFileError(EdgeError):
+    """``intents.toml`` cannot be read, is not TOML, or does not describe valid intents.
+    ``line`` is 1-based (``None`` when no line applies); ``reason`` names the field."""
+
+    code = "intent_file_error"
+
+    def __init__(self, path: Path, line: int | None, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{path}:{line}: {reason}" if line is not None else f"{path}: {reason}")
+
+
+class InvalidIntent(EdgeError):
+    """An intent given on the command line is not valid; nothing was written."""
+
+    code = "invalid_intent"
+
+
+class DuplicateIntent(EdgeError):
+    """``intent add`` with an id the file already has; nothing was written."""
+
+    code = "duplicate_intent"
+
+
+class UnknownIntent(EdgeError):
+    """No intent with that id in the file."""
+
+    code = "unknown_intent"
+
+
+# -- loading ---------------------------------------------------------------------------
+
+
+def load_intents(path: Path) -> IntentSet:
+    """The intents in ``path``; a missing file is an empty set (no intents, defaults).
+    Raises ``IntentFileError`` for anything else that is wrong."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return IntentSet()
+    except OSError as exc:
+        raise IntentFileError(path, None, f"cannot read ({exc.strerror})") from None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise IntentFileError(path, data[: exc.start].count(b"\n") + 1, "not UTF-8 text") from None
+    return parse_intents(text, path)
+
+
+def parse_intents(text: str, path: Path) -> IntentSet:
+    """The pure part of ``load_intents``: ``text`` is the file's content, ``path`` is only
+    used in errors."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise _syntax_error(exc, text, path) from None
+    for key in doc:
+        if key not in _TOP_LEVEL:
+            hint = difflib.get_close_matches(key, list(_TOP_LEVEL), n=1)
+            did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise IntentFileError(
+                path,
+                _Locator(text).line_of((key,)),
+                f"unknown top-level key {key!r}: only [settings] and [[intent]]{did_you_mean}",
+            )
+    model_input = {_TOP_LEVEL[key]: value for key, value in doc.items()}
+    try:
+        return IntentSet.model_validate(model_input)
+    except ValidationError as exc:
+        raise _validation_error(exc, doc, _Locator(text), path) from None
+
+
+def _syntax_error(exc: tomllib.TOMLDecodeError, text: str, path: Path) -> IntentFileError:
+    message = str(exc)
+    line: int | None = getattr(exc, "lineno", None)
+    if (m := re.search(r"\s*\(at line (\d+), column \d+\)$", message)) is not None:
+        line = line or int(m.group(1))
+        message = message[: m.start()]
+    elif (m := re.search(r"\s*\(at end of document\)$", message)) is not None:
+        line = line or max(1, len(text.splitlines()))
+        message = message[: m.start()] + " at the end of the file"
+    return IntentFileError(path, line, f"not valid TOML: {message}")
+
+
+def validation_problems(
+    exc: ValidationError, root: type[BaseModel]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    """Each problem of ``exc`` as (location, reason in words): pydantic's prefixes removed,
+    an unknown field named as such, with the closest known field as a hint."""
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = tuple(p for p in error["loc"] if isinstance(p, str | int))
+        reason = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if error["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            reason = "unknown field"
+            model = _model_at(root, loc[:-1])
+            hint = (
+                difflib.get_close_matches(loc[-1], list(model.model_fields), n=1) if model else []
+            )
+            if hint:
+                reason += f" (did you mean {hint[0]!r}?)"
+        problems.append((loc, reason))
+    return problems
+
+
+def dotted(loc: tuple[str | int, ...]) -> str:
+    """``("policy", "condition", 0, "op")`` → ``policy.condition[0].op``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _validation_error(
+    exc: ValidationError, doc: dict[str, Any], locator: _Locator, path: Path
+) -> IntentFileError:
+    found: list[tuple[int | None, str]] = []
+    for loc, reason in validation_problems(exc, IntentSet):
+        toml_loc: tuple[str | int, ...] = ()
+        if loc:
+            toml_loc = ("intent", *loc[1:]) if loc[0] == "intents" else loc
+        elif (dup := _duplicate(doc)) is not None:
+            toml_loc = ("intent", dup[1], "id")
+            reason += f" (first at line {locator.line_of(('intent', dup[0], 'id'))})"
+        line = locator.line_of(toml_loc) if toml_loc else None
+        found.append((line, _name_problem(toml_loc, reason, doc)))
+    found.sort(key=lambda p: (p[0] is None, p[0] or 0))
+    line, reason = found[0]
+    if len(found) > 1:
+        reason += f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})"
+    return IntentFileError(path, line, reason)
+
+
+def _name_problem(loc: tuple[str | int, ...], reason: str, doc: dict[str, Any]) -> str:
+    if len(loc) >= 2 and loc[0] == "intent" and isinstance(loc[1], int):
+        intents = doc.get("intent")
+        raw = intents[loc[1]] if isinstance(intents, list) else None
+        ident = raw.get("id") if isinstance(raw, dict) else None
+        who = f"intent {ident!r}" if isinstance(ident, str) else f"intent #{loc[1] + 1}"
+        return f"{who}: {dotted(loc[2:])}: {reason}" if loc[2:] else f"{who}: {reason}"
+    return f"{dotted(loc)}: {reason}" if loc else reason
+
+
+def _duplicate(doc: dict[str, Any]) -> tuple[int, int] | None:
+    """(first, second): indexes of the first two intents that have the same id."""
+    seen: dict[str, int] = {}
+    intents = doc.get("intent")
+    for index, raw in enumerate(intents if isinstance(intents, list) else []):
+        ident = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(ident, str):
+            if ident in seen:
+                return seen[ident], index
+            seen[ident] = index
+    return None
+
+
+def _model_at(root: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = root
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        info = model.model_fields.get(part)
+        model = _model_in(info.annotation) if info else None
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (model := _model_in(arg)) is not None:
+            return model
+    return None
+
+
+# -- where things are in the text ------------------------------------------------------
+
+_ATOM_STOP = set(" \t\r\n[]{}=,#\"'")
+Loc = tuple[str | int, ...]
+
+
+class _Locator:
+    """Line numbers of the keys and tables of a (valid) TOML text, by path as the parsed
+    document nests them: ``("intent", 2, "policy", "active_hours", "timezone")`` is the
+    ``timezone`` key in the ``active_hours`` inline table in the ``[intent.policy]`` table
+    of the third ``[[intent]]``. tomllib gives values only, so this is a small scanner:
+    strings and comments skipped, ``[[array]]`` headers counted, arrays indexed."""
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[Loc, int] = {}
+        #: Every table header: (path it opens, line), in file order.
+        self.headers: list[tuple[Loc, int]] = []
+        self._tokens = _tokenize(text)
+        self._pos = 0
+        self._aot_count: dict[Loc, int] = {}
+        self._scan()
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The line of ``loc``, else of its nearest enclosing key or table that has one."""
+        for end in range(len(loc), 0, -1):
+            if (line := self.lines.get(loc[:end])) is not None:
+                return line
+        return None
+
+    def _peek(self) -> tuple[str, str, int]:
+        return self._tokens[self._pos] if self._pos < len(self._tokens) else ("eof", "", 0)
+
+    def _next(self) -> tuple[str, str, int]:
+        token = self._peek()
+        self._pos += 1
+        return token
+
+    def _mark(self, loc: Loc, line: int) -> None:
+        for end in range(1, len(loc) + 1):
+            self.lines.setdefault(loc[:end], line)
+
+    def _scan(self) -> None:
+        table: Loc = ()
+        while (token := self._peek())[0] != "eof":
+            if token[0] == "nl":
+                self._next()
+            elif token == ("p", "[", token[2]):
+                self._next()
+                is_array = self._peek()[:2] == ("p", "[")
+                if is_array:
+                    self._next()
+                parts, _ = self._key()
+                table = self._resolve(parts, is_array)
+                self.lines[table] = token[2]
+                self._mark(table, token[2])
+                self.headers.append((table, token[2]))
+                self._skip_line()
+            else:
+                self._key_value(table)
+                self._skip_line()
+
+    def _resolve(self, parts: list[str], is_array: bool) -> Loc:
+        out: list[str | int] = []
+        for index, part in enumerate(parts):
+            out.append(part)
+            key = tuple(out)
+            if is_array and index == len(parts) - 1:
+                self._aot_count[key] = self._aot_count.get(key, 0) + 1
+                out.append(self._aot_count[key] - 1)
+            elif key in self._aot_count:
+                out.append(self._aot_count[key] - 1)
+        return tuple(out)
+
+    def _key(self) -> tuple[list[str], int]:
+        parts: list[str] = []
+        line = self._peek()[2]
+        while self._peek()[0] in ("str", "atom"):
+            kind, value, _ = self._next()
+            parts.extend([value] if kind == "str" else [p for p in value.split(".") if p])
+        return parts, line
+
+    def _key_value(self, base: Loc) -> None:
+        parts, line = self._key()
+        if not parts or self._peek()[:2] != ("p", "="):
+            return
+        self._next()
+        loc = base + tuple(parts)
+        self._mark(loc, line)
+        self._value(loc)
+
+    def _value(self, loc: Loc) -> None:
+        kind, value, _ = self._next()
+        if (kind, value) == ("p", "["):
+            index = 0
+            while (token := self._peek())[0] != "eof":
+                if token[0] == "nl":
+                    self._next()
+                elif token[:2] == ("p", "]"):
+                    self._next()
+                    return
+                elif token[:2] == ("p", ","):
+                    self._next()
+                    index += 1
+                else:
+                    self._mark((*loc, index), token[2])
+                    self._value((*loc, index))
+        elif (kind, value) == ("p", "{"):
+            while (token := self._peek())[0] != "eof":
+                if token[0] == "nl" or token[:2] == ("p", ","):
+                    self._next()
+                elif token[:2] == ("p", "}"):
+                    self._next()
+                    return
+                elif token[0] in ("str", "atom"):
+                    self._key_value(loc)
+                else:
+                    self._next()
+
+    def _skip_line(self) -> None:
+        while self._peek()[0] not in ("nl", "eof"):
+            self._next()
+
+
+def _tokenize(text: str) -> list[tuple[str, str, int]]:
+    """(kind, text, line) with kind ``nl``, ``p`` (one of ``[]{}=,``), ``str`` (a decoded
+    single-line string; multi-line ones are skipped over as ``str`` with no text) or
+    ``atom`` (bare keys, numbers, booleans, dates). Comments are dropped."""
+    tokens: list[tuple[str, str, int]] = []
+    i, line, n = 0, 1, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            tokens.append(("nl", "", line))
+            line += 1
+            i += 1
+        elif c in " \t\r":
+            i += 1
+        elif c == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+        elif c in "[]{}=,":
+            tokens.append(("p", c, line))
+            i += 1
+        elif text.startswith(('"""', "'''"), i):
+            quote = text[i : i + 3]
+            j = i + 3
+            while j < n and not text.startswith(quote, j):
+                j += 2 if quote == '"""' and text[j] == "\\" else 1
+            j += 3
+            while j < n and text[j] == quote[0]:  # up to two quotes may end the content
+                j += 1
+            tokens.append(("str", "", line))
+            line += text.count("\n", i, j)
+            i = j
+        elif c in "\"'":
+            j = i + 1
+            while j < n and text[j] != c and text[j] != "\n":
+                j += 2 if c == '"' and text[j] == "\\" else 1
+            raw = text[i : j + 1]
+            try:
+                value = tomllib.loads(f"k = {raw}")["k"]
+            except tomllib.TOMLDecodeError:
+                value = raw
+            tokens.append(("str", value, line))
+            i = j + 1
+        else:
+            j = i
+            while j < n and text[j] not in _ATOM_STOP:
+                j += 1
+            tokens.append(("atom", text[i:j], line))
+            i = j
+    return tokens
+
+
+# -- editing ---------------------------------------------------------------------------
+
+
+def add_intent(path: Path, intent: Intent) -> None:
+    """Append ``intent`` to the file (created if missing), as a ``[[intent]]`` block after
+    everything else. Raises ``DuplicateIntent`` if the id exists, ``IntentFileError`` if
+    the file is broken (fix it first); nothing is written then."""
+
+    def edit(text: str, old: IntentSet) -> tuple[str, IntentSet]:
+        if old.get(intent.id) is not None:
+            raise DuplicateIntent(f"intent {intent.id!r} already exists in {path}")
+        block = render_intent(intent)
+        body = text.rstrip()
+        new_text = f"{body}\n\n{block}" if body else f"{HEADER}\n{block}"
+        return new_text, old.model_copy(update={"intents": [*old.intents, intent]})
+
+    _edit(path, edit)
+
+
+def remove_intent(path: Path, intent_id: str) -> bool:
+    """Remove the intent's block (its ``[[intent]]`` and ``[intent.*]`` tables, with the
+    comment lines right above them). ``False`` if there is no such intent."""
+
+    def edit(text: str, old: IntentSet) -> tuple[str, IntentSet]:
+        index = _index(old, intent_id)
+        locator = _Locator(text)
+        lines = text.splitlines(keepends=True)
+        starts = [_attached_start(lines, line) for _, line in locator.headers]
+        doomed: set[int] = set()
+        for k, (loc, _) in enumerate(locator.headers):
+            if loc[:2] == ("intent", index):
+                end = starts[k + 1] if k + 1 < len(starts) else len(lines) + 1
+                doomed.update(range(starts[k], end))
+        if doomed:
+            new_text = "".join(line for n, line in enumerate(lines, 1) if n not in doomed)
+            if len(lines) in doomed:  # cut at the end: no trailing blank lines
+                new_text = new_text.rstrip("\n") + "\n"
+        else:  # written as an inline array, ``intent = [{...}]``
+            doc = tomlkit.parse(text)
+            del doc["intent"][index]
+            new_text = tomlkit.dumps(doc)
+        remaining = [i for i in old.intents if i.id != intent_id]
+        return new_text, old.model_copy(update={"intents": remaining})
+
+    return _edit(path, edit)
+
+
+def set_paused(path: Path, intent_id: str, paused: bool) -> bool:
+    """Set ``paused`` on the intent (an existing ``paused`` line keeps its comment).
+    ``False`` if there is no such intent."""
+
+    def edit(text: str, old: IntentSet) -> tuple[str, IntentSet]:
+        index = _index(old, intent_id)
+        intent = old.intents[index]
+        if intent.paused == paused:
+            return text, old
+        doc = tomlkit.parse(text)
+        doc["intent"][index]["paused"] = paused
+        changed = list(old.intents)
+        changed[index] = intent.model_copy(update={"paused": paused})
+        return tomlkit.dumps(doc), old.model_copy(update={"intents": changed})
+
+    return _edit(path, edit)
+
+
+class _NoSuchIntent(Exception):
+    pass
+
+
+def _index(intents: IntentSet, intent_id: str) -> int:
+    for index, intent in enumerate(intents.intents):
+        if intent.id == intent_id:
+            return index
+    raise _NoSuchIntent
+
+
+def _edit(path: Path, edit: Callable[[str, IntentSet], tuple[str, IntentSet]]) -> bool:
+    """Under the lock: read, check, ``edit``, check that the new text parses to exactly
+    the set ``edit`` promised, write atomically. ``False`` if the intent is not there."""
+    private_dir(path.parent)
+    with _locked(path):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            text = ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise IntentFileError(path, None, f"cannot read ({exc})") from None
+        old = parse_intents(text, path)
+        try:
+            new_text, expected = edit(text, old)
+        except _NoSuchIntent:
+            return False
+        except TOMLKitError as exc:
+            raise IntentFileError(path, None, f"cannot edit: {exc}") from None
+        if new_text == text:
+            return True
+        try:
+            new = parse_intents(new_text, path)
+        except IntentFileError as exc:
+            raise IntentFileError(
+                path, None, f"the edit would break the file ({exc.reason}); nothing written"
+            ) from None
+        if new != expected:
+            raise IntentFileError(
+                path, None, "the edit cannot be made safely in this layout; edit the file by hand"
+            )
+        _write_atomic(path, new_text.encode())
+    return True
+
+
+def _attached_start(lines: list[str], header_line: int) -> int:
+    """The first line of the comment block directly above a header (the header's own
+    line if none); the comment block that opens the file belongs to the file."""
+    start = header_line
+    while start > 1 and lines[start - 2].lstrip().startswith("#"):
+        start -= 1
+    if start == 1 and header_line > 1:
+        return header_line
+    return start
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialize editors (CLI processes) on ``intents.toml.lock`` next to the file."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename, fsync the folder; mode 0600. A crash
+    leaves the old file or the new one, and the watcher only ever sees whole files."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), FILE_MODE)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# -- rendering -------------------------------------------------------------------------
+
+
+def render_intent(intent: Intent) -> str:
+    """``intent`` as a ``[[intent]]`` block: fields at their defaults are left out,
+    durations are written as ``"30m"``, predicates and ``active_hours`` inline."""
+    table = tomlkit.table()
+    fields = type(intent).model_fields
+    for name in [n for n in fields if n not in _SECTIONS] + list(_SECTIONS):
+        value = getattr(intent, name)
+        if value == fields[name].get_default(call_default_factory=True):
+            continue
+        if name in _SECTIONS:
+            table.add(name, _render_model(value, tomlkit.table()))
+        else:
+            table.add(name, _render(value, fields[name].metadata))
+    doc = tomlkit.document()
+    array = tomlkit.aot()
+    array.append(table)
+    doc.add("intent", array)
+    return tomlkit.dumps(doc)
+
+
+def _render_model(model: BaseModel, into: Any) -> Any:
+    fields = type(model).model_fields
+    for name, info in fields.items():
+        value = getattr(model, name)
+        if value == info.get_default(call_default_factory=True) and name != "op":
+            continue
+        into.add(name, _render(value, info.metadata))
+    return into
+
+
+def _render(value: Any, metadata: list[Any] | None = None) -> Any:
+    if any(getattr(m, "func", None) is parse_duration for m in metadata or ()):
+        return format_duration(value)
+    if isinstance(value, BaseModel):
+        return _render_model(value, tomlkit.inline_table())
+    if isinstance(value, dict):
+        table = tomlkit.inline_table()
+        for key, item in value.items():
+            table.add(key, _render(item))
+        return table
+    if isinstance(value, list):
+        array = tomlkit.array()
+        array.extend(_render(item) for item in value)
+        if len(value) > 1 and any(isinstance(i, BaseModel | dict) for i in value):
+            array.multiline(True)
+        return array
+    if value is None:
+        raise InvalidIntent("TOML has no null: use 'present'/'absent' or a real value")
+    return value.value if isinstance(value, Enum) else value
+
+
+def format_duration(seconds: float) -> str | float:
+    """``1800.0`` → ``"30m"``: the largest unit that divides it exactly; a float that no
+    unit writes exactly stays a number of seconds."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    if seconds == 0:
+        return "0s"
+    millis = round(seconds * 1000, 6)
+    if millis.is_integer() and parse_duration(f"{int(millis)}ms") == seconds:
+        return f"{int(millis)}ms"
+    return seconds
+
+
+# -- hot reload ------------------------------------------------------------------------
+
+
+class IntentWatcher:
+    """Keeps ``current`` equal to the last good content of ``path``, and says so.
+
+    The file is loaded once at construction: good → ``on_load(set)``; bad →
+    ``on_error(err)`` and ``current`` is the empty set (no intent wakes anything, every
+    interrupt still reaches the inbox, the daemon keeps running until the file is fixed).
+    ``run(stop)`` then waits on inotify events for the file's folder (the file may be
+    rewritten, replaced by a rename, created or deleted) and reloads after ``debounce``
+    seconds without a further change:
+
+    * good → ``current`` is replaced and ``on_load(new_set)`` is called, if the set
+      changed or the previous load had failed; a deleted file is a good, empty set;
+    * bad → ``on_error(err)``, and the last good set stays in force.
+
+    Callbacks run in the event loop's thread and must not block. ``ready`` is set once
+    changes are being captured: a change made after that is never missed.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        on_load: Callable[[IntentSet], None],
+        on_error: Callable[[IntentFileError], None],
+        debounce: float = 0.05,
+    ) -> None:
+        self.path = path
+        self.ready = asyncio.Event()
+        self._on_load = on_load
+        self._on_error = on_error
+        self._debounce_ms = max(1, int(debounce * 1000))
+        self._current = IntentSet()
+        self._error: IntentFileError | None = None
+        self._reload(initial=True)
+
+    @property
+    def current(self) -> IntentSet:
+        """The set in force: the last file content that loaded without error."""
+        return self._current
+
+    @property
+    def error(self) -> IntentFileError | None:
+        """Why the file on disk is not in force, or ``None`` if it is."""
+        return self._error
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reload on every change until ``stop`` is set; returns within ``debounce``."""
+        from watchfiles import awatch
+
+        private_dir(self.path.parent)
+        # Our own stop flag for watchfiles' thread: awatch sets it when cancelled, and it
+        # must not set the caller's event.
+        halt = asyncio.Event()
+        changes = awatch(
+            self.path.parent,
+            watch_filter=lambda _change, name: Path(name).name == self.path.name,
+            step=self._debounce_ms,
+            stop_event=halt,
+            recursive=False,
+        )
+        # The generator's first step creates the inotify watch before it first awaits;
+        # one turn of the loop lets it run, then a reload catches what changed before.
+        pending = asyncio.ensure_future(anext(changes))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.sleep(0)
+            self._reload(catch_up=True)
+            self.ready.set()
+            while True:
+                await asyncio.wait({pending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if stopping.done():
+                    return
+                try:
+                    pending.result()
+                except StopAsyncIteration:
+                    return
+                self._reload()
+                pending = asyncio.ensure_future(anext(changes))
+        finally:
+            halt.set()  # the watch thread sees it within one debounce step
+            stopping.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
+            await changes.aclose()
+
+    def _reload(self, initial: bool = False, catch_up: bool = False) -> None:
+        try:
+            loaded = load_intents(self.path)
+        except IntentFileError as exc:
+            repeated = self._error is not None and str(self._error) == str(exc)
+            self._error = exc
+            if not (catch_up and repeated):
+                self._on_error(exc)
+            return
+        failed, self._error = self._error is not None, None
+        if initial or failed or loaded != self._current:
+            self._current = loaded
+            self._on_load(loaded)
