@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from relay.config import DEFAULT_LISTEN, RelayConfig, relay_data_dir
+from relay.config import DEFAULT_LISTEN, RelayConfig, StreamSettings, relay_data_dir
 from relay.registry import Registry
 from relay.server import RelayServer, admin_store
 from relay.signals import stop_on_signals
@@ -80,7 +80,7 @@ def config_from(args: argparse.Namespace) -> RelayConfig:
         nats=tuple(args.nats),
         data_dir=args.data_dir or relay_data_dir(),
         embedded_sync=getattr(args, "sync", "always"),
-        stream={"replicas": getattr(args, "replicas", 1)},
+        stream=StreamSettings(replicas=getattr(args, "replicas", 1)),
     )
 
 
