@@ -58,6 +58,7 @@ class Services:
     relay: Identity
     ingest: Ingest
     max_body_bytes: int
+    auth_timeout: float = 10.0
 
 
 def error_response(exc: RemoteProtocolError | RelayError) -> JSONResponse:
@@ -175,7 +176,9 @@ def build_app(services: Services) -> Starlette:
             await ws.close(code=4400, reason="subprotocol mailslot.v1 required")
             return
         await ws.accept(subprotocol=SUBPROTOCOL)
-        await LinkSession(ws, services.store, services.registry, services.relay).run()
+        await LinkSession(
+            ws, services.store, services.registry, services.relay, services.auth_timeout
+        ).run()
 
     routes = [
         Route("/v1/interrupts", guarded(post_interrupt), methods=["POST"]),

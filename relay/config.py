@@ -50,6 +50,8 @@ class RelayConfig(BaseModel):
     max_body_bytes: int = 160 * 1024
     #: Embedded server: fsync every write ("always") or on an interval (e.g. "1s", "2m").
     embedded_sync: str = "always"
+    #: Seconds an edge has to answer the link's challenge before it is closed (4408).
+    auth_timeout: float = Field(default=10.0, gt=0)
 
     @field_validator("listen")
     @classmethod

@@ -97,15 +97,16 @@ class Registry:
         if found is None:
             raise Unauthorized("enrollment token unknown or already used", code="invalid_token")
         record, revision = found
+        account = str(record["account"])
+        existing = await self.store.kv_get(f"identity.{public.id}")
+        if existing is not None and existing[0]["account"] != account:
+            # Refused before the token is spent: the user can still enroll another key.
+            raise Conflict("identity is enrolled in another account")
         try:
             await self.store.kv_delete(key, revision=revision)
         except Conflict as exc:
             raise Unauthorized("enrollment token already used", code="invalid_token") from exc
-        account = str(record["account"])
-        existing = await self.store.kv_get(f"identity.{public.id}")
         if existing is not None:
-            if existing[0]["account"] != account:
-                raise Conflict("identity is enrolled in another account")
             return account
         await self.store.kv_create(
             f"identity.{public.id}",

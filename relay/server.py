@@ -78,6 +78,7 @@ class RelayServer:
             relay=self.identity,
             ingest=Ingest(self.store, registry, self.identity),
             max_body_bytes=config.max_body_bytes,
+            auth_timeout=config.auth_timeout,
         )
         uv_config = uvicorn.Config(
             build_app(services),

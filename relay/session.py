@@ -3,7 +3,7 @@
 The rules of the link itself (which frame when, credit) live in ``shared.link``; this
 module owns the socket and JetStream side. Lifecycle of one session:
 
-1. send ``challenge``; the edge must answer ``auth`` within ``AUTH_TIMEOUT`` with a
+1. send ``challenge``; the edge must answer ``auth`` within the auth timeout with a
    signature over this connection's fresh nonce (a replayed answer never matches);
 2. announce a takeover on ``ms.ctl.<id>`` (any older session, in any relay process,
    closes with 4409) and recreate the identity's consumers, which releases everything the
@@ -59,7 +59,6 @@ from shared.tokens import check_identity
 
 log = logging.getLogger("mailslot.relay.session")
 
-AUTH_TIMEOUT = 10.0
 #: Safety net only: the pump re-checks JetStream this often even without a wake-up, in
 #: case a notification was lost while NATS reconnected. Not a polling loop.
 RECHECK_SECONDS = 60.0
@@ -73,8 +72,12 @@ class SessionClosed(Exception):
 
 
 class LinkSession:
-    def __init__(self, ws: WebSocket, store: Store, registry: Registry, relay: Identity) -> None:
+    def __init__(
+        self, ws: WebSocket, store: Store, registry: Registry, relay: Identity,
+        auth_timeout: float = 10.0,
+    ) -> None:
         self.ws = ws
+        self.auth_timeout = auth_timeout
         self.store = store
         self.registry = registry
         self.relay = relay
@@ -85,6 +88,9 @@ class LinkSession:
         self.wake = asyncio.Event()
         self.credit_event = asyncio.Event()
         self.replaced = asyncio.Event()
+        #: Set when the session ends. The pump checks it as well as being cancelled: a
+        #: cancellation can be swallowed inside nats-py's ``next_msg``.
+        self.closing = asyncio.Event()
         self.stale = False
         self._subs: list[Any] = []
         self._queue: IdentityQueue | None = None
@@ -114,10 +120,11 @@ class LinkSession:
             self.link.send(Challenge(nonce=nonce, time=now, relay=self.relay.id))
         )
         try:
-            frame = self.link.receive(await asyncio.wait_for(self._receive(), AUTH_TIMEOUT))
+            frame = self.link.receive(await asyncio.wait_for(self._receive(), self.auth_timeout))
         except TimeoutError as exc:
             raise SessionClosed(4408, "auth_timeout") from exc
-        assert isinstance(frame, Auth)
+        if not isinstance(frame, Auth):  # the edge gave up (an ``error`` frame)
+            raise SessionClosed(4400, "auth_expected")
         identity = check_identity(frame.identity)
         found = await self.registry.identity(identity)
         if found is None:
@@ -162,6 +169,9 @@ class LinkSession:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.closing.set()
+            self.wake.set()
+            self.credit_event.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -186,16 +196,21 @@ class LinkSession:
                 delivery = self.inflight.pop(frame.id, None)
                 if delivery is not None:
                     await delivery.nak(frame.delay)
+                    # JetStream has it back (now, or after the delay): pull again then.
+                    asyncio.get_running_loop().call_later(frame.delay or 0.0, self.wake.set)
             elif isinstance(frame, Reject):
                 delivery = self.inflight.pop(frame.id, None)
                 if delivery is not None:
                     log.warning("edge %s rejected %s: %s", self.identity, frame.id, frame.code)
                     await delivery.term()
+            elif isinstance(frame, Error):
+                log.info("edge %s closed the link: %s", self.identity, frame.code)
+                raise SessionClosed(1000, "edge_error")
 
     async def _pump(self) -> None:
         assert self._queue is not None
         failures = 0
-        while True:
+        while not self.closing.is_set():
             if self.link.credit <= 0:
                 self.credit_event.clear()
                 await self.credit_event.wait()
@@ -213,11 +228,15 @@ class LinkSession:
                 self.stale = True
                 await self._wait_wake(min(0.05 * 2**failures, 5.0))
                 continue
-            if not batch:
-                await self._wait_wake(RECHECK_SECONDS)
-                continue
             for delivery in batch:
-                self.inflight[delivery.id] = delivery
+                self.inflight[delivery.id] = delivery  # released (nak) if we stop now
+            if self.closing.is_set():
+                return
+            if not batch:
+                # Unacked deliveries come back after ack_wait without any notification.
+                recheck = self.store.settings.ack_wait if self.inflight else RECHECK_SECONDS
+                await self._wait_wake(recheck)
+                continue
             for chunk in _pack(batch):
                 await self.ws.send_text(self.link.send_deliver([d.data for d in chunk]))
 

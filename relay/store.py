@@ -193,7 +193,9 @@ class Store:
         """Store one interrupt; return True if JetStream already had this id (duplicate).
         Returns only after JetStream acknowledged the write: that is what a 2xx means."""
         subject = interrupt_subject(identity, priority)
-        headers = {"Nats-Msg-Id": msg_id}
+        # Deduplication is stream-wide: scope the id to its recipient, or an id used
+        # for one identity would swallow another identity's interrupt as a duplicate.
+        headers = {"Nats-Msg-Id": f"{identity}.{msg_id}"}
         try:
             ack = await self.js.publish(
                 subject,
@@ -278,8 +280,9 @@ class Store:
             raise StoreUnavailable(f"registry write failed: {exc}") from exc
 
     async def kv_keys(self, prefix: str) -> list[str]:
+        # nats-py matches ``filters`` as substrings, not subject wildcards: filter here.
         try:
-            return await self.kv.keys(filters=[prefix + ">"])
+            return [key for key in await self.kv.keys() if key.startswith(prefix)]
         except nats.js.errors.NoKeysError:
             return []
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
@@ -357,7 +360,7 @@ class IdentityQueue:
                 if status is not None and msg.subject != reply:
                     continue  # the end of an abandoned request
                 if status is None:
-                    msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+                    msg_id = (msg.headers or {}).get("Nats-Msg-Id", "").rpartition(".")[2]
                     out.append(Delivery(msg_id, priority, msg.data, msg))
                     if len(out) >= limit:
                         return out

@@ -7,6 +7,9 @@ Every figure is printed next to a baseline measured in the same run on this mach
   rate). Target >= 0.8x.
 - latency: producer POST to edge inbox commit at a steady rate (default 200/s); p50 and
   p99. Target p99 <= 10 ms on loopback.
+- engine: decisions/s through the decision engine with 100 intents (real engine state,
+  real activity log, fsync per batch), against the drain rate of the same run. Target
+  >= 1x: the engine must never be the bottleneck.
 
 The relay and the edge run as separate processes (``mailslot relay serve`` with its
 embedded nats-server, fsync "always"; ``mailslot edge run``), set up through the CLI as a
@@ -28,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +289,85 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[k]
 
 
+# -- decision engine ----------------------------------------------------------------
+
+
+def bench_intents() -> Any:
+    """100 intents of the kinds people write: exact types with payload predicates, a few
+    globs, cooldowns, coalescing, dedupe, conditions, active hours."""
+    from edge.intents import IntentSet
+
+    intents: list[dict[str, Any]] = []
+    for i in range(90):
+        policy: dict[str, Any] = [
+            {"cooldown": "10m"}, {"coalesce": "5m"}, {"dedupe": "1h"},
+            {"condition": [{"field": "payload.severity", "op": "ge", "value": 2}]},
+            {"max_reminders": 3, "suppress_when_active": True},
+            {"active_hours": {"start": "08:00", "end": "20:00", "timezone": "Europe/Berlin"}},
+        ][i % 6]
+        intents.append({
+            "id": f"svc-{i}", "match": {
+                "type": f"svc{i}.event",
+                "all": [{"field": "payload.env", "op": "eq", "value": "prod"}],
+                "any": [{"field": "payload.severity", "op": "gt", "value": 0},
+                        {"field": "payload.tag", "op": "regex", "value": "^urgent"}],
+            }, "policy": policy,
+        })
+    for i in range(10):
+        intents.append({"id": f"glob-{i}", "match": {
+            "type": f"team{i}.*", "source_name": "bench*",
+            "all": [{"field": "payload.n", "op": "present"}]}, "policy": {"cooldown": "1m"}})
+    return IntentSet.model_validate({"settings": {"wakes_per_day": 0}, "intents": intents})
+
+
+async def engine_rate(n: int, workdir: Path) -> float:
+    import random
+
+    import ulid
+
+    from edge.activity import ActivityLog
+    from edge.engine import Engine
+    from edge.enginestate import EngineState
+    from edge.inbox import Accepted, Inbox
+    from shared.envelope import Source
+
+    workdir.mkdir(parents=True)
+    producer, me = Identity.generate(), Identity.generate()
+    rng = random.Random(7)
+    start = datetime.now().astimezone()
+    with Inbox.open(workdir / "inbox.sqlite3") as inbox:
+        batch = []
+        for i in range(n):
+            kind = rng.randrange(110)
+            type_ = f"svc{kind}.event" if kind < 100 else f"team{kind - 100}.thing"
+            envelope = Envelope.model_validate({
+                "id": str(ulid.ULID()), "to": me.id, "type": type_,
+                "priority": ("now", "next", "later")[i % 3],
+                "session": f"s{i % 5}",
+                "payload": {"n": i, "env": rng.choice(("prod", "prod", "dev")),
+                            "severity": rng.randrange(4), "tag": "urgent-x"},
+                "source": Source(kind="producer", name="bench"),
+                "created_at": start, "signer": producer.id,
+                "dedupe_key": f"d{i % 50}",
+            })
+            received = start + timedelta(milliseconds=i)
+            batch.append(Accepted(envelope, sign_envelope(envelope, producer), None, received))
+            if len(batch) == 1000:
+                inbox.commit_batch(batch)
+                batch = []
+        inbox.commit_batch(batch)
+        state = EngineState.open(workdir / "engine.sqlite3")
+        log = ActivityLog.open(workdir / "activity.log", workdir / "keys" / "activity.key")
+        engine = Engine(bench_intents(), state, log.append)
+        began = time.perf_counter()
+        done = await engine.catch_up(inbox)
+        elapsed = time.perf_counter() - began
+        assert done == n
+        log.close()
+        state.close()
+    return n / elapsed
+
+
 # -- main -----------------------------------------------------------------------------
 
 
@@ -295,12 +377,13 @@ async def main() -> None:
     parser.add_argument("-n", type=int, default=20_000, help="drain size")
     parser.add_argument("--rate", type=float, default=200.0, help="latency test rate /s")
     parser.add_argument("--seconds", type=float, default=10.0, help="latency test length")
-    parser.add_argument("--only", choices=("drain", "latency"))
+    parser.add_argument("--only", choices=("drain", "latency", "engine"))
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="mailslot-bench-"))
     try:
-        if args.only in (None, "drain"):
+        drain_median = None
+        if args.only in (None, "drain", "engine"):
             raw, verify, drain = [], [], []
             for run in range(args.runs):
                 raw.append(await raw_jetstream_rate(args.n, root / f"raw{run}"))
@@ -309,11 +392,21 @@ async def main() -> None:
                 print(f"run {run + 1}: raw JetStream {raw[-1]:,.0f}/s  Ed25519 verify "
                       f"{verify[-1]:,.0f}/s  mailslot drain {drain[-1]:,.0f}/s", flush=True)
             baseline = min(statistics.median(raw), statistics.median(verify))
-            d = statistics.median(drain)
+            d = drain_median = statistics.median(drain)
             print(f"\ndrain {args.n:,} (median of {args.runs}): {d:,.0f}/s; baseline "
                   f"min(raw JetStream {statistics.median(raw):,.0f}/s, Ed25519 verify "
                   f"{statistics.median(verify):,.0f}/s) = {baseline:,.0f}/s; "
                   f"ratio {d / baseline:.2f}x (target >= 0.80x)", flush=True)
+        if args.only in (None, "engine"):
+            rates = []
+            for run in range(args.runs):
+                rates.append(await engine_rate(args.n, root / f"engine{run}"))
+                print(f"run {run + 1}: engine {rates[-1]:,.0f} decisions/s", flush=True)
+            e = statistics.median(rates)
+            assert drain_median is not None
+            print(f"\nengine, 100 intents, {args.n:,} interrupts (median of {args.runs}): "
+                  f"{e:,.0f} decisions/s; mailbox drain {drain_median:,.0f}/s; ratio "
+                  f"{e / drain_median:.2f}x (target >= 1x)", flush=True)
         if args.only in (None, "latency"):
             p50s, p99s = [], []
             for run in range(args.runs):

@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -38,6 +39,8 @@ from shared.tokens import (
 PAYLOAD_MAX_BYTES = 16 * 1024
 #: Largest signed envelope on the wire, signature and framing included.
 ENVELOPE_MAX_BYTES = 64 * 1024
+#: Longest ``sealed.ct``: unpadded base64url of a full payload plus its 16-byte AEAD tag.
+SEALED_CT_MAX_CHARS = -(-(PAYLOAD_MAX_BYTES + 16) * 4 // 3)
 ULID_RE = r"^[0-9A-HJKMNP-TV-Z]{26}$"
 
 
@@ -95,7 +98,15 @@ class Sealed(BaseModel):
     alg: Literal["x25519-hkdf-sha256-chacha20poly1305"]
     epk: str = Field(max_length=64)
     nonce: str = Field(max_length=32)
-    ct: str = Field(max_length=PAYLOAD_MAX_BYTES * 2)
+    ct: str
+
+    @field_validator("ct")
+    @classmethod
+    def _ciphertext_cap(cls, value: str) -> str:
+        # base64url of at most PAYLOAD_MAX_BYTES of plaintext plus the 16-byte tag
+        if len(value) > SEALED_CT_MAX_CHARS:
+            raise PayloadCapExceeded
+        return value
 
 
 class Envelope(BaseModel):
