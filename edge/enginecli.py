@@ -1,4 +1,5 @@
-"""``mailslot activity`` (the user is here) and ``mailslot replay`` (backtest intents)."""
+"""``mailslot activity`` (the user is here), ``mailslot outcome`` (a runtime reports what
+it did with a wake, and the tokens it spent) and ``mailslot replay`` (backtest intents)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from edge.activity import ActivityLog, Event
 from edge.activitycli import since_time
@@ -18,17 +20,35 @@ from edge.errors import NotInitialized
 from edge.inbox import Inbox
 from edge.intentfile import load_intents
 from edge.replay import replay
-from shared.tokens import check_session
+from shared.tokens import check_name, check_opaque, check_session
 
 
 def add_engine_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command("activity", cmd_activity, "report that the user is active (suppresses wakes)")
     p.add_argument("--session", help="only this agent session (default: everywhere)")
+    p = command("outcome", cmd_outcome, "report what a woken runtime did (and tokens used)")
+    p.add_argument("id", help="interrupt id")
+    p.add_argument("--status", required=True, choices=OUTCOMES)
+    p.add_argument("--tokens", type=_count, default=0, help="model tokens spent (daily budget)")
+    p.add_argument("--intent", help="the intent that woke it")
     p = command("replay", cmd_replay, "run stored interrupts through intents, waking nothing")
     p.add_argument("--since", required=True, type=since_time, metavar="T",
                    help="ISO 8601 time or a duration back from now (2h, 1d)")
     p.add_argument("--intents", type=Path, metavar="FILE",
                    help="candidate intents file (default: the live intents.toml)")
+
+
+OUTCOMES = ("ok", "action-taken", "error", "skipped")
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= 0")
+    return number
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -54,6 +74,28 @@ def cmd_activity(args: argparse.Namespace) -> int:
         state.close()
     where = f"session {session}" if session else "everywhere"
     _emit(args, {"session": session or None, "at": now.isoformat()}, f"active ({where})")
+    return 0
+
+
+def cmd_outcome(args: argparse.Namespace) -> int:
+    paths = EdgePaths.resolve()
+    if not paths.config_file.exists():
+        raise NotInitialized("no edge here; run `mailslot edge init` first")
+    interrupt = check_opaque(args.id, "interrupt id")
+    intent = check_name(args.intent, "intent") if args.intent else None
+    now = datetime.now(UTC)
+    zone = ZoneInfo(load_intents(paths.intents_file).settings.timezone)
+    state = EngineState.open(paths.engine_file)
+    try:
+        with state.transaction():
+            state.spend(now.astimezone(zone).date().isoformat(), tokens=args.tokens)
+            with ActivityLog.open(paths.activity_file, paths.activity_key_file) as log:
+                log.append([Event("outcome", now, interrupt, intent, None, {
+                    "outcome": args.status, "tokens": args.tokens, "reported_by": "runtime"})])
+    finally:
+        state.close()
+    _emit(args, {"id": interrupt, "outcome": args.status, "tokens": args.tokens},
+          f"{interrupt}: {args.status}" + (f", {args.tokens} tokens" if args.tokens else ""))
     return 0
 
 

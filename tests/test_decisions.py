@@ -129,3 +129,28 @@ def json_out_error(result: subprocess.CompletedProcess[str]) -> str:
     import json
 
     return str(json.loads(result.stdout)["error"])
+
+
+async def test_outcome_reports_tokens_against_the_budget(relay, make_member) -> None:
+    member = await make_member()
+    home = member.home
+    assert home is not None
+    (home / "config" / "intents.toml").write_text(
+        '[settings]\ntokens_per_day = 1000\n\n[[intent]]\nid = "ci"\n[intent.match]\ntype = "ci.*"\n'
+    )
+    async with running_edge(member):
+        responses = await post_drafts(relay.url, member.token, [
+            {"to": member.id, "type": "ci.failed"}])
+        first = responses[0].json()["id"]
+        await wait_until(lambda: outcome(home, first, "ci") == "woken", 20, "woken")
+        reported = json_out(mailslot(home, "outcome", first, "--status", "action-taken",
+                                     "--tokens", "1200", "--intent", "ci", "--json"))
+        assert reported == {"id": first, "outcome": "action-taken", "tokens": 1200}
+        responses = await post_drafts(relay.url, member.token, [
+            {"to": member.id, "type": "ci.failed"}])
+        second = responses[0].json()["id"]
+        await wait_until(lambda: outcome(home, second, "ci") == "skipped", 20, "budget spent")
+    explained = mailslot(home, "explain", second).stdout
+    assert "token budget exhausted (1200/1000)" in explained
+    bad = mailslot(home, "outcome", first, "--status", "ok", "--tokens", "-5")
+    assert bad.returncode != 0
