@@ -55,6 +55,9 @@ STEPS = (
     "received", "verified", "rejected", "matched", "unmatched", "judged", "suppressed",
     "deferred", "coalesced", "woken", "delivered", "outcome", "activity",
     "intents_loaded", "intents_refused", "replayed",
+    # local watches (see edge.watchrunner)
+    "watch_fired", "watch_skipped", "watch_error", "sleep_started", "sleep_ended",
+    "sleep_interrupted",
 )
 _STEP_SET = frozenset(STEPS)
 ZERO_HASH = "0" * 64

@@ -28,7 +28,8 @@ from edge.errors import EdgeError, NotInitialized
 from edge.inbox import Inbox
 from edge.intentcli import add_intent_commands
 from edge.keystore import load_identity, save_identity
-from edge.relayclient import RelayClient
+from edge.timecli import add_time_commands
+from edge.watchcli import add_watch_commands
 from relay.cli import add_relay_commands
 from relay.errors import RelayError
 from relay.signals import stop_on_signals
@@ -96,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_up_command(sub, command)
     add_relay_commands(sub, command)
     add_intent_commands(sub, command)
+    add_watch_commands(sub, command)
     add_activity_commands(sub, command)
     add_engine_commands(sub, command)
+    add_time_commands(sub, command)
 
     edge = sub.add_parser("edge", help="the edge daemon").add_subparsers(metavar="COMMAND")
     p = command("init", cmd_edge_init, "create keys and enroll with a relay", edge)
@@ -142,11 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     command("list", cmd_grant_list, "list granted producer identities", grant)
 
-    command("status", cmd_status, "link, inbox and daemon status")
+    p = command("status", cmd_status, "link, inbox, watch counters and daemon status")
+    p.add_argument("--metrics", action="store_true", help="Prometheus text format")
     return parser
 
 
 # -- edge -----------------------------------------------------------------------------
+
+
+def _relay_client(url: str) -> Any:
+    """httpx is imported only by commands that talk to the relay, not by the daemon."""
+    from edge.relayclient import RelayClient
+
+    return RelayClient(url)
 
 
 def _paths() -> EdgePaths:
@@ -164,7 +175,7 @@ def enroll_edge(paths: EdgePaths, relay_url: str, token: str) -> EdgeConfig:
     except NotInitialized:
         identity = Identity.generate()
         save_identity(paths.key_file, identity)
-    with RelayClient(relay_url) as client:
+    with _relay_client(relay_url) as client:
         _account, relay = client.enroll(token, identity)
     config = EdgeConfig(relay_url=relay_url, identity=identity.id, relay_identity=relay.to_doc())
     save_config(paths, config)
@@ -220,7 +231,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     envelope_id = args.id or str(ULID())
     now = datetime.now(UTC)
     expires_at = now + timedelta(seconds=args.expires_in) if args.expires_in else None
-    with RelayClient(relay_url) as client:
+    with _relay_client(relay_url) as client:
         sealed = None
         if args.seal:
             sealed = seal(payload or {}, client.identity(to).box_key, envelope_id)
@@ -343,7 +354,7 @@ def _edge_identity() -> tuple[EdgePaths, EdgeConfig, Identity]:
 
 def cmd_grant_add(args: argparse.Namespace) -> int:
     paths, config, identity = _edge_identity()
-    with RelayClient(config.relay_url) as client:
+    with _relay_client(config.relay_url) as client:
         public = client.identity(check_identity(args.id))
         client.set_grant(identity, public.id, True)
     with Inbox.open(paths.inbox_file) as inbox:
@@ -355,7 +366,7 @@ def cmd_grant_add(args: argparse.Namespace) -> int:
 def cmd_grant_rm(args: argparse.Namespace) -> int:
     paths, config, identity = _edge_identity()
     signer = check_identity(args.id)
-    with RelayClient(config.relay_url) as client:
+    with _relay_client(config.relay_url) as client:
         client.set_grant(identity, signer, False)
     with Inbox.open(paths.inbox_file) as inbox:
         inbox.remove_trusted(signer)
@@ -390,7 +401,54 @@ def edge_status(paths: EdgePaths) -> dict[str, Any]:
         "last_delivery": status.get("last_delivery"),
         "delivered_total": status.get("delivered_total", 0),
         "rejected": rejected,
+        "counters": _counters(paths),
     }
+
+
+def _counters(paths: EdgePaths) -> dict[str, int]:
+    """Watch and sleep counters (``tick.fired``, ``sleep.entered``, …), zero if none yet."""
+    from edge.watchstate import WatchState
+
+    counters = dict.fromkeys(COUNTERS, 0)
+    path = paths.watches_file
+    if path.exists():
+        state = WatchState.open(path)
+        try:
+            counters.update(state.counters())
+        finally:
+            state.close()
+    return counters
+
+
+COUNTERS = ("tick.fired", "sleep.entered", "sleep.interrupted", "cache_aware.snapped")
+
+
+def metrics_text(status: dict[str, Any]) -> str:
+    """``mailslot status --metrics``: the same figures in Prometheus text format."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class StatusCollector:
+        def collect(self) -> Any:
+            for name, value in sorted(status["counters"].items()):
+                metric = "mailslot_" + name.replace(".", "_")
+                yield CounterMetricFamily(metric, f"mailslot {name}", value=value)
+            pending = GaugeMetricFamily(
+                "mailslot_inbox_pending", "pending interrupts in the inbox", labels=["priority"]
+            )
+            for priority, count in status["pending"].items():
+                pending.add_metric([priority], count)
+            yield pending
+            yield GaugeMetricFamily("mailslot_link_connected", "1 if the edge is connected",
+                                    value=1 if status["connected"] else 0)
+            yield CounterMetricFamily("mailslot_delivered", "interrupts received from the relay",
+                                      value=status["delivered_total"] or 0)
+            yield CounterMetricFamily("mailslot_rejected", "envelopes refused by verification",
+                                      value=status["rejected"])
+
+    registry = CollectorRegistry()
+    registry.register(StatusCollector())
+    return generate_latest(registry).decode()
 
 
 def _alive(pid: object) -> bool:
@@ -407,6 +465,9 @@ def _alive(pid: object) -> bool:
 
 def cmd_status(args: argparse.Namespace) -> int:
     s = edge_status(EdgePaths.resolve())
+    if args.metrics:
+        print(metrics_text(s), end="")
+        return 0
     link = (
         "connected"
         if s["connected"]
@@ -420,6 +481,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"pending        now={p['now']} next={p['next']} later={p['later']}",
             f"last delivery  {s['last_delivery'] or 'never'}",
             f"rejected       {s['rejected']}",
+            "counters       " + " ".join(f"{k}={v}" for k, v in s["counters"].items()),
         ]
     )
     emit(args, s, text)

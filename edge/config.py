@@ -10,6 +10,7 @@ Layout::
     config_dir/keys/identity.key    private identity (0600, see ``edge.keystore``)
     data_dir/inbox.sqlite3          the inbox (0600, see ``edge.inbox``)
     data_dir/engine.sqlite3         the decision engine's state (see ``edge.enginestate``)
+    data_dir/watches.sqlite3        the watches' runtime state (see ``edge.watchstate``)
     config_dir/intents.toml         the user's intents (see ``edge.intentfile``)
     data_dir/activity.log           hash-chained, HMAC-signed activity log (0600)
     config_dir/keys/activity.key    the activity log's HMAC key (0600)
@@ -76,6 +77,10 @@ class EdgePaths:
     @property
     def inbox_file(self) -> Path:
         return self.data_dir / "inbox.sqlite3"
+
+    @property
+    def watches_file(self) -> Path:
+        return self.data_dir / "watches.sqlite3"
 
     @property
     def engine_file(self) -> Path:

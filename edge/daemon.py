@@ -29,7 +29,12 @@ from edge.intentfile import IntentFileError, IntentWatcher
 from edge.intents import IntentSet
 from edge.keystore import load_identity
 from edge.link import EdgeLink
+from edge.localevents import LocalRaiser
 from edge.receiver import Receiver
+from edge.timecli import POKE_FILE
+from edge.watches import Declarations
+from edge.watchrunner import WatchRunner
+from edge.watchstate import WatchState
 from shared.identity import Identity
 
 log = logging.getLogger("mailslot.edge")
@@ -44,6 +49,8 @@ class EdgeDaemon:
         self.engine: Engine | None = None
         self.activity: ActivityLog | None = None
         self.watcher: IntentWatcher | None = None
+        self.watches: WatchRunner | None = None
+        self._watch_state: WatchState | None = None
         self.arrived = asyncio.Event()
         self._inboxes: list[Inbox] = []
         self._state: EngineState | None = None
@@ -54,7 +61,8 @@ class EdgeDaemon:
         status_inbox = Inbox.open(self.paths.inbox_file)
         receiver_inbox = Inbox.open(self.paths.inbox_file)
         engine_inbox = Inbox.open(self.paths.inbox_file)
-        self._inboxes = [status_inbox, receiver_inbox, engine_inbox]
+        local_inbox = Inbox.open(self.paths.inbox_file)
+        self._inboxes = [status_inbox, receiver_inbox, engine_inbox, local_inbox]
         receiver = Receiver(self.identity, self.config.relay_public(), receiver_inbox)
         self.link = EdgeLink(
             self.config, self.identity, status_inbox, receiver, on_event=self._on_link_event
@@ -65,6 +73,18 @@ class EdgeDaemon:
             self.paths.intents_file, self._intents_loaded, self._intents_refused
         )
         self.engine = Engine(self.watcher.current, self._state, self.activity.append)
+        self._watch_state = WatchState.open(self.paths.watches_file)
+        state = self._state
+        self.watches = WatchRunner(
+            self._watch_state,
+            LocalRaiser(self.identity, local_inbox, on_new=self.arrived.set),
+            self.activity.append,
+            last_activity=lambda session, at: state.last_activity(session, at),
+            poke_file=self.paths.data_dir / POKE_FILE,
+        )
+        self.engine.on_decided.append(self.watches.observe)
+        self.engine.on_woken.append(self.watches.woken)
+        self.watches.set_declarations(_declarations(self.watcher.current))
         status_inbox.set_status(
             identity=self.identity.id,
             relay=self.config.relay_url,
@@ -79,6 +99,8 @@ class EdgeDaemon:
     def _intents_loaded(self, intents: IntentSet) -> None:
         if self.engine is not None:
             self.engine.set_intents(intents)
+        if self.watches is not None:
+            self.watches.set_declarations(_declarations(intents))
         self._record("intents_loaded", count=len(intents.intents))
         log.info("intents loaded: %d", len(intents.intents))
         self.arrived.set()  # re-arm the engine's timer against the new set
@@ -102,6 +124,8 @@ class EdgeDaemon:
             ),
             asyncio.create_task(self.watcher.run(stop), name="intents"),
         ]
+        if self.watches is not None:
+            tasks.append(asyncio.create_task(self.watches.run(stop), name="watches"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -126,6 +150,16 @@ class EdgeDaemon:
         if self._state is not None:
             self._state.close()
             self._state = None
+        if self._watch_state is not None:
+            self._watch_state.close()
+            self._watch_state = None
         if self.activity is not None:
             self.activity.close()
             self.activity = None
+
+
+def _declarations(intents: IntentSet) -> Declarations:
+    """The intents file declares watches too; an older caller may hand a bare set."""
+    if isinstance(intents, Declarations):
+        return intents
+    return Declarations(settings=intents.settings, intents=intents.intents)

@@ -125,6 +125,12 @@ class Engine:
         self.clock = clock
         self.decisions: list[Decision] = []
         self.keep_decisions = False
+        #: Called after each committed batch with the interrupts it decided (absence
+        #: watches re-arm on them) and with the wakes it dispatched (a wake for a
+        #: session ends that session's sleep).
+        self.on_decided: list[Callable[[list[InboxItem]], None]] = []
+        self.on_woken: list[Callable[[PendingWake], None]] = []
+        self._woken: list[PendingWake] = []
         self.set_intents(intents)
 
     def set_intents(self, intents: IntentSet) -> None:
@@ -162,6 +168,8 @@ class Engine:
                 await self._decide_one(item, at, events)
                 last = item.seq
             self.state.set_cursor(max(last, self.state.cursor))
+        for callback in self.on_decided:
+            callback(items)
         return last
 
     @contextlib.contextmanager
@@ -175,8 +183,13 @@ class Engine:
                 self.record(events)
         except BaseException:
             self.state.db.execute("ROLLBACK")
+            self._woken.clear()
             raise
         self.state.db.execute("COMMIT")
+        woken, self._woken = self._woken, []
+        for wake in woken:
+            for callback in self.on_woken:
+                callback(wake)
 
     async def _decide_one(self, item: InboxItem, at: float, events: list[Event]) -> None:
         doc = interrupt_doc(item)
@@ -360,6 +373,7 @@ class Engine:
             return
         self.state.spend(self._day(at), wakes=1)
         self.state.add_wake(wake.intent, wake.session, at)
+        self._woken.append(wake)
         detail = {"route": intent.route.kind, "wake": wake.seq, "events": len(wake.interrupts),
                   "priority": ("now", "next", "later")[wake.rank], "kind": wake.kind}
         for interrupt in wake.interrupts:

@@ -20,6 +20,7 @@ from typing import Any, get_args
 from pydantic import ValidationError
 
 from edge.config import EdgePaths
+from edge.errors import EdgeError
 from edge.intentfile import (
     InvalidIntent,
     UnknownIntent,
@@ -34,17 +35,34 @@ from edge.intentfile import (
 from edge.intents import Intent, Match, Op, describe
 
 OPS: tuple[str, ...] = get_args(Op)
+WHERE_HELP = (
+    f"predicate, e.g. 'payload.branch eq main'; OP is one of {' '.join(OPS)}; "
+    "VALUE is JSON if it parses as JSON, else a string"
+)
+#: The ``Match`` fields set by one option each: ``--type`` (or ``--match-type``…).
+MATCH_FIELDS = ("type", "source_kind", "source_name", "session", "priority")
+_MATCH_HELP = {
+    "type": ("GLOB", "interrupt type glob"),
+    "source_kind": ("K", "source kind"),
+    "source_name": ("GLOB", "source name glob"),
+    "session": ("S", "session glob"),
+    "priority": ("P", "now | next | later"),
+}
+
+
+def match_options(prefix: str = "") -> dict[tuple[str, ...], str]:
+    """The option a user typed for each field of ``match``, to name it in errors."""
+    options: dict[tuple[str, ...], str] = {
+        ("match", name): f"--{prefix}{name.replace('_', '-')}" for name in MATCH_FIELDS
+    }
+    return {**options, ("match", "all"): "--where"}
+
 
 #: The option a user typed for each field of ``Intent``, to name it in errors.
 _OPTIONS: dict[tuple[str, ...], str] = {
     ("id",): "ID",
     ("description",): "--description",
-    ("match", "type"): "--type",
-    ("match", "source_kind"): "--source-kind",
-    ("match", "source_name"): "--source-name",
-    ("match", "session"): "--session",
-    ("match", "priority"): "--priority",
-    ("match", "all"): "--where",
+    **match_options(),
     ("judge", "command"): "--judge",
     ("judge", "timeout"): "--judge-timeout",
     ("judge", "on_failure"): "--judge-on-failure",
@@ -66,19 +84,7 @@ def add_intent_commands(sub: Any, command: Callable[..., argparse.ArgumentParser
     p = command("add", cmd_add, "add an intent to intents.toml", group)
     p.add_argument("id", metavar="ID", help="a name: lowercase letters, digits, _ and -")
     p.add_argument("--description", default="", help="what this intent is for")
-    m = p.add_argument_group("match (all given criteria must hold)")
-    m.add_argument("--type", action="append", metavar="GLOB", help="interrupt type glob")
-    m.add_argument("--source-kind", action="append", metavar="K", help="source kind")
-    m.add_argument("--source-name", action="append", metavar="GLOB", help="source name glob")
-    m.add_argument("--session", action="append", metavar="S", help="session glob")
-    m.add_argument("--priority", action="append", metavar="P", help="now | next | later")
-    m.add_argument(
-        "--where",
-        action="append",
-        metavar="'FIELD OP VALUE'",
-        help=f"predicate, e.g. 'payload.branch eq main'; OP is one of {' '.join(OPS)}; "
-        "VALUE is JSON if it parses as JSON, else a string",
-    )
+    add_match_options(p.add_argument_group("match (all given criteria must hold)"))
     j = p.add_argument_group("judge (asked only after the match and the policy let it through)")
     j.add_argument("--judge", metavar="'CMD ...'", help="judge command line (split like a shell)")
     j.add_argument("--judge-timeout", metavar="DURATION", help="default 10s")
@@ -111,6 +117,40 @@ def add_intent_commands(sub: Any, command: Callable[..., argparse.ArgumentParser
         p.add_argument("id", metavar="ID")
 
 
+def add_match_options(group: Any, prefix: str = "", where: bool = True) -> None:
+    """Register ``--{prefix}type`` … ``--{prefix}priority`` (repeatable) and, with
+    ``where``, ``--where`` on ``group``; read them back with ``match_from_args``."""
+    for name in MATCH_FIELDS:
+        metavar, help = _MATCH_HELP[name]
+        option = f"--{prefix}{name.replace('_', '-')}"
+        group.add_argument(option, action="append", metavar=metavar, help=help)
+    if where:
+        group.add_argument("--where", action="append", metavar="'FIELD OP VALUE'", help=WHERE_HELP)
+
+
+def match_from_args(
+    args: argparse.Namespace, prefix: str = "", error: type[EdgeError] = InvalidIntent
+) -> dict[str, Any]:
+    """The ``match`` document the options of ``add_match_options`` describe (``--where``
+    as ``all``); ``error`` (naming the option) for a malformed ``--where``."""
+    match: dict[str, Any] = {}
+    for name in MATCH_FIELDS:
+        if values := getattr(args, prefix.replace("-", "_") + name):
+            match[name] = values
+    if args.where:
+        match["all"] = [parse_where(text, error) for text in args.where]
+    return match
+
+
+def explain(loc: tuple[str | int, ...], reason: str, options: dict[tuple[str, ...], str]) -> str:
+    """A problem at ``loc`` named by the option that set it (from ``options``)."""
+    names = tuple(p for p in loc if isinstance(p, str))
+    for end in range(len(names), 0, -1):
+        if (option := options.get(names[:end])) is not None:
+            return f"{option}: {reason}"
+    return f"{dotted(loc)}: {reason}" if loc else reason
+
+
 def _file() -> Path:
     return EdgePaths.resolve().intents_file
 
@@ -126,12 +166,7 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 def intent_from_args(args: argparse.Namespace) -> Intent:
     """The ``Intent`` the options describe; ``InvalidIntent`` naming the option if not."""
-    match: dict[str, Any] = {}
-    for name in ("type", "source_kind", "source_name", "session", "priority"):
-        if getattr(args, name):
-            match[name] = getattr(args, name)
-    if args.where:
-        match["all"] = [parse_where(text) for text in args.where]
+    match = match_from_args(args)
     doc: dict[str, Any] = {"id": args.id, "description": args.description, "match": match}
     if args.judge is not None:
         judge: dict[str, Any] = {"command": shlex.split(args.judge)}
@@ -172,38 +207,29 @@ def intent_from_args(args: argparse.Namespace) -> Intent:
         return Intent.model_validate(doc)
     except ValidationError as exc:
         raise InvalidIntent(
-            "; ".join(_explain(loc, why) for loc, why in validation_problems(exc, Intent))
+            "; ".join(explain(loc, why, _OPTIONS) for loc, why in validation_problems(exc, Intent))
         ) from None
 
 
-def parse_where(text: str) -> dict[str, Any]:
+def parse_where(text: str, error: type[EdgeError] = InvalidIntent) -> dict[str, Any]:
     """``'payload.branch eq main'`` → ``{"field": ..., "op": "eq", "value": "main"}``.
-    VALUE is JSON if it parses (``3``, ``true``, ``["a","b"]``), else the text as is."""
+    VALUE is JSON if it parses (``3``, ``true``, ``["a","b"]``), else the text as is.
+    Raises ``error`` (``InvalidIntent`` unless told) if ``text`` is not of that form."""
     parts = text.split(None, 2)
     if len(parts) < 2 or parts[1] not in OPS:
-        raise InvalidIntent(
-            f"--where {text!r}: expected 'FIELD OP VALUE' with OP one of {', '.join(OPS)}"
-        )
+        raise error(f"--where {text!r}: expected 'FIELD OP VALUE' with OP one of {', '.join(OPS)}")
     field, op = parts[0], parts[1]
     if op in ("present", "absent"):
         if len(parts) == 3:
-            raise InvalidIntent(f"--where {text!r}: {op} takes no value")
+            raise error(f"--where {text!r}: {op} takes no value")
         return {"field": field, "op": op}
     if len(parts) < 3:
-        raise InvalidIntent(f"--where {text!r}: {op} needs a value")
+        raise error(f"--where {text!r}: {op} needs a value")
     try:
         value = json.loads(parts[2])
     except ValueError:
         value = parts[2]
     return {"field": field, "op": op, "value": value}
-
-
-def _explain(loc: tuple[str | int, ...], reason: str) -> str:
-    names = tuple(p for p in loc if isinstance(p, str))
-    for end in range(len(names), 0, -1):
-        if (option := _OPTIONS.get(names[:end])) is not None:
-            return f"{option}: {reason}"
-    return f"{dotted(loc)}: {reason}" if loc else reason
 
 
 def cmd_add(args: argparse.Namespace) -> int:

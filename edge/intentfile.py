@@ -2,14 +2,17 @@
 
 Rules this module keeps:
 
-* ``edge.intents`` is the single source of truth for what an intent is; this module only
-  maps TOML to ``IntentSet`` (``[settings]`` → ``settings``, ``[[intent]]`` → ``intents``)
-  and back, and turns every problem into an ``IntentFileError`` naming file, line and field.
-* Loading uses the standard ``tomllib``. Editing (``mailslot intent ...``) keeps the user's
-  comments and layout: a new intent is appended as a block rendered with ``tomlkit``, a
-  removed intent's lines are cut out, pausing sets one key with ``tomlkit``. Every edit is
-  checked before it is written: the new text must parse, and to exactly the old set with
-  only the intended change. Writes are atomic and serialized by a lock file.
+* ``edge.intents`` and ``edge.watches`` are the single source of truth for what an intent
+  and a watch are; this module only maps TOML to ``Declarations`` (``[settings]`` →
+  ``settings``, ``[[intent]]`` → ``intents``, ``[[watch]]`` → ``watches``) and back, and
+  turns every problem into an ``IntentFileError`` naming file, line and field.
+* Loading uses the standard ``tomllib``. Editing (``mailslot intent|watch ...``) keeps the
+  user's comments and layout: a new intent or watch is appended as a block rendered with
+  ``tomlkit``, a removed one's lines are cut out, pausing sets one key with ``tomlkit``.
+  Intents and watches are edited by the same functions, told the ``Section``. Every edit
+  is checked before it is written: the new text must parse, and to exactly the old
+  declarations with only the intended change. Writes are atomic and serialized by a lock
+  file.
 * ``IntentWatcher`` is the one place that imports ``watchfiles``: hot reload on inotify
   events, the last good set stays in force while the file is broken.
 """
@@ -27,25 +30,34 @@ import tomllib
 from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
 import tomlkit
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from tomlkit.exceptions import TOMLKitError
 
 from edge.config import FILE_MODE, private_dir
 from edge.errors import EdgeError
-from edge.intents import Intent, IntentSet, parse_duration
+from edge.intents import Intent, parse_duration
+from edge.watches import Declarations, Watch
 
-#: What a file created by ``mailslot intent add`` starts with.
+#: What a file created by ``mailslot intent add`` or ``mailslot watch add`` starts with.
 HEADER = (
-    "# mailslot intents: what may wake an agent, and when. Edit by hand or with\n"
-    "# `mailslot intent add|pause|resume|rm` (comments and layout are kept); the edge\n"
-    "# daemon reloads this file whenever it changes.\n"
+    "# mailslot intents and watches: what may wake an agent, and when. Edit by hand or\n"
+    "# with `mailslot intent|watch add|pause|resume|rm` (comments and layout are kept);\n"
+    "# the edge daemon reloads this file whenever it changes.\n"
 )
-_TOP_LEVEL = {"settings": "settings", "intent": "intents"}
-#: Sub-models of an intent written as ``[intent.NAME]`` tables; others are inline tables.
-_SECTIONS = ("match", "judge", "policy")
+#: TOML top-level key → field of ``Declarations``.
+_TOP_LEVEL = {"settings": "settings", "intent": "intents", "watch": "watches"}
+#: The arrays of tables the edit functions work on: ``[[intent]]`` and ``[[watch]]``.
+Section = Literal["intent", "watch"]
+#: Sub-models written as ``[SECTION.NAME]`` tables (in this order, after the plain keys);
+#: other sub-models are inline tables.
+_TABLES: dict[Section, tuple[str, ...]] = {
+    "intent": ("match", "judge", "policy"),
+    "watch": ("schedule", "match"),
+}
 
 
 class IntentFileError(EdgeError):
@@ -79,16 +91,34 @@ class UnknownIntent(EdgeError):
     code = "unknown_intent"
 
 
+class InvalidWatch(EdgeError):
+    """A watch given on the command line is not valid; nothing was written."""
+
+    code = "invalid_watch"
+
+
+class DuplicateWatch(EdgeError):
+    """``watch add`` with an id the file already has; nothing was written."""
+
+    code = "duplicate_watch"
+
+
+class UnknownWatch(EdgeError):
+    """No watch with that id in the file."""
+
+    code = "unknown_watch"
+
+
 # -- loading ---------------------------------------------------------------------------
 
 
-def load_intents(path: Path) -> IntentSet:
-    """The intents in ``path``; a missing file is an empty set (no intents, defaults).
-    Raises ``IntentFileError`` for anything else that is wrong."""
+def load_intents(path: Path) -> Declarations:
+    """The settings, intents and watches in ``path``; a missing file declares nothing
+    (defaults). Raises ``IntentFileError`` for anything else that is wrong."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return IntentSet()
+        return Declarations()
     except OSError as exc:
         raise IntentFileError(path, None, f"cannot read ({exc.strerror})") from None
     try:
@@ -98,7 +128,7 @@ def load_intents(path: Path) -> IntentSet:
     return parse_intents(text, path)
 
 
-def parse_intents(text: str, path: Path) -> IntentSet:
+def parse_intents(text: str, path: Path) -> Declarations:
     """The pure part of ``load_intents``: ``text`` is the file's content, ``path`` is only
     used in errors."""
     try:
@@ -112,11 +142,12 @@ def parse_intents(text: str, path: Path) -> IntentSet:
             raise IntentFileError(
                 path,
                 _Locator(text).line_of((key,)),
-                f"unknown top-level key {key!r}: only [settings] and [[intent]]{did_you_mean}",
+                f"unknown top-level key {key!r}: only [settings], [[intent]] and [[watch]]"
+                f"{did_you_mean}",
             )
     model_input = {_TOP_LEVEL[key]: value for key, value in doc.items()}
     try:
-        return IntentSet.model_validate(model_input)
+        return Declarations.model_validate(model_input)
     except ValidationError as exc:
         raise _validation_error(exc, doc, _Locator(text), path) from None
 
@@ -137,17 +168,33 @@ def validation_problems(
     exc: ValidationError, root: type[BaseModel]
 ) -> list[tuple[tuple[str | int, ...], str]]:
     """Each problem of ``exc`` as (location, reason in words): pydantic's prefixes removed,
-    an unknown field named as such, with the closest known field as a hint."""
+    the tags it puts into locations inside a discriminated union removed (``("watches", 0,
+    "timer", "schedule")`` → ``("watches", 0, "schedule")``), an unknown field named as
+    such with the closest known field as a hint, an unknown or missing tag as a problem of
+    the tag field (``kind``)."""
     problems = []
     for error in exc.errors(include_url=False, include_input=False):
-        loc = tuple(p for p in error["loc"] if isinstance(p, str | int))
+        raw = tuple(p for p in error["loc"] if isinstance(p, str | int))
+        loc, models = _walk(root, raw)
         reason = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if error["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            ctx = error.get("ctx") or {}
+            field = str(ctx.get("discriminator", "kind")).strip("'\"")
+            tags = list(dict.fromkeys(str(t) for m in models for t in _tags(m)))
+            one_of = f"one of {', '.join(tags)}"
+            loc = (*loc, field)
+            if error["type"] == "union_tag_not_found":
+                reason = f"Field required ({one_of})"
+            else:
+                tag = str(ctx.get("tag"))
+                hint = difflib.get_close_matches(tag, tags, n=1)
+                did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+                reason = f"unknown {field} {tag!r}{did_you_mean}: {one_of}"
+        elif error["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
             reason = "unknown field"
-            model = _model_at(root, loc[:-1])
-            hint = (
-                difflib.get_close_matches(loc[-1], list(model.model_fields), n=1) if model else []
-            )
+            _, owners = _walk(root, raw[:-1])
+            known = [name for model in owners for name in model.model_fields]
+            hint = difflib.get_close_matches(loc[-1], known, n=1)
             if hint:
                 reason += f" (did you mean {hint[0]!r}?)"
         problems.append((loc, reason))
@@ -162,17 +209,23 @@ def dotted(loc: tuple[str | int, ...]) -> str:
     return out
 
 
+#: Field of ``Declarations`` → TOML top-level key.
+_TOML_KEY = {field: key for key, field in _TOP_LEVEL.items()}
+
+
 def _validation_error(
     exc: ValidationError, doc: dict[str, Any], locator: _Locator, path: Path
 ) -> IntentFileError:
     found: list[tuple[int | None, str]] = []
-    for loc, reason in validation_problems(exc, IntentSet):
+    for loc, reason in validation_problems(exc, Declarations):
         toml_loc: tuple[str | int, ...] = ()
         if loc:
-            toml_loc = ("intent", *loc[1:]) if loc[0] == "intents" else loc
-        elif (dup := _duplicate(doc)) is not None:
-            toml_loc = ("intent", dup[1], "id")
-            reason += f" (first at line {locator.line_of(('intent', dup[0], 'id'))})"
+            toml_loc = (_TOML_KEY.get(str(loc[0]), loc[0]), *loc[1:])
+        else:  # a check across the whole file: only duplicate ids are
+            section: Section = "watch" if reason.startswith("duplicate watch id") else "intent"
+            if (dup := _duplicate(doc, section)) is not None:
+                toml_loc = (section, dup[1], "id")
+                reason += f" (first at line {locator.line_of((section, dup[0], 'id'))})"
         line = locator.line_of(toml_loc) if toml_loc else None
         found.append((line, _name_problem(toml_loc, reason, doc)))
     found.sort(key=lambda p: (p[0] is None, p[0] or 0))
@@ -183,20 +236,20 @@ def _validation_error(
 
 
 def _name_problem(loc: tuple[str | int, ...], reason: str, doc: dict[str, Any]) -> str:
-    if len(loc) >= 2 and loc[0] == "intent" and isinstance(loc[1], int):
-        intents = doc.get("intent")
-        raw = intents[loc[1]] if isinstance(intents, list) else None
+    if len(loc) >= 2 and loc[0] in _TABLES and isinstance(loc[1], int):
+        items = doc.get(str(loc[0]))
+        raw = items[loc[1]] if isinstance(items, list) else None
         ident = raw.get("id") if isinstance(raw, dict) else None
-        who = f"intent {ident!r}" if isinstance(ident, str) else f"intent #{loc[1] + 1}"
+        who = f"{loc[0]} {ident!r}" if isinstance(ident, str) else f"{loc[0]} #{loc[1] + 1}"
         return f"{who}: {dotted(loc[2:])}: {reason}" if loc[2:] else f"{who}: {reason}"
     return f"{dotted(loc)}: {reason}" if loc else reason
 
 
-def _duplicate(doc: dict[str, Any]) -> tuple[int, int] | None:
-    """(first, second): indexes of the first two intents that have the same id."""
+def _duplicate(doc: dict[str, Any], section: Section) -> tuple[int, int] | None:
+    """(first, second): indexes of the first two items of ``section`` with the same id."""
     seen: dict[str, int] = {}
-    intents = doc.get("intent")
-    for index, raw in enumerate(intents if isinstance(intents, list) else []):
+    items = doc.get(section)
+    for index, raw in enumerate(items if isinstance(items, list) else []):
         ident = raw.get("id") if isinstance(raw, dict) else None
         if isinstance(ident, str):
             if ident in seen:
@@ -205,23 +258,39 @@ def _duplicate(doc: dict[str, Any]) -> tuple[int, int] | None:
     return None
 
 
-def _model_at(root: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = root
+def _walk(
+    root: type[BaseModel], loc: tuple[str | int, ...]
+) -> tuple[tuple[str | int, ...], list[type[BaseModel]]]:
+    """``loc`` without discriminated-union tags, and the models that may sit at its end
+    (none past a plain value; several at an untagged union of models)."""
+    models: list[type[BaseModel]] = [root]
+    out: list[str | int] = []
     for part in loc:
-        if isinstance(part, int) or model is None:
+        if isinstance(part, int):
+            out.append(part)
             continue
-        info = model.model_fields.get(part)
-        model = _model_in(info.annotation) if info else None
-    return model
+        if len(models) > 1 and (tagged := [m for m in models if part in _tags(m)]):
+            models = tagged  # pydantic names the union member it tried: not a field
+            continue
+        out.append(part)
+        infos = [m.model_fields.get(part) for m in models]
+        models = [m for info in infos if info is not None for m in _models_in(info.annotation)]
+    return tuple(out), models
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
+def _tags(model: type[BaseModel]) -> list[object]:
+    """The values of ``model``'s single-valued ``Literal`` fields: its union tags."""
+    return [
+        args[0]
+        for info in model.model_fields.values()
+        if get_origin(info.annotation) is Literal and len(args := get_args(info.annotation)) == 1
+    ]
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        if (model := _model_in(arg)) is not None:
-            return model
-    return None
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
 
 
 # -- where things are in the text ------------------------------------------------------
@@ -405,30 +474,66 @@ def add_intent(path: Path, intent: Intent) -> None:
     """Append ``intent`` to the file (created if missing), as a ``[[intent]]`` block after
     everything else. Raises ``DuplicateIntent`` if the id exists, ``IntentFileError`` if
     the file is broken (fix it first); nothing is written then."""
+    _add(path, "intent", intent)
 
-    def edit(text: str, old: IntentSet) -> tuple[str, IntentSet]:
-        if old.get(intent.id) is not None:
-            raise DuplicateIntent(f"intent {intent.id!r} already exists in {path}")
-        block = render_intent(intent)
-        body = text.rstrip()
-        new_text = f"{body}\n\n{block}" if body else f"{HEADER}\n{block}"
-        return new_text, old.model_copy(update={"intents": [*old.intents, intent]})
 
-    _edit(path, edit)
+def add_watch(path: Path, watch: Watch) -> None:
+    """Append ``watch`` as a ``[[watch]]`` block, as ``add_intent`` does an intent;
+    ``DuplicateWatch`` if the id exists."""
+    _add(path, "watch", watch)
 
 
 def remove_intent(path: Path, intent_id: str) -> bool:
     """Remove the intent's block (its ``[[intent]]`` and ``[intent.*]`` tables, with the
     comment lines right above them). ``False`` if there is no such intent."""
+    return _remove(path, "intent", intent_id)
 
-    def edit(text: str, old: IntentSet) -> tuple[str, IntentSet]:
-        index = _index(old, intent_id)
+
+def remove_watch(path: Path, watch_id: str) -> bool:
+    """Remove the watch's ``[[watch]]`` block, as ``remove_intent`` does an intent's."""
+    return _remove(path, "watch", watch_id)
+
+
+def set_paused(path: Path, intent_id: str, paused: bool) -> bool:
+    """Set ``paused`` on the intent (an existing ``paused`` line keeps its comment).
+    ``False`` if there is no such intent."""
+    return _set_paused(path, "intent", intent_id, paused)
+
+
+def set_watch_paused(path: Path, watch_id: str, paused: bool) -> bool:
+    """Set ``paused`` on the watch, as ``set_paused`` does on an intent."""
+    return _set_paused(path, "watch", watch_id, paused)
+
+
+_DUPLICATE: dict[Section, type[EdgeError]] = {"intent": DuplicateIntent, "watch": DuplicateWatch}
+_INVALID: dict[Section, type[EdgeError]] = {"intent": InvalidIntent, "watch": InvalidWatch}
+
+
+def _add(path: Path, section: Section, item: Intent | Watch) -> None:
+    field = _TOP_LEVEL[section]
+
+    def edit(text: str, old: Declarations) -> tuple[str, Declarations]:
+        if any(existing.id == item.id for existing in getattr(old, field)):
+            raise _DUPLICATE[section](f"{section} {item.id!r} already exists in {path}")
+        block = render(section, item)
+        body = text.rstrip()
+        new_text = f"{body}\n\n{block}" if body else f"{HEADER}\n{block}"
+        return new_text, old.model_copy(update={field: [*getattr(old, field), item]})
+
+    _edit(path, edit)
+
+
+def _remove(path: Path, section: Section, item_id: str) -> bool:
+    field = _TOP_LEVEL[section]
+
+    def edit(text: str, old: Declarations) -> tuple[str, Declarations]:
+        index = _index(old, section, item_id)
         locator = _Locator(text)
         lines = text.splitlines(keepends=True)
         starts = [_attached_start(lines, line) for _, line in locator.headers]
         doomed: set[int] = set()
         for k, (loc, _) in enumerate(locator.headers):
-            if loc[:2] == ("intent", index):
+            if loc[:2] == (section, index):
                 end = starts[k + 1] if k + 1 < len(starts) else len(lines) + 1
                 doomed.update(range(starts[k], end))
         if doomed:
@@ -437,46 +542,50 @@ def remove_intent(path: Path, intent_id: str) -> bool:
                 new_text = new_text.rstrip("\n") + "\n"
         else:  # written as an inline array, ``intent = [{...}]``
             doc = tomlkit.parse(text)
-            del doc["intent"][index]
+            del doc[section][index]
             new_text = tomlkit.dumps(doc)
-        remaining = [i for i in old.intents if i.id != intent_id]
-        return new_text, old.model_copy(update={"intents": remaining})
+        remaining = [i for i in getattr(old, field) if i.id != item_id]
+        return new_text, old.model_copy(update={field: remaining})
 
     return _edit(path, edit)
 
 
-def set_paused(path: Path, intent_id: str, paused: bool) -> bool:
-    """Set ``paused`` on the intent (an existing ``paused`` line keeps its comment).
-    ``False`` if there is no such intent."""
+def _set_paused(path: Path, section: Section, item_id: str, paused: bool) -> bool:
+    field = _TOP_LEVEL[section]
 
-    def edit(text: str, old: IntentSet) -> tuple[str, IntentSet]:
-        index = _index(old, intent_id)
-        intent = old.intents[index]
-        if intent.paused == paused:
+    def edit(text: str, old: Declarations) -> tuple[str, Declarations]:
+        index = _index(old, section, item_id)
+        item = getattr(old, field)[index]
+        if item.paused == paused:
             return text, old
         doc = tomlkit.parse(text)
-        doc["intent"][index]["paused"] = paused
-        changed = list(old.intents)
-        changed[index] = intent.model_copy(update={"paused": paused})
-        return tomlkit.dumps(doc), old.model_copy(update={"intents": changed})
+        doc[section][index]["paused"] = paused
+        changed = list(getattr(old, field))
+        changed[index] = item.model_copy(update={"paused": paused})
+        return tomlkit.dumps(doc), old.model_copy(update={field: changed})
 
     return _edit(path, edit)
 
 
-class _NoSuchIntent(Exception):
+class _NotThere(Exception):
     pass
 
 
-def _index(intents: IntentSet, intent_id: str) -> int:
-    for index, intent in enumerate(intents.intents):
-        if intent.id == intent_id:
+class _NoNull(Exception):
+    pass
+
+
+def _index(declarations: Declarations, section: Section, item_id: str) -> int:
+    for index, item in enumerate(getattr(declarations, _TOP_LEVEL[section])):
+        if item.id == item_id:
             return index
-    raise _NoSuchIntent
+    raise _NotThere
 
 
-def _edit(path: Path, edit: Callable[[str, IntentSet], tuple[str, IntentSet]]) -> bool:
+def _edit(path: Path, edit: Callable[[str, Declarations], tuple[str, Declarations]]) -> bool:
     """Under the lock: read, check, ``edit``, check that the new text parses to exactly
-    the set ``edit`` promised, write atomically. ``False`` if the intent is not there."""
+    the declarations ``edit`` promised, write atomically. ``False`` if the intent or
+    watch ``edit`` looks for is not there."""
     private_dir(path.parent)
     with _locked(path):
         try:
@@ -488,7 +597,7 @@ def _edit(path: Path, edit: Callable[[str, IntentSet], tuple[str, IntentSet]]) -
         old = parse_intents(text, path)
         try:
             new_text, expected = edit(text, old)
-        except _NoSuchIntent:
+        except _NotThere:
             return False
         except TOMLKitError as exc:
             raise IntentFileError(path, None, f"cannot edit: {exc}") from None
@@ -557,20 +666,44 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def render_intent(intent: Intent) -> str:
     """``intent`` as a ``[[intent]]`` block: fields at their defaults are left out,
     durations are written as ``"30m"``, predicates and ``active_hours`` inline."""
+    return render("intent", intent)
+
+
+def render_watch(watch: Watch) -> str:
+    """``watch`` as a ``[[watch]]`` block (``id`` and ``kind`` first, ``[watch.schedule]``
+    and ``[watch.match]`` as tables), as ``render_intent`` renders an intent."""
+    return render("watch", watch)
+
+
+def render(section: Section, item: Intent | Watch) -> str:
+    """``item`` as one ``[[section]]`` block that parses back to ``item``; raises
+    ``InvalidIntent`` or ``InvalidWatch`` for a value TOML cannot write (a null)."""
+    try:
+        return _render_item(section, item)
+    except _NoNull:
+        raise _INVALID[section](
+            "TOML has no null: use 'present'/'absent' or a real value"
+        ) from None
+
+
+def _render_item(section: Section, item: Intent | Watch) -> str:
     table = tomlkit.table()
-    fields = type(intent).model_fields
-    for name in [n for n in fields if n not in _SECTIONS] + list(_SECTIONS):
-        value = getattr(intent, name)
+    fields = type(item).model_fields
+    tables = _TABLES[section]
+    first = [n for n in ("id", "kind") if n in fields]
+    plain = [n for n in fields if n not in tables and n not in first]
+    for name in first + plain + [n for n in tables if n in fields]:
+        value = getattr(item, name)
         if value == fields[name].get_default(call_default_factory=True):
             continue
-        if name in _SECTIONS:
+        if name in tables:
             table.add(name, _render_model(value, tomlkit.table()))
         else:
-            table.add(name, _render(value, fields[name].metadata))
+            table.add(name, _render(value, _is_duration(fields[name])))
     doc = tomlkit.document()
     array = tomlkit.aot()
     array.append(table)
-    doc.add("intent", array)
+    doc.add(section, array)
     return tomlkit.dumps(doc)
 
 
@@ -580,12 +713,23 @@ def _render_model(model: BaseModel, into: Any) -> Any:
         value = getattr(model, name)
         if value == info.get_default(call_default_factory=True) and name != "op":
             continue
-        into.add(name, _render(value, info.metadata))
+        into.add(name, _render(value, _is_duration(info)))
     return into
 
 
-def _render(value: Any, metadata: list[Any] | None = None) -> Any:
-    if any(getattr(m, "func", None) is parse_duration for m in metadata or ()):
+def _is_duration(info: FieldInfo) -> bool:
+    """Whether the field holds a ``Duration`` (also inside ``Duration | None``)."""
+
+    def parsed_by(metadata: Any) -> bool:
+        return any(
+            getattr(m, "func", None) is parse_duration or parsed_by(get_args(m)) for m in metadata
+        )
+
+    return parsed_by(info.metadata) or parsed_by(get_args(info.annotation))
+
+
+def _render(value: Any, duration: bool = False) -> Any:
+    if duration and isinstance(value, int | float):
         return format_duration(value)
     if isinstance(value, BaseModel):
         return _render_model(value, tomlkit.inline_table())
@@ -601,7 +745,7 @@ def _render(value: Any, metadata: list[Any] | None = None) -> Any:
             array.multiline(True)
         return array
     if value is None:
-        raise InvalidIntent("TOML has no null: use 'present'/'absent' or a real value")
+        raise _NoNull
     return value.value if isinstance(value, Enum) else value
 
 
@@ -625,16 +769,17 @@ def format_duration(seconds: float) -> str | float:
 class IntentWatcher:
     """Keeps ``current`` equal to the last good content of ``path``, and says so.
 
-    The file is loaded once at construction: good → ``on_load(set)``; bad →
-    ``on_error(err)`` and ``current`` is the empty set (no intent wakes anything, every
-    interrupt still reaches the inbox, the daemon keeps running until the file is fixed).
+    The file is loaded once at construction: good → ``on_load(declarations)``; bad →
+    ``on_error(err)`` and ``current`` declares nothing (no intent wakes anything, no watch
+    runs, every interrupt still reaches the inbox, the daemon keeps running until the file
+    is fixed).
     ``run(stop)`` then waits on inotify events for the file's folder (the file may be
     rewritten, replaced by a rename, created or deleted) and reloads after ``debounce``
     seconds without a further change:
 
-    * good → ``current`` is replaced and ``on_load(new_set)`` is called, if the set
-      changed or the previous load had failed; a deleted file is a good, empty set;
-    * bad → ``on_error(err)``, and the last good set stays in force.
+    * good → ``current`` is replaced and ``on_load(new)`` is called, if the declarations
+      changed or the previous load had failed; a deleted file is good and declares nothing;
+    * bad → ``on_error(err)``, and the last good declarations stay in force.
 
     Callbacks run in the event loop's thread and must not block. ``ready`` is set once
     changes are being captured: a change made after that is never missed.
@@ -643,7 +788,7 @@ class IntentWatcher:
     def __init__(
         self,
         path: Path,
-        on_load: Callable[[IntentSet], None],
+        on_load: Callable[[Declarations], None],
         on_error: Callable[[IntentFileError], None],
         debounce: float = 0.05,
     ) -> None:
@@ -652,13 +797,13 @@ class IntentWatcher:
         self._on_load = on_load
         self._on_error = on_error
         self._debounce_ms = max(1, int(debounce * 1000))
-        self._current = IntentSet()
+        self._current = Declarations()
         self._error: IntentFileError | None = None
         self._reload(initial=True)
 
     @property
-    def current(self) -> IntentSet:
-        """The set in force: the last file content that loaded without error."""
+    def current(self) -> Declarations:
+        """The declarations in force: the last file content that loaded without error."""
         return self._current
 
     @property
@@ -677,7 +822,9 @@ class IntentWatcher:
         changes = awatch(
             self.path.parent,
             watch_filter=lambda _change, name: Path(name).name == self.path.name,
-            step=self._debounce_ms,
+            # watchfiles' notify thread wakes every ``step`` ms; an edited config can
+            # wait half a second, an idle daemon should not spin.
+            step=max(self._debounce_ms, 500),
             stop_event=halt,
             recursive=False,
         )

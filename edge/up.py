@@ -14,16 +14,17 @@ import asyncio
 import json
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config import EdgePaths, load_config
 from edge.daemon import EdgeDaemon
 from edge.errors import EdgeError
 from relay.config import DEFAULT_LISTEN, RelayConfig, relay_data_dir
 from relay.errors import Conflict
-from relay.registry import Registry
-from relay.server import RelayServer
 from relay.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from relay.server import RelayServer
 
 LOCAL_ACCOUNT = "local"
 
@@ -41,6 +42,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 async def run_up(listen: str, json_output: bool = False, stop: asyncio.Event | None = None) -> None:
+    from relay.server import RelayServer
+
     paths = EdgePaths.resolve()
     paths.ensure()
     relay = RelayServer(RelayConfig(listen=listen, data_dir=relay_data_dir()))
@@ -61,6 +64,7 @@ async def run_up(listen: str, json_output: bool = False, stop: asyncio.Event | N
 async def _local_setup(paths: EdgePaths, relay: RelayServer) -> str:
     """Enroll the local edge and make its producer token, once; return the token."""
     from edge.cli import enroll_edge
+    from relay.registry import Registry
 
     assert relay.store is not None and relay.identity is not None
     state_file = paths.config_dir / "up.json"

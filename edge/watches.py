@@ -36,8 +36,9 @@ DEFAULT_IGNORES = (
 )
 #: Agent-requested sleeps are clamped to this range (seconds).
 SLEEP_MIN, SLEEP_MAX = 60.0, 24 * 3600.0
-#: Largest output a command watch keeps (the rest is read and dropped).
-OUTPUT_MAX_BYTES = 64 * 1024
+#: Largest output a command watch keeps (the rest is read and dropped): it must fit an
+#: interrupt payload (16 KiB) with room for the rest of the payload.
+OUTPUT_MAX_BYTES = 8 * 1024
 
 WatchId = Annotated[str, AfterValidator(lambda v: check_name(v, "watch id"))]
 TypeName = Annotated[str, AfterValidator(check_type)]
@@ -118,7 +119,7 @@ class FileWatch(WatchBase):
     default_ignores: StrictBool = True
     changes: list[Literal["created", "modified", "deleted"]] = ["created", "modified", "deleted"]
     #: Changes within this window are merged into one interrupt.
-    debounce: Duration = 0.2
+    debounce: Duration = 0.02
     #: Put the changed file's text in the payload, capped at ``content_max`` bytes.
     include_content: StrictBool = False
     content_max: StrictInt = Field(default=4096, ge=0, le=16384 - 1024)
@@ -166,7 +167,7 @@ class TickWatch(WatchBase):
     session was active within ``max_idle``, at most ``daily_budget`` a day."""
 
     kind: Literal["tick"]
-    session: SessionName  # type: ignore[assignment]
+    session: SessionName
     every: PositiveDuration
     jitter_pct: Annotated[float, Field(ge=0, le=50)] = 10.0
     #: Stop ticking once the session has been idle this long (0 = never stop).

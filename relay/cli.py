@@ -13,12 +13,16 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay.config import DEFAULT_LISTEN, RelayConfig, StreamSettings, relay_data_dir
-from relay.registry import Registry
-from relay.server import RelayServer, admin_store
 from relay.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from relay.registry import Registry
+
+# relay.server (uvicorn, starlette, nats) is imported inside the commands that need it:
+# the `mailslot` CLI also runs the edge daemon, which should not carry the relay's weight.
 
 log = logging.getLogger("mailslot.relay")
 T = TypeVar("T")
@@ -89,6 +93,8 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from relay.server import RelayServer
+
     config = config_from(args)
 
     async def serve() -> None:
@@ -114,6 +120,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _with_registry(args: argparse.Namespace, action: Callable[[Registry], Awaitable[T]]) -> T:
+    from relay.registry import Registry
+    from relay.server import admin_store
+
     async def run() -> T:
         async with admin_store(config_from(args)) as store:
             return await action(Registry(store))

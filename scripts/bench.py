@@ -10,6 +10,9 @@ Every figure is printed next to a baseline measured in the same run on this mach
 - engine: decisions/s through the decision engine with 100 intents (real engine state,
   real activity log, fsync per batch), against the drain rate of the same run. Target
   >= 1x: the engine must never be the bottleneck.
+- watches: file change to interrupt in the inbox (p50, target <= 150 ms), and an idle
+  edge with 20 watches and a live link: RSS (target <= 40 MB) and CPU over 60 s (target
+  <= 0.1 %), read from /proc.
 
 The relay and the edge run as separate processes (``mailslot relay serve`` with its
 embedded nats-server, fsync "always"; ``mailslot edge run``), set up through the CLI as a
@@ -368,6 +371,104 @@ async def engine_rate(n: int, workdir: Path) -> float:
     return n / elapsed
 
 
+# -- watches ------------------------------------------------------------------------
+
+
+def _watch_intents(folders: list[Path]) -> str:
+    parts = ['[[intent]]\nid = "local"\n[intent.match]\nsource_kind = ["file"]\n']
+    for i, folder in enumerate(folders):
+        parts.append(f'[[watch]]\nid = "f{i}"\nkind = "file"\npaths = ["{folder}"]\n'
+                     '\n')
+    for i in range(5):
+        parts.append(f'[[watch]]\nid = "t{i}"\nkind = "timer"\n[watch.schedule]\n'
+                     'every = "1h"\n')
+    for i in range(3):
+        parts.append(f'[[watch]]\nid = "c{i}"\nkind = "command"\nargv = ["true"]\n'
+                     '[watch.schedule]\nevery = "1h"\n')
+    parts.append('[[watch]]\nid = "a"\nkind = "absence"\nwithin = "26h"\n'
+                 '[watch.match]\ntype = "backup.done"\n')
+    parts.append('[[watch]]\nid = "k"\nkind = "tick"\nsession = "main"\nevery = "1h"\n')
+    return "\n".join(parts)
+
+
+def _file_rows(setup: Setup) -> int:
+    with setup.inbox() as db:
+        return int(db.execute(
+            "SELECT count(*) FROM interrupts WHERE source_kind = 'file'").fetchone()[0])
+
+
+async def file_latency(samples: int, workdir: Path) -> tuple[float, float]:
+    """ms from just before a write to the edge's inbox commit of its interrupt."""
+    setup = Setup(workdir)
+    setup.start()
+    folders = [workdir / f"watched{i}" for i in range(10)]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    (setup.edge_home / "config" / "intents.toml").write_text(_watch_intents(folders))
+    try:
+        setup.start_edge()
+        await wait_for(lambda: (setup.edge_home / "data" / "inbox.sqlite3").exists(), 30, "db")
+        n = 0
+        deadline = time.monotonic() + 30
+        while _file_rows(setup) == 0:  # until the watches are subscribed
+            (folders[0] / "probe").write_text(str(n))
+            n += 1
+            await asyncio.sleep(0.2)
+            assert time.monotonic() < deadline, "file watch never fired"
+        await asyncio.sleep(0.5)
+        latencies = []
+        for i in range(samples):
+            before = _file_rows(setup)
+            t0 = time.time()
+            (folders[i % 10] / f"sample{i}.txt").write_text("x")
+            await wait_for(lambda b=before: _file_rows(setup) > b, 10, "file event",
+                           interval=0.002)
+            with setup.inbox() as db:
+                (at,) = db.execute("SELECT max(received_at) FROM interrupts").fetchone()
+            latencies.append((datetime.fromisoformat(at).timestamp() - t0) * 1000)
+            await asyncio.sleep(0.05)
+        latencies.sort()
+        return _percentile(latencies, 50), _percentile(latencies, 99)
+    finally:
+        setup.stop()
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def idle_edge(seconds: float, workdir: Path) -> tuple[float, float]:
+    """RSS (MB) and CPU (% of one core) of an idle edge with 20 watches and a live link."""
+    setup = Setup(workdir)
+    setup.start()
+    folders = [workdir / f"watched{i}" for i in range(10)]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    (setup.edge_home / "config" / "intents.toml").write_text(_watch_intents(folders))
+    try:
+        setup.start_edge()
+        assert setup.edge is not None
+        status = lambda: json.loads(subprocess.run(  # noqa: E731
+            [sys.executable, "-m", "edge", "status", "--json"], capture_output=True, text=True,
+            env={**os.environ, "MAILSLOT_HOME": str(setup.edge_home)}).stdout)
+        await wait_for(lambda: status()["connected"], 30, "link up", interval=0.5)
+        await asyncio.sleep(5)  # settle: start-up work is not idle work
+        cpu0 = _proc_cpu_seconds(setup.edge.pid)
+        await asyncio.sleep(seconds)
+        cpu = _proc_cpu_seconds(setup.edge.pid) - cpu0
+        return _proc_rss_mb(setup.edge.pid), cpu / seconds * 100
+    finally:
+        setup.stop()
+
+
 # -- main -----------------------------------------------------------------------------
 
 
@@ -377,7 +478,8 @@ async def main() -> None:
     parser.add_argument("-n", type=int, default=20_000, help="drain size")
     parser.add_argument("--rate", type=float, default=200.0, help="latency test rate /s")
     parser.add_argument("--seconds", type=float, default=10.0, help="latency test length")
-    parser.add_argument("--only", choices=("drain", "latency", "engine"))
+    parser.add_argument("--only", choices=("drain", "latency", "engine", "watches"))
+    parser.add_argument("--idle-seconds", type=float, default=60.0)
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="mailslot-bench-"))
@@ -407,6 +509,23 @@ async def main() -> None:
             print(f"\nengine, 100 intents, {args.n:,} interrupts (median of {args.runs}): "
                   f"{e:,.0f} decisions/s; mailbox drain {drain_median:,.0f}/s; ratio "
                   f"{e / drain_median:.2f}x (target >= 1x)", flush=True)
+        if args.only in (None, "watches"):
+            p50s, p99s, rss, cpu = [], [], [], []
+            for run in range(args.runs):
+                p50, p99 = await file_latency(50, root / f"files{run}")
+                mb, pct = await idle_edge(args.idle_seconds, root / f"idle{run}")
+                p50s.append(p50)
+                p99s.append(p99)
+                rss.append(mb)
+                cpu.append(pct)
+                print(f"run {run + 1}: file->inbox p50 {p50:.1f} ms p99 {p99:.1f} ms; idle "
+                      f"edge {mb:.1f} MB RSS, {pct:.3f} % CPU", flush=True)
+            print(f"\nfile change -> inbox (median of {args.runs}): p50 "
+                  f"{statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms "
+                  f"(target p50 <= 150 ms); idle edge, 20 watches, live link, "
+                  f"{args.idle_seconds:.0f}s: {statistics.median(rss):.1f} MB RSS "
+                  f"(target <= 40), {statistics.median(cpu):.3f} % CPU (target <= 0.1)",
+                  flush=True)
         if args.only in (None, "latency"):
             p50s, p99s = [], []
             for run in range(args.runs):

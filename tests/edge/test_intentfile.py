@@ -33,6 +33,7 @@ from edge.intents import (
     Predicate,
     Settings,
 )
+from edge.watches import Declarations
 
 GOOD = """\
 [settings]
@@ -130,14 +131,14 @@ def three(old: str, new: str) -> str:
 
 def test_parse_the_documented_example() -> None:
     parsed = parse_intents(GOOD, Path("intents.toml"))
-    assert parsed == IntentSet(
+    assert parsed == Declarations(
         settings=Settings(timezone="Europe/Berlin", wakes_per_day=40, tokens_per_day=200000),
         intents=[CI],
     )
 
 
 def test_missing_file_is_an_empty_set(tmp_path: Path) -> None:
-    assert load_intents(tmp_path / "intents.toml") == IntentSet()
+    assert load_intents(tmp_path / "intents.toml") == Declarations()
 
 
 @pytest.mark.parametrize(
@@ -200,7 +201,7 @@ def test_missing_file_is_an_empty_set(tmp_path: Path) -> None:
         ),
         pytest.param(
             three('[[intent]]\nid = "nightly"', '[[intents]]\nid = "nightly"'), 24,
-            "unknown top-level key 'intents': only [settings] and [[intent]] "
+            "unknown top-level key 'intents': only [settings], [[intent]] and [[watch]] "
             "(did you mean 'intent'?)",
             id="unknown-top-level",
         ),
@@ -352,7 +353,7 @@ def test_remove_cuts_the_block_and_its_comment_only(tmp_path: Path) -> None:
     assert remove_intent(path, "deploys") is True
     assert remove_intent(path, "nightly") is True
     assert path.read_text() == '# my intents (file header)\n\n[settings]\ntimezone = "UTC"  # where I live\n'
-    assert load_intents(path) == IntentSet()
+    assert load_intents(path) == Declarations()
 
 
 def test_remove_is_not_fooled_by_strings(tmp_path: Path) -> None:
@@ -429,7 +430,7 @@ async def test_watcher_reloads_good_files_and_keeps_the_last_good_one(tmp_path: 
     path = intents_file(tmp_path, GOOD)
     seen = Recorder()
     watcher = IntentWatcher(path, seen.loads.put_nowait, seen.errors.put_nowait)
-    assert seen.loads.get_nowait() == watcher.current == IntentSet.model_validate(
+    assert seen.loads.get_nowait() == watcher.current == Declarations.model_validate(
         parse_intents(GOOD, path).model_dump()
     )
     stop = asyncio.Event()
@@ -451,7 +452,7 @@ async def test_watcher_reloads_good_files_and_keeps_the_last_good_one(tmp_path: 
     assert watcher.error is None
 
     path.unlink()
-    assert await seen.load() == IntentSet()
+    assert await seen.load() == Declarations()
 
     stop.set()
     await asyncio.wait_for(task, 10)
@@ -463,7 +464,7 @@ async def test_watcher_starts_empty_on_a_bad_file_and_recovers(tmp_path: Path) -
     seen = Recorder()
     watcher = IntentWatcher(path, seen.loads.put_nowait, seen.errors.put_nowait)
     assert seen.errors.get_nowait().line == 2
-    assert watcher.current == IntentSet() and watcher.error is not None
+    assert watcher.current == Declarations() and watcher.error is not None
     stop = asyncio.Event()
     task = asyncio.create_task(watcher.run(stop))
     await asyncio.wait_for(watcher.ready.wait(), 10)
@@ -481,7 +482,7 @@ async def test_cancelling_the_watcher_leaves_the_callers_event_alone(tmp_path: P
     path = tmp_path / "config" / "intents.toml"  # folder and file do not exist yet
     seen = Recorder()
     watcher = IntentWatcher(path, seen.loads.put_nowait, seen.errors.put_nowait)
-    assert seen.loads.get_nowait() == IntentSet()
+    assert seen.loads.get_nowait() == Declarations()
     stop = asyncio.Event()
     task = asyncio.create_task(watcher.run(stop))
     await asyncio.wait_for(watcher.ready.wait(), 10)
