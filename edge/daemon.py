@@ -22,6 +22,7 @@ from typing import Any
 
 from edge.activity import ActivityLog, Event
 from edge.config import EdgeConfig, EdgePaths, load_config
+from edge.deliverer import Deliverer
 from edge.engine import Engine
 from edge.enginestate import EngineState
 from edge.inbox import Inbox
@@ -50,6 +51,7 @@ class EdgeDaemon:
         self.activity: ActivityLog | None = None
         self.watcher: IntentWatcher | None = None
         self.watches: WatchRunner | None = None
+        self.deliverer: Deliverer | None = None
         self._watch_state: WatchState | None = None
         self.arrived = asyncio.Event()
         self._inboxes: list[Inbox] = []
@@ -81,6 +83,13 @@ class EdgeDaemon:
             self.activity.append,
             last_activity=lambda session, at: state.last_activity(session, at),
             poke_file=self.paths.data_dir / POKE_FILE,
+        )
+        self.engine.inbox = engine_inbox
+        engine = self.engine
+        self.deliverer = Deliverer(
+            self.engine.deliveries, self.activity.append, self.paths.data_dir / "permissions",
+            spend_tokens=lambda tokens, at: state.spend(engine.day_of(at.timestamp()),
+                                                        tokens=tokens),
         )
         self.engine.on_decided.append(self.watches.observe)
         self.engine.on_woken.append(self.watches.woken)
@@ -126,6 +135,9 @@ class EdgeDaemon:
         ]
         if self.watches is not None:
             tasks.append(asyncio.create_task(self.watches.run(stop), name="watches"))
+        if self.deliverer is not None:
+            tasks.append(asyncio.create_task(
+                self.deliverer.run(self.engine.queued, stop), name="deliveries"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:

@@ -39,6 +39,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.activity import Event
+from edge.deliveries import DeliveryQueue, permission_envelope
 from edge.enginestate import EngineState, PendingWake
 from edge.inbox import Inbox, InboxItem
 from edge.intents import ActiveHours, Intent, IntentSet, describe, holds, matches
@@ -131,6 +132,11 @@ class Engine:
         self.on_decided: list[Callable[[list[InboxItem]], None]] = []
         self.on_woken: list[Callable[[PendingWake], None]] = []
         self._woken: list[PendingWake] = []
+        #: Where the documents of woken interrupts are read for runtimes (the daemon's).
+        self.inbox: Inbox | None = None
+        self.deliveries = DeliveryQueue(state.db)
+        #: Set when a delivery for a runtime was queued (the deliverer waits on it).
+        self.queued = asyncio.Event()
         self.set_intents(intents)
 
     def set_intents(self, intents: IntentSet) -> None:
@@ -316,18 +322,18 @@ class Engine:
         finally:
             self.state.db.execute("BEGIN IMMEDIATE")
         if verdict.tokens:
-            self.state.spend(self._day(at), tokens=verdict.tokens)
+            self.state.spend(self.day_of(at), tokens=verdict.tokens)
         if verdict.failure is None:
             self.state.cache_verdict(intent.id, key, at, {"wake": verdict.wake, "reason": verdict.reason})
         events.append(Event("judged", _at(at), item.id, intent.id, item.type, verdict.to_dict()))
         return verdict
 
-    def _day(self, at: float) -> str:
+    def day_of(self, at: float) -> str:
         return datetime.fromtimestamp(at, self.zone).date().isoformat()
 
     def _budget_spent(self, at: float) -> str | None:
         settings = self.intents.settings
-        wakes, tokens = self.state.budget(self._day(at))
+        wakes, tokens = self.state.budget(self.day_of(at))
         if settings.wakes_per_day and wakes >= settings.wakes_per_day:
             return f"daily wake budget exhausted ({wakes}/{settings.wakes_per_day})"
         if settings.tokens_per_day and tokens >= settings.tokens_per_day:
@@ -371,17 +377,63 @@ class Engine:
                     "outcome": "skipped", "rule": "budget", "reason": spent}))
                 self._decided(interrupt, wake.intent, "skipped", spent)
             return
-        self.state.spend(self._day(at), wakes=1)
+        disabled = self.deliveries.disabled(intent.id) if intent.route.kind != "record" else None
+        if disabled is not None:
+            for interrupt in wake.interrupts:
+                events.append(Event("outcome", when, interrupt, wake.intent, None, {
+                    "outcome": "skipped", "rule": "route_disabled",
+                    "reason": f"route {intent.route.kind} disabled: {disabled}"}))
+                self._decided(interrupt, wake.intent, "skipped", "route disabled")
+            return
+        self.state.spend(self.day_of(at), wakes=1)
         self.state.add_wake(wake.intent, wake.session, at)
         self._woken.append(wake)
-        detail = {"route": intent.route.kind, "wake": wake.seq, "events": len(wake.interrupts),
-                  "priority": ("now", "next", "later")[wake.rank], "kind": wake.kind}
+        detail: dict[str, Any] = {
+            "route": intent.route.kind, "wake": wake.seq, "events": len(wake.interrupts),
+            "priority": ("now", "next", "later")[wake.rank], "kind": wake.kind}
+        if intent.route.kind != "record":
+            detail["delivery"], detail["permissions"] = self._enqueue(intent, wake, at)
         for interrupt in wake.interrupts:
             events.append(Event("woken", when, interrupt, wake.intent, None, detail))
-            events.append(Event("delivered", when, interrupt, wake.intent, None,
-                                {"route": intent.route.kind}))
-            events.append(Event("outcome", when, interrupt, wake.intent, None, {"outcome": "ok"}))
+            if intent.route.kind == "record":  # recorded is delivered: agents pull it
+                events.append(Event("delivered", when, interrupt, wake.intent, None,
+                                    {"route": "record"}))
+                events.append(Event("outcome", when, interrupt, wake.intent, None,
+                                    {"outcome": "ok"}))
             self._decided(interrupt, wake.intent, "woken", wake.kind)
+
+    def _enqueue(self, intent: Intent, wake: PendingWake, at: float
+                 ) -> tuple[int, dict[str, Any]]:
+        """Queue the wake for its runtime, with the minimal context and the permission
+        envelope, in the wake's own transaction."""
+        docs = self._documents(wake.interrupts)
+        envelope = permission_envelope(intent, [d.get("permissions") for d in docs], _at(at))
+        first = docs[0].get("type", "an interrupt") if docs else "an interrupt"
+        wake_doc = {
+            # a one-line summary: what text-only runtimes (OpenClaw's /hooks/wake) show
+            "text": f"mailslot: intent {intent.id} woke you for {first}"
+                    + (f" and {len(docs) - 1} more" if len(docs) > 1 else ""),
+            "wake": {"intent": intent.id, "description": intent.description,
+                     "session": wake.session or None,
+                     "priority": ("now", "next", "later")[wake.rank], "events": len(docs),
+                     "at": _at(at).isoformat()},
+            "interrupts": docs,
+            "permissions": envelope,
+        }
+        seq = self.deliveries.enqueue(
+            wake=wake.seq, intent=intent.id, route=intent.route.model_dump(mode="json"),
+            session=wake.session, interrupts=wake.interrupts, permissions=envelope,
+            wake_doc=wake_doc, at=at,
+        )
+        self.queued.set()
+        return seq, envelope
+
+    def _documents(self, interrupts: list[str]) -> list[dict[str, Any]]:
+        docs = []
+        for interrupt in interrupts:
+            item = self.inbox.get(interrupt) if self.inbox is not None else None
+            docs.append(minimal_doc(interrupt_doc(item)) if item else {"id": interrupt})
+        return docs
 
     # -- outside reports --------------------------------------------------------------
 

@@ -46,6 +46,20 @@ _SCHEMA = (
         kind TEXT NOT NULL CHECK (kind IN ('ready', 'deferred', 'coalescing')),
         due REAL NOT NULL, interrupts TEXT NOT NULL, critical INTEGER NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS pending_due ON pending_wakes (due, rank, seq)",
+    # Wakes on their way to a runtime (see ``edge.deliveries``).
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        wake INTEGER NOT NULL, intent TEXT NOT NULL, kind TEXT NOT NULL, route TEXT NOT NULL,
+        session TEXT NOT NULL, interrupts TEXT NOT NULL, permissions TEXT NOT NULL,
+        wake_doc TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'claimed', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
+        claim_owner TEXT, claim_until REAL, outcome TEXT, detail TEXT,
+        created REAL NOT NULL, finished REAL)""",
+    "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (kind, status, next_attempt)",
+    """CREATE TABLE IF NOT EXISTS disabled_routes (
+        intent TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT NOT NULL)""",
 )
 
 

@@ -313,8 +313,25 @@ def cmd_pause(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     if not set_paused(_file(), args.id, False):
         raise _unknown(args.id)
-    _emit(args, {"id": args.id, "paused": False}, f"resumed {args.id}")
+    enabled = _enable_route(args.id)
+    _emit(args, {"id": args.id, "paused": False, "route_enabled": enabled},
+          f"resumed {args.id}" + (" (its route, disabled by a 410, is enabled again)"
+                                  if enabled else ""))
     return 0
+
+
+def _enable_route(intent_id: str) -> bool:
+    """Resuming also lifts a route a runtime had turned away (HTTP 410)."""
+    from edge.deliveries import DeliveryQueue
+
+    engine_file = EdgePaths.resolve().engine_file
+    if not engine_file.exists():
+        return False
+    queue = DeliveryQueue.open(engine_file)
+    try:
+        return queue.enable_route(intent_id)
+    finally:
+        queue.close()
 
 
 def cmd_rm(args: argparse.Namespace) -> int:

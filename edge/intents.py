@@ -184,10 +184,68 @@ class Policy(Strict):
     coalesce: Duration = 0.0
 
 
-class Route(Strict):
-    """Who receives the wake. ``record`` only records it (the pull queue reads it)."""
+class RecordRoute(Strict):
+    """The wake is recorded; agents pull it (``mailslot inbox next --claim``)."""
 
     kind: Literal["record"] = "record"
+
+
+def _check_env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", value):
+        raise ValueError(f"{value!r} is not an environment variable name")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
+
+
+class ExecRoute(Strict):
+    """Run a command (an argv, never a shell) with the wake as JSON on stdin."""
+
+    kind: Literal["exec"]
+    argv: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    timeout: Duration = 600.0
+    #: Working directory (absolute); default: the user's home.
+    cwd: str | None = None
+    #: Extra environment for the command (on top of the edge's and the MAILSLOT_* ones).
+    env: dict[EnvName, str] = {}
+
+
+def _check_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    if parts.username or parts.password:
+        raise ValueError("put credentials in bearer_env or secret_env, not in the URL")
+    return value
+
+
+class WebhookRoute(Strict):
+    """POST the wake to a local URL, signed with Standard Webhooks headers. Secrets are
+    never in the file: they are read from the environment variables named here."""
+
+    kind: Literal["webhook"]
+    url: Annotated[str, AfterValidator(_check_url)]
+    #: Environment variable holding the ``whsec_…`` signing secret.
+    secret_env: EnvName | None = None
+    #: Environment variable holding a bearer token (e.g. an OpenClaw gateway's).
+    bearer_env: EnvName | None = None
+    timeout: Duration = 10.0
+    #: Attempts before the delivery is given up (backoff doubles from 1 s to 5 min).
+    max_attempts: StrictInt = Field(default=10, ge=1, le=100)
+
+
+class McpRoute(Strict):
+    """Push the wake to a ``mailslot mcp --channel`` session (Claude Code channel)."""
+
+    kind: Literal["mcp"]
+
+
+Route = Annotated[
+    RecordRoute | ExecRoute | WebhookRoute | McpRoute, Field(discriminator="kind")
+]
 
 
 class Intent(Strict):
@@ -196,9 +254,11 @@ class Intent(Strict):
     match: Match = Match()
     judge: Judge | None = None
     policy: Policy = Policy()
-    route: Route = Route()
+    route: Route = RecordRoute()
     #: Actions a woken runtime may take (intersected with what the interrupt requests).
     grant: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:*/-]{1,128}$")]] = []
+    #: How long the permission envelope handed to a runtime stays valid.
+    grant_ttl: Duration = 3600.0
     #: Critical intents wake outside active hours and beyond the daily budget.
     critical: StrictBool = False
     paused: StrictBool = False

@@ -42,6 +42,7 @@ class Harness:
         state = EngineState.open(self.root / "engine.sqlite3")
         engine = Engine(self.intents, state, self.events.extend, judge=self.judge)
         engine.keep_decisions = True
+        engine.inbox = self.inbox
         return engine
 
     def restart(self) -> None:
@@ -58,13 +59,14 @@ class Harness:
     def commit(
         self, at: datetime, type: str = "ci.failed", priority: str = "next", *,
         payload: dict[str, Any] | None = None, session: str | None = None,
-        dedupe_key: str | None = None,
+        dedupe_key: str | None = None, permissions: dict[str, Any] | None = None,
     ) -> str:
         envelope = Envelope(
             id=str(ulid.ULID()), to=ME.id, session=session,
             source=Source(kind="producer", name="github"), type=type,
             priority=Priority(priority), created_at=at, dedupe_key=dedupe_key,
             payload=payload if payload is not None else {"n": 1}, signer=PRODUCER.id,
+            permissions=permissions,
         )
         signed = sign_envelope(envelope, PRODUCER)
         self.inbox.commit_batch([Accepted(envelope, signed, None, at)])

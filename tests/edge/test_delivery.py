@@ -1,0 +1,239 @@
+"""Wakes delivered to runtimes: the durable queue, the permission envelope, the exec and
+webhook channels driven by the deliverer — real subprocesses, a real local HTTP server,
+real SQLite; time in the test's hands where retries are concerned."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+import sys
+import threading
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_support import Harness, at, intent_set
+from standardwebhooks.webhooks import Webhook
+
+from edge.deliverer import Deliverer
+from edge.deliveries import DeliveryQueue, permission_envelope
+from edge.intents import Intent
+
+T = at("2026-11-24 10:00")
+SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def test_permission_envelope_is_the_intersection() -> None:
+    intent = Intent.model_validate({"id": "i", "grant": ["repo:read", "ci:*"], "grant_ttl": "1h"})
+    asked = {"actions": ["repo:read", "repo:write", "ci:rerun", "deploy:prod"],
+             "expires_at": (T + timedelta(minutes=10)).isoformat()}
+    envelope = permission_envelope(intent, [asked], T)
+    assert envelope["actions"] == ["ci:rerun", "repo:read"]
+    assert envelope["denied"] == ["deploy:prod", "repo:write"]
+    assert envelope["expires_at"] == (T + timedelta(minutes=10)).isoformat()
+    unasked = permission_envelope(intent, [None], T)
+    assert unasked["actions"] == ["ci:*", "repo:read"] and unasked["denied"] == []
+    assert unasked["expires_at"] == (T + timedelta(hours=1)).isoformat()
+    nothing = permission_envelope(Intent.model_validate({"id": "j"}), [asked], T)
+    assert nothing["actions"] == []
+
+
+class Hook(BaseHTTPRequestHandler):
+    """A runtime's webhook endpoint: answers what the test tells it, keeps what it got."""
+
+    answers: list[int] = []
+    received: list[tuple[bytes, dict[str, str]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        type(self).received.append((body, {k.lower(): v for k, v in self.headers.items()}))
+        code = type(self).answers.pop(0) if type(self).answers else 200
+        self.send_response(code)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"outcome": "action-taken", "tokens": 30}' if code == 200 else b"{}")
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.httpd: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Hook)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+
+
+@pytest.fixture
+def hook():
+    Hook.answers, Hook.received = [], []
+    server = Server(free_port())
+    yield server
+    server.stop()
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def rig(tmp_path: Path, route: dict[str, Any], grant: list[str] | None = None):
+    h = Harness(tmp_path / "h", intent_set({"id": "i", "match": {"type": "ci.*"},
+                                            "route": route, "grant": grant or []},
+                                           tokens_per_day=1000))
+    clock = Clock(T)
+    spent: list[int] = []
+    deliverer = Deliverer(
+        h.engine.deliveries, h.events.extend, tmp_path / "permissions",
+        spend_tokens=lambda tokens, when: h.engine.state.spend(
+            h.engine.day_of(when.timestamp()), tokens=tokens) or spent.append(tokens),
+        clock=clock, environ={"HOOK_SECRET": SECRET, "HOOK_TOKEN": "tok-123"},
+    )
+    return h, deliverer, clock
+
+
+def outcomes(h: Harness, interrupt: str) -> list[str]:
+    return [e.detail.get("outcome") for e in h.events
+            if e.interrupt == interrupt and e.step == "outcome"]
+
+
+async def test_exec_route_gets_the_wake_env_and_envelope(tmp_path: Path) -> None:
+    seen = tmp_path / "seen.json"
+    script = (
+        "import json, os, sys, stat\n"
+        "wake = json.load(sys.stdin)\n"
+        "env = {k: v for k, v in os.environ.items() if k.startswith('MAILSLOT_')}\n"
+        "perm = os.environ['MAILSLOT_PERMISSIONS']\n"
+        f"open({str(seen)!r}, 'w').write(json.dumps({{'wake': wake, 'env': env,"
+        " 'mode': stat.S_IMODE(os.stat(perm).st_mode), 'perm': json.load(open(perm))}))\n"
+        "print(json.dumps({'outcome': 'action-taken', 'tokens': 42}))\n"
+    )
+    h, deliverer, clock = rig(tmp_path, {"kind": "exec", "argv": [sys.executable, "-c", script]},
+                              grant=["ci:rerun", "repo:read"])
+    hostile = "$(touch /tmp/mailslot-pwned) ; rm -rf / `id`"
+    interrupt = await h.send(T, payload={"text": hostile}, session="api",
+                             permissions={"actions": ["ci:rerun", "deploy:prod"]})
+    h.engine.dispatch_due(T)
+    woken = next(e for e in h.events if e.step == "woken")
+    assert woken.detail["permissions"]["actions"] == ["ci:rerun"]
+    assert woken.detail["permissions"]["denied"] == ["deploy:prod"]
+    assert outcomes(h, interrupt) == []  # not delivered yet: queued
+    assert await deliverer.run_due(clock()) == 1
+    got = json.loads(seen.read_text())
+    assert got["wake"]["interrupts"][0]["payload"]["text"] == hostile
+    assert not Path("/tmp/mailslot-pwned").exists()
+    assert got["env"]["MAILSLOT_ID"] == interrupt and got["env"]["MAILSLOT_INTENT"] == "i"
+    assert got["env"]["MAILSLOT_SESSION"] == "api" and got["env"]["MAILSLOT_TYPE"] == "ci.failed"
+    assert got["mode"] == 0o600 and got["perm"]["actions"] == ["ci:rerun"]
+    assert outcomes(h, interrupt) == ["action-taken"]
+    assert h.engine.state.budget("2026-11-24")[1] == 42
+    assert [d.status for d in h.engine.deliveries.rows()] == ["done"]
+
+
+async def test_exec_error_and_timeout_are_outcomes_not_retries(tmp_path: Path) -> None:
+    h, deliverer, clock = rig(tmp_path, {"kind": "exec", "timeout": "0.5s", "argv": [
+        sys.executable, "-c", "import sys, time; sys.stdin.read(); time.sleep(30)"]})
+    interrupt = await h.send(T)
+    h.engine.dispatch_due(T)
+    await deliverer.run_due(clock())
+    assert outcomes(h, interrupt) == ["error"]
+    assert [d.status for d in h.engine.deliveries.rows()] == ["done"]
+
+
+async def test_webhook_signed_retried_while_down_and_delivered_after_restart(
+    tmp_path: Path, hook: Server
+) -> None:
+    route = {"kind": "webhook", "url": f"http://127.0.0.1:{hook.port}/hooks/wake",
+             "secret_env": "HOOK_SECRET", "bearer_env": "HOOK_TOKEN", "max_attempts": 5}
+    h, deliverer, clock = rig(tmp_path, route)
+    interrupt = await h.send(T)
+    h.engine.dispatch_due(T)
+    await deliverer.run_due(clock())  # the runtime is down: refused
+    await deliverer.run_due(clock())  # not due again yet
+    (row,) = h.engine.deliveries.rows()
+    assert row.status == "pending" and row.attempts == 1
+    assert row.next_attempt == T + timedelta(seconds=1)
+    # the edge restarts: a new engine and queue on the same files; the runtime is back
+    h.restart()
+    deliverer.queue = h.engine.deliveries
+    hook.start()
+    clock.now = T + timedelta(seconds=1)
+    assert await deliverer.run_due(clock()) == 1
+    assert outcomes(h, interrupt) == ["action-taken"]
+    ((body, headers),) = Hook.received
+    Webhook(SECRET).verify(body, headers)  # the reference library accepts the signature
+    assert headers["authorization"] == "Bearer tok-123"
+    assert json.loads(body)["interrupts"][0]["id"] == interrupt
+    assert SECRET not in json.dumps([e.detail for e in h.events])
+
+
+async def test_webhook_gives_up_after_max_attempts(tmp_path: Path) -> None:
+    route = {"kind": "webhook", "url": f"http://127.0.0.1:{free_port()}/x",
+             "secret_env": "HOOK_SECRET", "max_attempts": 3}
+    h, deliverer, clock = rig(tmp_path, route)
+    interrupt = await h.send(T)
+    h.engine.dispatch_due(T)
+    for _ in range(6):
+        await deliverer.run_due(clock())
+        clock.now += timedelta(minutes=10)
+    (row,) = h.engine.deliveries.rows()
+    assert row.status == "failed" and row.attempts == 3
+    assert outcomes(h, interrupt) == ["error"]
+
+
+async def test_410_disables_the_route(tmp_path: Path, hook: Server) -> None:
+    hook.start()
+    Hook.answers = [410]
+    route = {"kind": "webhook", "url": f"http://127.0.0.1:{hook.port}/x", "secret_env": "HOOK_SECRET"}
+    h, deliverer, clock = rig(tmp_path, route)
+    first = await h.send(T)
+    h.engine.dispatch_due(T)
+    await deliverer.run_due(clock())
+    assert outcomes(h, first) == ["error"]
+    assert "410" in (h.engine.deliveries.disabled("i") or "")
+    second = await h.send(T + timedelta(minutes=1))
+    h.engine.dispatch_due(T + timedelta(minutes=1))
+    assert outcomes(h, second) == ["skipped"]
+    assert h.rule(second) == "route_disabled"
+
+
+def test_queue_claims_are_exclusive_and_leases_expire(tmp_path: Path) -> None:
+    path = tmp_path / "engine.sqlite3"
+    a, b = DeliveryQueue.open(path), DeliveryQueue.open(path)
+    try:
+        a.db.execute("BEGIN IMMEDIATE")
+        for n in range(3):
+            a.enqueue(wake=n, intent="i", route={"kind": "mcp"}, session="", interrupts=[str(n)],
+                      permissions={}, wake_doc={}, at=T.timestamp())
+        a.db.execute("COMMIT")
+        first = a.claim("mcp", "one", lease=60, now=T, limit=2)
+        second = b.claim("mcp", "two", lease=60, now=T)
+        assert [d.seq for d in first] == [1, 2] and [d.seq for d in second] == [3]
+        assert b.claim("mcp", "two", lease=60, now=T + timedelta(seconds=30)) == []
+        again = b.claim("mcp", "two", lease=60, now=T + timedelta(seconds=61))
+        assert [d.seq for d in again] == [1, 2, 3]
+    finally:
+        a.close()
+        b.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
