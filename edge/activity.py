@@ -58,6 +58,8 @@ STEPS = (
     # local watches (see edge.watchrunner)
     "watch_fired", "watch_skipped", "watch_error", "sleep_started", "sleep_ended",
     "sleep_interrupted",
+    # approvals (see edge.approvals)
+    "approval_requested", "approval_decided", "approval_suggested",
 )
 _STEP_SET = frozenset(STEPS)
 ZERO_HASH = "0" * 64

@@ -21,13 +21,16 @@ from typing import Any
 from ulid import ULID
 
 from edge.activitycli import add_activity_commands
+from edge.approvalcli import add_approval_commands
 from edge.config import EdgeConfig, EdgePaths, load_config, save_config
 from edge.daemon import EdgeDaemon
 from edge.enginecli import add_engine_commands
 from edge.errors import EdgeError, NotInitialized
-from edge.inbox import Inbox
+from edge.inbox import DEFAULT_LEASE, Inbox, check_lease, check_owner, default_owner
 from edge.intentcli import add_intent_commands
+from edge.intents import parse_duration
 from edge.keystore import load_identity, save_identity
+from edge.mcpcli import add_mcp_commands
 from edge.timecli import add_time_commands
 from edge.watchcli import add_watch_commands
 from relay.cli import add_relay_commands
@@ -101,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_activity_commands(sub, command)
     add_engine_commands(sub, command)
     add_time_commands(sub, command)
+    add_approval_commands(sub, command)
+    add_mcp_commands(sub, command)
 
     edge = sub.add_parser("edge", help="the edge daemon").add_subparsers(metavar="COMMAND")
     p = command("init", cmd_edge_init, "create keys and enroll with a relay", edge)
@@ -127,12 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", cmd_inbox_list, "list interrupts (pending by default)", inbox)
     p.add_argument("--all", action="store_true", help="include acked interrupts")
     p.add_argument("--limit", type=int, default=100)
-    command("next", cmd_inbox_next, "show the next pending interrupt", inbox)
+    p = command("next", cmd_inbox_next, "show (or --claim) the next pending interrupt", inbox)
+    p.add_argument("--claim", action="store_true",
+                   help="take it under a lease: other pullers skip it until ack, nack or expiry")
+    p.add_argument("--lease", type=_lease_arg,
+                   help="with --claim: how long, e.g. 30s, 5m (default 5m; 1s to 24h)")
+    p.add_argument("--owner", type=_owner_arg,
+                   help="with --claim: claim owner name (default pid-<pid>@<host>)")
     p = command("ack", cmd_inbox_ack, "mark an interrupt handled", inbox)
     p.add_argument("id")
+    p.add_argument("--owner", type=_owner_arg, help="the owner that claimed it")
     p = command("nack", cmd_inbox_nack, "put an interrupt back (optionally later)", inbox)
     p.add_argument("id")
-    p.add_argument("--delay", type=float, default=0, help="seconds before it is next again")
+    p.add_argument("--delay", type=_delay_arg, default=0.0,
+                   help="how long before it is next again, e.g. 30, 30s, 5m (default 0)")
+    p.add_argument("--owner", type=_owner_arg, help="the owner that claimed it")
     p = command("rejected", cmd_inbox_rejected, "envelopes refused by verification", inbox)
     p.add_argument("--limit", type=int, default=50)
 
@@ -308,26 +322,60 @@ def cmd_inbox_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _owner_arg(value: str) -> str:
+    try:
+        return check_owner(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _delay_arg(value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _lease_arg(value: str) -> float:
+    try:
+        return check_lease(parse_duration(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_inbox_next(args: argparse.Namespace) -> int:
+    if not args.claim and (args.lease is not None or args.owner is not None):
+        _fail(args, "usage_error", "--lease and --owner apply only with --claim")
+        return 2
     with _inbox() as inbox:
-        item = inbox.next()
+        if args.claim:
+            owner = args.owner or default_owner()
+            item = inbox.claim(owner, DEFAULT_LEASE if args.lease is None else args.lease)
+        else:
+            item = inbox.next()
     if item is None:
         emit(args, None, "(nothing pending)")
         return 0
-    emit(args, item.to_dict(), _line(item))
+    text = _line(item)
+    if args.claim and item.claim_until is not None:
+        text += f"\nclaimed by {item.claim_owner} until {item.claim_until.isoformat()}"
+    emit(args, item.to_dict(), text)
     return 0
 
 
 def cmd_inbox_ack(args: argparse.Namespace) -> int:
+    """Exit 1 if the item is not pending, or (``claimed_by_other``) another owner holds a
+    live claim on it; ``--owner`` must name the claim's owner."""
     with _inbox() as inbox:
-        ok = inbox.ack(args.id)
+        ok = inbox.ack(args.id, args.owner)
     emit(args, {"id": args.id, "acked": ok}, "acked" if ok else f"{args.id}: not pending")
     return 0 if ok else 1
 
 
 def cmd_inbox_nack(args: argparse.Namespace) -> int:
+    """Exit 1 as ``ack`` does; a nacked item loses its claim."""
     with _inbox() as inbox:
-        ok = inbox.nack(args.id, args.delay)
+        ok = inbox.nack(args.id, args.delay, args.owner)
     emit(
         args, {"id": args.id, "nacked": ok}, "back to pending" if ok else f"{args.id}: not pending"
     )

@@ -58,10 +58,18 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def cmd_activity(args: argparse.Namespace) -> int:
-    paths = EdgePaths.resolve()
+    data = report_activity(EdgePaths.resolve(), args.session)
+    where = f"session {data['session']}" if data["session"] else "everywhere"
+    _emit(args, data, f"active ({where})")
+    return 0
+
+
+def report_activity(paths: EdgePaths, session: str | None) -> dict[str, Any]:
+    """The user is here: recorded in the engine's state and the log. Shared by
+    ``mailslot activity`` and the MCP ``activity`` tool."""
     if not paths.config_file.exists():
         raise NotInitialized("no edge here; run `mailslot edge init` first")
-    session = check_session(args.session) if args.session else ""
+    session = check_session(session) if session else ""
     now = datetime.now(UTC)
     events: list[Event] = []
     state = EngineState.open(paths.engine_file)
@@ -72,9 +80,7 @@ def cmd_activity(args: argparse.Namespace) -> int:
                 log.append(events)
     finally:
         state.close()
-    where = f"session {session}" if session else "everywhere"
-    _emit(args, {"session": session or None, "at": now.isoformat()}, f"active ({where})")
-    return 0
+    return {"session": session or None, "at": now.isoformat()}
 
 
 def cmd_outcome(args: argparse.Namespace) -> int:

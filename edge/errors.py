@@ -8,6 +8,7 @@
     ├── KeyFileError        key_file_error: identity key file unsafe (mode), unreadable or not a key
     ├── NotInitialized      not_initialized: no identity yet: the user must run ``mailslot edge init``
     └── InboxError          inbox_error: the SQLite inbox refused an operation (locked, corrupt, newer)
+        └── ClaimedByOther  claimed_by_other: another puller holds a live claim on the item
 
 These are faults of the local machine or of the user's setup, not of a remote peer (those
 are ``shared.errors.RemoteProtocolError``). Every message names the file involved and says

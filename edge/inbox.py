@@ -15,6 +15,12 @@ Rules this module keeps:
 - **Private.** The file is 0600 in a 0700 directory; SQLite gives ``-wal``/``-shm`` the
   database file's mode.
 - **One error type out.** ``sqlite3.Error`` is translated to ``edge.errors.InboxError``.
+- **A claim is a lease, not a state.** ``claim()`` marks one pending item with an owner
+  and a deadline inside one ``BEGIN IMMEDIATE`` transaction, so two pullers (threads or
+  processes) never get the same item. The item stays ``pending``: when the lease runs out
+  nothing has to happen for it to be claimable again — every query treats a
+  ``claim_until`` in the past as no claim. Until then only its owner may ``ack``/``nack``
+  it (anyone else gets ``ClaimedByOther``), and ``next()`` skips it.
 
 Timestamps are stored as UTC ISO-8601 text with a fixed width
 (``2025-01-02T03:04:05.000000+00:00``), so text order is time order and SQL can compare
@@ -26,8 +32,10 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import re
+import socket
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,8 +54,16 @@ from shared.signing import SignedEnvelope
 
 Clock = Callable[[], datetime]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATES = ("pending", "acked")
+#: Bounds of a claim's lease, in seconds: long enough to be meaningful, short enough that
+#: a puller that died does not hide an item for more than a day.
+LEASE_MIN = 1.0
+LEASE_MAX = 24 * 3600.0
+#: The lease ``mailslot inbox next --claim`` takes when given none.
+DEFAULT_LEASE = 300.0
+#: Claim owner names. ``@`` is allowed so that the default ``pid-<pid>@<host>`` is valid.
+_OWNER_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
 #: Rejections kept for ``mailslot status``/debugging; older ones are dropped, so a flood
 #: of bad input cannot fill the disk.
 REJECTIONS_KEPT = 1000
@@ -94,10 +110,30 @@ _SCHEMA = (
     )""",
 )
 
+#: Changes since schema 1 (``_SCHEMA``), by the version they bring a file to. A file at
+#: version n gets every step above n, in order, in one transaction.
+_UPGRADES: dict[int, tuple[str, ...]] = {
+    # Claims (leases) for the pull queue; NULL is "not claimed".
+    2: (
+        "ALTER TABLE interrupts ADD COLUMN claim_owner TEXT",
+        "ALTER TABLE interrupts ADD COLUMN claim_until TEXT",
+    ),
+}
+
 _COLUMNS = (
     "seq, id, priority, rank, type, source_kind, source_name, session, signer, created_at,"
-    " expires_at, received_at, state, nacks, not_before, envelope, signature, payload"
+    " expires_at, received_at, state, nacks, not_before, envelope, signature, payload,"
+    " claim_owner, claim_until"
 )
+#: A live claim: a lease that has not run out at ``:now``.
+_LIVE_CLAIM = "(claim_until IS NOT NULL AND claim_until > :now)"
+#: What a puller may take at ``:now``: pending, not nacked into the future, not under a
+#: live claim.
+_AVAILABLE = (
+    "state = 'pending' AND (not_before IS NULL OR not_before <= :now)"
+    f" AND NOT {_LIVE_CLAIM}"
+)
+
 _INSERT = (
     "INSERT INTO interrupts (id, priority, rank, type, source_kind, source_name, session,"
     " signer, created_at, expires_at, received_at, envelope, signature, payload)"
@@ -116,6 +152,50 @@ def to_text(moment: datetime) -> str:
 
 def _from_text(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
+
+
+def check_owner(owner: str) -> str:
+    """``owner`` if it is a valid claim owner name (``[A-Za-z0-9_.:@-]{1,64}``), else
+    ``ValueError``."""
+    if not isinstance(owner, str) or not _OWNER_RE.fullmatch(owner):
+        raise ValueError(
+            f"{owner!r} is not a claim owner name (1-64 of letters, digits, '_.:@-')"
+        )
+    return owner
+
+
+def check_lease(seconds: float) -> float:
+    """``seconds`` as a float if it is a valid lease (1 s to 24 h), else ``ValueError``."""
+    lease = float(seconds)
+    if not LEASE_MIN <= lease <= LEASE_MAX:  # also refuses NaN
+        raise ValueError(f"a lease must be between 1s and 24h (got {seconds!r} seconds)")
+    return lease
+
+
+def default_owner() -> str:
+    """This process's claim owner name when it gives none: ``pid-<pid>@<host>`` (the host
+    name reduced to valid characters, the whole cut to 64). It is unique per process, so
+    a claim taken with it can be acked only by the same process; a puller that acks from
+    another process (a shell script running one command per step) must name itself."""
+    host = re.sub(r"[^A-Za-z0-9_.:-]", "-", socket.gethostname()) or "localhost"
+    return f"pid-{os.getpid()}@{host}"[:64]
+
+
+class ClaimedByOther(InboxError):
+    """``ack``/``nack`` refused: another owner holds a live claim on the item. The caller
+    must leave the item alone (its owner will ack or nack it), or wait for the lease to
+    run out (``until``) and claim it."""
+
+    code = "claimed_by_other"
+
+    def __init__(self, id: str, owner: str, until: datetime) -> None:
+        super().__init__(
+            f"{id} is claimed by {owner} until {until.isoformat()}; only that owner may"
+            " ack or nack it before the lease runs out"
+        )
+        self.id = id
+        self.owner = owner
+        self.until = until
 
 
 @dataclass(frozen=True)
@@ -153,6 +233,10 @@ class InboxItem:
     envelope: str
     signature: str
     payload: dict[str, Any] | None
+    #: The last claim, or ``None``. A ``claim_until`` in the past is a lapsed claim: the
+    #: item is free to be claimed again.
+    claim_owner: str | None = None
+    claim_until: datetime | None = None
 
     @classmethod
     def _from_row(cls, row: sqlite3.Row) -> InboxItem:
@@ -175,6 +259,8 @@ class InboxItem:
             envelope=row[15],
             signature=row[16],
             payload=None if row[17] is None else json.loads(row[17]),
+            claim_owner=row[18],
+            claim_until=_from_text(row[19]),
         )
 
     def signed(self) -> SignedEnvelope:
@@ -184,7 +270,7 @@ class InboxItem:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for ``--json`` output: times as ISO-8601 text."""
         doc = asdict(self)
-        for key in ("created_at", "expires_at", "received_at", "not_before"):
+        for key in ("created_at", "expires_at", "received_at", "not_before", "claim_until"):
             if doc[key] is not None:
                 doc[key] = doc[key].isoformat()
         return doc
@@ -302,7 +388,9 @@ class Inbox:
                 raise
             self._db.execute("COMMIT")
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[Any]:
+    def _query(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> builtins.list[Any]:
         with _translated(self.path):
             return self._db.execute(sql, params).fetchall()
 
@@ -357,40 +445,91 @@ class Inbox:
 
     def next(self) -> InboxItem | None:
         """The pending item an agent should look at now: most urgent, oldest first,
-        skipping items nacked with a delay that has not passed yet."""
+        skipping items nacked with a delay that has not passed yet and items under a live
+        claim. Only a peek: another puller may take it at once; use ``claim()`` to own it."""
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM interrupts WHERE state = 'pending'"
-            " AND (not_before IS NULL OR not_before <= ?) ORDER BY rank, seq LIMIT 1",
-            (to_text(self._clock()),),
+            f"SELECT {_COLUMNS} FROM interrupts WHERE {_AVAILABLE} ORDER BY rank, seq LIMIT 1",
+            {"now": to_text(self._clock())},
         )
         return InboxItem._from_row(rows[0]) if rows else None
+
+    def claim(self, owner: str, lease_seconds: float) -> InboxItem | None:
+        """Take the item ``next()`` would show, for ``owner``, for ``lease_seconds``
+        (1 s to 24 h); ``None`` if nothing is available.
+
+        Pick and mark happen in one write transaction, so concurrent pullers — in this
+        process or others — each get a different item. The caller must then ``ack`` it
+        (handled) or ``nack`` it (give it back), passing the same ``owner``, before the
+        lease runs out; after that the item is free and another puller may claim it."""
+        owner = check_owner(owner)
+        lease = check_lease(lease_seconds)
+        now = self._clock()
+        with self._write() as db:
+            row = db.execute(
+                f"SELECT seq FROM interrupts WHERE {_AVAILABLE} ORDER BY rank, seq LIMIT 1",
+                {"now": to_text(now)},
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE interrupts SET claim_owner = ?, claim_until = ? WHERE seq = ?",
+                (owner, to_text(now + timedelta(seconds=lease)), row[0]),
+            )
+            claimed = db.execute(
+                f"SELECT {_COLUMNS} FROM interrupts WHERE seq = ?", (row[0],)
+            ).fetchone()
+        return InboxItem._from_row(claimed)
 
     def get(self, id: str) -> InboxItem | None:
         rows = self._query(f"SELECT {_COLUMNS} FROM interrupts WHERE id = ?", (id,))
         return InboxItem._from_row(rows[0]) if rows else None
 
-    def ack(self, id: str) -> bool:
-        """Mark a pending item handled. ``False`` if it is unknown or already acked."""
+    def ack(self, id: str, owner: str | None = None) -> bool:
+        """Mark a pending item handled and drop its claim. ``False`` if it is unknown or
+        already acked.
+
+        Raises ``ClaimedByOther`` if another owner holds a live claim on it; ``owner``
+        ``None`` (a caller that claimed nothing) counts as another owner. Unclaimed items
+        and lapsed claims can be acked by anyone."""
         with self._write() as db:
+            self._refuse_if_claimed_by_other(db, id, owner)
             cur = db.execute(
-                "UPDATE interrupts SET state = 'acked' WHERE id = ? AND state = 'pending'",
+                "UPDATE interrupts SET state = 'acked', claim_owner = NULL, claim_until = NULL"
+                " WHERE id = ? AND state = 'pending'",
                 (id,),
             )
         return cur.rowcount == 1
 
-    def nack(self, id: str, delay_seconds: float = 0) -> bool:
-        """Give a pending item back, hidden from ``next()`` for ``delay_seconds``.
-        ``False`` if it is unknown or not pending."""
+    def nack(self, id: str, delay_seconds: float = 0, owner: str | None = None) -> bool:
+        """Give a pending item back: drop its claim and hide it from ``next()`` and
+        ``claim()`` for ``delay_seconds`` (0: claimable again at once). ``False`` if it is
+        unknown or not pending. Raises ``ClaimedByOther`` as ``ack`` does."""
         if delay_seconds < 0:
             raise ValueError("delay_seconds must not be negative")
         not_before = to_text(self._clock() + timedelta(seconds=delay_seconds))
         with self._write() as db:
+            self._refuse_if_claimed_by_other(db, id, owner)
             cur = db.execute(
-                "UPDATE interrupts SET nacks = nacks + 1, not_before = ?"
-                " WHERE id = ? AND state = 'pending'",
+                "UPDATE interrupts SET nacks = nacks + 1, not_before = ?, claim_owner = NULL,"
+                " claim_until = NULL WHERE id = ? AND state = 'pending'",
                 (not_before, id),
             )
         return cur.rowcount == 1
+
+    def _refuse_if_claimed_by_other(
+        self, db: sqlite3.Connection, id: str, owner: str | None
+    ) -> None:
+        """Inside a write transaction: raise ``ClaimedByOther`` if a live claim on ``id``
+        belongs to someone other than ``owner``."""
+        if owner is not None:
+            check_owner(owner)
+        row = db.execute(
+            f"SELECT claim_owner, claim_until FROM interrupts"
+            f" WHERE id = :id AND state = 'pending' AND {_LIVE_CLAIM}",
+            {"id": id, "now": to_text(self._clock())},
+        ).fetchone()
+        if row is not None and row[0] != owner:
+            raise ClaimedByOther(id, row[0], datetime.fromisoformat(row[1]))
 
     def counts(self) -> dict[str, int]:
         """Pending items per priority; every priority is present, zero or not."""
@@ -551,7 +690,8 @@ def _configure(db: sqlite3.Connection) -> None:
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Create the schema if missing; refuse a file from a newer mailslot.
+    """Create the schema if missing, upgrade an older file (``_UPGRADES``, in one
+    transaction); refuse a file from a newer mailslot.
 
     An up-to-date file is only read, not written: opening the inbox (every CLI command
     does) must not take the write lock nor look like a change to ``changed()``."""
@@ -567,6 +707,9 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
             )
         for statement in _SCHEMA:
             db.execute(statement)
+        for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+            for statement in _UPGRADES[target]:
+                db.execute(statement)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         db.execute("ROLLBACK")

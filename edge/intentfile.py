@@ -4,8 +4,9 @@ Rules this module keeps:
 
 * ``edge.intents`` and ``edge.watches`` are the single source of truth for what an intent
   and a watch are; this module only maps TOML to ``Declarations`` (``[settings]`` →
-  ``settings``, ``[[intent]]`` → ``intents``, ``[[watch]]`` → ``watches``) and back, and
-  turns every problem into an ``IntentFileError`` naming file, line and field.
+  ``settings``, ``[[intent]]`` → ``intents``, ``[[watch]]`` → ``watches``, ``[approvals]``
+  → ``approvals``) and back, and turns every problem into an ``IntentFileError`` naming
+  file, line and field.
 * Loading uses the standard ``tomllib``. Editing (``mailslot intent|watch ...``) keeps the
   user's comments and layout: a new intent or watch is appended as a block rendered with
   ``tomlkit``, a removed one's lines are cut out, pausing sets one key with ``tomlkit``.
@@ -49,7 +50,9 @@ HEADER = (
     "# the edge daemon reloads this file whenever it changes.\n"
 )
 #: TOML top-level key → field of ``Declarations``.
-_TOP_LEVEL = {"settings": "settings", "intent": "intents", "watch": "watches"}
+_TOP_LEVEL = {
+    "settings": "settings", "intent": "intents", "watch": "watches", "approvals": "approvals",
+}
 #: The arrays of tables the edit functions work on: ``[[intent]]`` and ``[[watch]]``.
 Section = Literal["intent", "watch"]
 #: Sub-models written as ``[SECTION.NAME]`` tables (in this order, after the plain keys);
@@ -143,7 +146,7 @@ def parse_intents(text: str, path: Path) -> Declarations:
                 path,
                 _Locator(text).line_of((key,)),
                 f"unknown top-level key {key!r}: only [settings], [[intent]] and [[watch]]"
-                f"{did_you_mean}",
+                f"{did_you_mean}, plus [approvals]",
             )
     model_input = {_TOP_LEVEL[key]: value for key, value in doc.items()}
     try:

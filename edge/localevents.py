@@ -21,7 +21,7 @@ from shared.envelope import PAYLOAD_MAX_BYTES, Envelope, Priority, Source
 from shared.identity import Identity
 from shared.signing import sign_envelope
 
-LOCAL_KINDS = ("file", "command", "timer", "absence", "sleep", "tick")
+LOCAL_KINDS = ("file", "command", "timer", "absence", "sleep", "tick", "approval")
 
 
 class LocalRaiser:

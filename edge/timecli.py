@@ -39,16 +39,16 @@ def _duration(value: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def cmd_sleep(args: argparse.Namespace) -> int:
-    from edge.cli import emit
-
-    paths = EdgePaths.resolve()
+def start_sleep(paths: EdgePaths, duration: float, reason: str, session: str | None = None,
+                *, cache_aware_snap: bool = False) -> dict[str, Any]:
+    """Record a sleep (clamped, optionally snapped), log it, poke the daemon; return what
+    ``--json`` prints. Shared by ``mailslot sleep`` and the MCP ``sleep`` tool."""
     if not paths.config_file.exists():
         raise NotInitialized("no edge here; run `mailslot edge init` first")
-    session = check_session(args.session) if args.session else ""
-    seconds = clamp_sleep(args.duration)
+    session = check_session(session) if session else ""
+    seconds = clamp_sleep(duration)
     snapped = False
-    if args.cache_aware:
+    if cache_aware_snap:
         ms = cache_aware(round(seconds * 1000))
         snapped = ms != round(seconds * 1000)
         seconds = ms / 1000
@@ -56,19 +56,26 @@ def cmd_sleep(args: argparse.Namespace) -> int:
     state = WatchState.open(paths.watches_file)
     try:
         with state.transaction():
-            sleep = state.start_sleep(session, args.reason[:500], now,
-                                      now + timedelta(seconds=seconds))
+            sleep = state.start_sleep(session, reason[:500], now, now + timedelta(seconds=seconds))
             state.incr("sleep.entered")
             if snapped:
                 state.incr("cache_aware.snapped")
         with ActivityLog.open(paths.activity_file, paths.activity_key_file) as log:
             log.append([Event("sleep_started", now, None, None, None, {
                 "session": session, "reason": sleep.reason, "seconds": seconds,
-                "requested_s": args.duration, "snapped": snapped})])
+                "requested_s": duration, "snapped": snapped})])
     finally:
         state.close()
     (paths.data_dir / POKE_FILE).write_text(now.isoformat())
-    data = {"session": session or None, "until": sleep.ends.isoformat(), "seconds": seconds,
-            "clamped": seconds != args.duration and not snapped, "snapped": snapped}
-    emit(args, data, f"sleeping until {sleep.ends.astimezone():%H:%M:%S} ({seconds:g}s)")
+    return {"session": session or None, "until": sleep.ends.isoformat(), "seconds": seconds,
+            "clamped": seconds != duration and not snapped, "snapped": snapped}
+
+
+def cmd_sleep(args: argparse.Namespace) -> int:
+    from edge.cli import emit
+
+    data = start_sleep(EdgePaths.resolve(), args.duration, args.reason, args.session,
+                       cache_aware_snap=args.cache_aware)
+    until = datetime.fromisoformat(data["until"]).astimezone()
+    emit(args, data, f"sleeping until {until:%H:%M:%S} ({data['seconds']:g}s)")
     return 0

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from edge.approvals import ApprovalSettings
 from edge.intents import (
     Duration,
     IntentSet,
@@ -186,9 +187,11 @@ WATCH_KINDS = ("file", "command", "timer", "absence", "tick")
 
 
 class Declarations(IntentSet):
-    """Everything ``intents.toml`` declares: settings, intents and watches."""
+    """Everything ``intents.toml`` declares: settings, intents, watches and the autonomy
+    dial for approvals."""
 
     watches: list[Watch] = []
+    approvals: ApprovalSettings = ApprovalSettings()
 
     @model_validator(mode="after")
     def _unique_watch_ids(self) -> Declarations:

@@ -216,6 +216,12 @@ async def test_410_disables_the_route(tmp_path: Path, hook: Server) -> None:
     h.engine.dispatch_due(T + timedelta(minutes=1))
     assert outcomes(h, second) == ["skipped"]
     assert h.rule(second) == "route_disabled"
+    assert h.engine.deliveries.enable_route("i")  # what `mailslot intent resume i` does
+    third = await h.send(T + timedelta(minutes=2))
+    h.engine.dispatch_due(T + timedelta(minutes=2))
+    clock.now = T + timedelta(minutes=2)
+    await deliverer.run_due(clock())
+    assert outcomes(h, third) == ["action-taken"]
 
 
 def test_queue_claims_are_exclusive_and_leases_expire(tmp_path: Path) -> None:
