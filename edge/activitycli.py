@@ -15,8 +15,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from edge.activity import ActivityLog, Entry, VerifyReport, canonical, explain, head_file
+from edge.activity import ActivityLog, Entry, VerifyReport, canonical, head_file
 from edge.config import EdgePaths
+from edge.explaintext import explain
 
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

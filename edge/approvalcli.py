@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.activity import ActivityLog, human_duration
+from edge.activity import ActivityLog
 from edge.approvals import (
     Approval,
     ApprovalDesk,
@@ -33,6 +33,7 @@ from edge.approvals import (
 )
 from edge.config import EdgePaths
 from edge.errors import NotInitialized
+from edge.explaintext import human_duration
 from edge.intentfile import IntentFileError, load_intents
 from edge.intents import parse_duration
 
@@ -82,7 +83,7 @@ def _wait(value: str) -> float:
     return seconds
 
 
-def _paths() -> EdgePaths:
+def edge_paths() -> EdgePaths:
     paths = EdgePaths.resolve()
     if not paths.config_file.exists():
         raise NotInitialized("no edge here; run `mailslot edge init` first")
@@ -102,7 +103,7 @@ def _settings(paths: EdgePaths) -> ApprovalSettings:
 
 
 @contextlib.contextmanager
-def _desk(paths: EdgePaths) -> Iterator[ApprovalDesk]:
+def open_desk(paths: EdgePaths) -> Iterator[ApprovalDesk]:
     store = ApprovalStore.open(paths.engine_file)
     notifier = InboxNotifier(paths)
     try:
@@ -118,19 +119,19 @@ def _line(a: Approval, now: datetime) -> str:
     if a.status == "pending":
         when = f"expires in {human_duration(max(0.0, (a.expires - now).total_seconds()))}"
     else:
-        when = f"{a.decided:%Y-%m-%d %H:%M}" if a.decided else ""
+        when = f"{a.decided.astimezone():%Y-%m-%d %H:%M}" if a.decided else ""
     return f"{a.id}  {a.status:<8}  {a.action}  {a.summary[:60]!r}{where}  {when}"
 
 
 def cmd_request(args: argparse.Namespace) -> int:
     from edge.cli import emit
 
-    paths = _paths()
+    paths = edge_paths()
     held = read_permissions(os.environ)
     session = args.session or os.environ.get("MAILSLOT_SESSION") or None
     intent = (args.intent or os.environ.get("MAILSLOT_INTENT")
               or (held.intent if held else None) or None)
-    with _desk(paths) as desk:
+    with open_desk(paths) as desk:
         approval = desk.request(args.action, args.summary, session=session, intent=intent,
                                 held=held)
         if approval.status == "pending" and args.wait:
@@ -149,7 +150,7 @@ def cmd_request(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from edge.cli import emit
 
-    with _desk(_paths()) as desk:
+    with open_desk(edge_paths()) as desk:
         rows = desk.requests(everything=args.all)
     now = datetime.now(UTC)
     emit(args, [a.to_dict() for a in rows], "\n".join(_line(a, now) for a in rows) or "(none)")
@@ -159,7 +160,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _cmd_decide(args: argparse.Namespace, approve: bool) -> int:
     from edge.cli import emit
 
-    with _desk(_paths()) as desk:
+    with open_desk(edge_paths()) as desk:
         done = desk.approve(args.id, args.note) if approve else desk.reject(args.id, args.note)
         settings = desk.settings
     a = done.approval
@@ -183,7 +184,7 @@ def cmd_reject(args: argparse.Namespace) -> int:
 def cmd_edit(args: argparse.Namespace) -> int:
     from edge.cli import emit
 
-    with _desk(_paths()) as desk:
+    with open_desk(edge_paths()) as desk:
         approval, before = desk.edit(args.id, args.action)
     emit(args, {**approval.to_dict(), "edited_from": before},
          f"{approval.id}: {before} -> {approval.action} (still pending)")
@@ -193,11 +194,11 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def cmd_promote(args: argparse.Namespace) -> int:
     from edge.cli import emit
 
-    paths = _paths()
+    paths = edge_paths()
     action = check_action(args.action)
     added = promote(paths.intents_file, action)
     level = load_intents(paths.intents_file).approvals.level
-    text = (f"added {{pattern = {action!r}, decision = 'allow'}} to [approvals].rules in "
+    text = (f'added {{pattern = "{action}", decision = "allow"}} to [approvals].rules in '
             f"{paths.intents_file}" if added else f"{action}: an allow rule is already there")
     if level != 2:
         text += f"\nnote: rules apply at level 2; the dial is at {level}"

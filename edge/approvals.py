@@ -59,8 +59,6 @@ USER_DECISIONS = ("approved", "rejected")
 SUMMARY_MAX = NOTE_MAX = 1000
 #: The environment variable naming the runtime's permission envelope (``edge.deliverer``).
 PERMISSIONS_ENV = "MAILSLOT_PERMISSIONS"
-#: Name of the file a CLI process touches so the daemon looks again (``edge.timecli``).
-POKE_FILE = "watches.poke"
 SOURCE_KIND = "approval"
 
 
@@ -413,6 +411,8 @@ class InboxNotifier:
         ))
 
     def poke(self) -> None:
+        from edge.timecli import POKE_FILE  # edge.timecli needs edge.watches, which needs us
+
         (self.paths.data_dir / POKE_FILE).write_text(datetime.now(UTC).isoformat())
 
     def close(self) -> None:
@@ -551,6 +551,8 @@ class ApprovalDesk:
         seconds. Sleeps on inotify events for ``folder`` (the engine database and the poke
         file live there), waking at the request's expiry to expire it."""
         from watchfiles import awatch
+
+        from edge.timecli import POKE_FILE
 
         deadline = time.monotonic() + timeout
         db_name = Path(self.store.state.db.execute("PRAGMA database_list").fetchone()[2]).name

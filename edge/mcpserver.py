@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,9 +52,10 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from edge.activity import ActivityLog, Event, explain, head_file
+from edge.activity import ActivityLog, Event, head_file
 from edge.config import EdgePaths, private_dir
 from edge.errors import EdgeError, NotInitialized
+from edge.explaintext import explain
 from edge.inbox import DEFAULT_LEASE, Inbox, check_lease, check_owner
 from edge.intentfile import (
     InvalidIntent,
@@ -217,6 +219,17 @@ class SleepArgs(Strict):
 class ActivityArgs(Strict):
     session: Session | None = Field(default=None, description="only this session"
                                     " (default: everywhere)")
+
+
+class ApproveRequestArgs(Strict):
+    action: str = Field(description="the action beyond your envelope, e.g. deploy:staging")
+    summary: str = Field(description="what you want to do and why, for the user")
+    session: str | None = None
+    intent: str | None = None
+
+
+class ApprovalIdArgs(Strict):
+    id: str
 
 
 class ExplainArgs(Strict):
@@ -386,6 +399,23 @@ class Tools:
 
         return report_activity(self.paths, args.session)
 
+    def approve_request(self, args: ApproveRequestArgs) -> dict[str, Any]:
+        from edge.approvalcli import open_desk
+        from edge.approvals import read_permissions
+
+        self._initialized()
+        with open_desk(self.paths) as desk:
+            approval = desk.request(args.action, args.summary, session=args.session,
+                                    intent=args.intent, held=read_permissions(os.environ))
+        return approval.to_dict()
+
+    def approval_get(self, args: ApprovalIdArgs) -> dict[str, Any]:
+        from edge.approvalcli import open_desk
+
+        self._initialized()
+        with open_desk(self.paths) as desk:
+            return desk.get(args.id).to_dict()
+
     def explain(self, args: ExplainArgs) -> dict[str, Any]:
         log_file = self.paths.activity_file
         entries = []
@@ -485,6 +515,13 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec("activity", "Report that the user is active (in a session, or everywhere):"
              " suppresses wakes of intents with suppress_when_active and resets reminder"
              " counts.", ActivityArgs, Tools.activity),
+    ToolSpec("approve_request", "Ask to act beyond your permission envelope. The autonomy"
+             " dial answers at once (allowed / denied) or leaves it pending for the user;"
+             " the decision then arrives as an approval.* interrupt (and on the channel).",
+             ApproveRequestArgs, Tools.approve_request),
+    ToolSpec("approval_get", "One approval request: its status (pending, approved,"
+             " rejected, expired, allowed, denied), action and note.",
+             ApprovalIdArgs, Tools.approval_get),
     ToolSpec("explain", "Why an interrupt did or did not wake an agent: its decision trace"
              " from the activity log, in plain words.", ExplainArgs, Tools.explain,
              text_key="trace"),

@@ -135,8 +135,9 @@ class WatchRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _watch_pokes(self, stop: asyncio.Event) -> None:
-        """``mailslot sleep`` (another process) touches the poke file after it wrote a
-        sleep, so that this loop's timer is re-armed; inotify, no polling."""
+        """``mailslot sleep`` and approval decisions (other processes) touch the poke file
+        after they wrote: this loop's timer is re-armed and the engine looks at the inbox
+        (a decision raises an interrupt there); inotify, no polling."""
         import watchfiles
 
         assert self.poke_file is not None
@@ -151,6 +152,8 @@ class WatchRunner:
                 watch_filter=lambda _change, path: Path(path).name == name,
             ):
                 self.changed.set()
+                # another process (an approval decision) may have raised an interrupt
+                self.raiser.on_new()
         finally:
             relay_stop.cancel()
 

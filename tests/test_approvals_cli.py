@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def log_steps(home: Path) -> list[dict[str, Any]]:
     return [e for e in entries if e["step"].startswith("approval_")]
 
 
-async def test_request_decide_edit_and_promote(make_member) -> None:
+async def test_request_decide_edit_and_promote(make_member: Callable[..., Any]) -> None:
     member = await make_member()
     home = member.home
     (home / "config" / "intents.toml").write_text(INTENTS)
@@ -106,7 +107,7 @@ async def test_request_decide_edit_and_promote(make_member) -> None:
     assert mailslot(home, "log", "--verify").returncode == 0
 
 
-async def test_errors_carry_codes(make_member) -> None:
+async def test_errors_carry_codes(make_member: Callable[..., Any]) -> None:
     member = await make_member()
     home = member.home
     bad = request(home, "deploy prod")
@@ -125,7 +126,7 @@ async def test_errors_carry_codes(make_member) -> None:
 
 
 async def test_the_envelope_allows_at_once(
-    make_member, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_member: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     member = await make_member()
     home = member.home
@@ -142,7 +143,7 @@ async def test_the_envelope_allows_at_once(
     assert request(home, "repo:read").returncode == 3  # level 0 asks
 
 
-async def test_a_waiting_runtime_sees_the_users_approval(make_member) -> None:
+async def test_a_waiting_runtime_sees_the_users_approval(make_member: Callable[..., Any]) -> None:
     member = await make_member()
     home = member.home
     env = {**os.environ, "MAILSLOT_HOME": str(home), "MAILSLOT_LOG": "WARNING"}
@@ -172,7 +173,7 @@ async def test_a_waiting_runtime_sees_the_users_approval(make_member) -> None:
     assert [i.type for i in approval_items(member)] == ["approval.approved"]
 
 
-async def test_wait_timeout_stays_pending_and_a_rejection_exits_4(make_member) -> None:
+async def test_wait_timeout_stays_pending_and_a_rejection_exits_4(make_member: Callable[..., Any]) -> None:
     member = await make_member()
     home = member.home
     (home / "config" / "intents.toml").write_text('[approvals]\nexpires = "1s"\n')
@@ -187,14 +188,16 @@ async def test_wait_timeout_stays_pending_and_a_rejection_exits_4(make_member) -
     assert [e["detail"]["by"] for e in decided] == ["expiry", "expiry"]
 
 
-async def test_an_approval_interrupt_is_routed_by_intents(make_member) -> None:
+async def test_an_approval_interrupt_is_routed_by_intents(make_member: Callable[..., Any]) -> None:
     member = await make_member()
     home = member.home
     (home / "config" / "intents.toml").write_text(INTENTS)
     async with running_edge(member) as daemon:
+        assert daemon.watches is not None
+        await wait_until(lambda: daemon.watches.files.ready.is_set(), 10, "inotify up")
         asked = json.loads(request(home, "deploy:prod", "--session", "api").stdout)
+        # the decision pokes the daemon, whose engine then decides the raised interrupt
         done = json_out(mailslot(home, "approvals", "approve", asked["id"], "--json"))
-        daemon.arrived.set()  # see the report: the poke wakes the watch runner only
 
         def matched() -> bool:
             entries = json_out(mailslot(home, "log", "--json"))

@@ -37,6 +37,7 @@ TOOLS = {
     "status", "intents_list", "intent_add", "intent_pause", "intent_resume", "intent_remove",
     "watches_list", "watch_add", "watch_pause", "watch_resume", "watch_remove",
     "inbox_next", "inbox_ack", "inbox_nack", "sleep", "activity", "explain",
+    "approve_request", "approval_get",
 }
 PRODUCER = Identity.generate()
 
@@ -198,6 +199,15 @@ async def test_every_tool_over_stdio(home: Path) -> None:
         finally:
             engine.close()
         assert reported["session"] == "main"
+
+        # approvals: the dial (level 1 by default) allows reads, leaves writes to the user
+        assert (await call(session, "approve_request", action="repo:read",
+                           summary="look"))["status"] == "allowed"
+        asked = await call(session, "approve_request", action="repo:write",
+                           summary="push a fix", session="main")
+        assert asked["status"] == "pending"
+        assert (await call(session, "approval_get", id=asked["id"]))["action"] == "repo:write"
+        assert await refused(session, "approval_get", id=str(ulid.ULID())) == "unknown_approval"
 
         # explain: the plain-words trace is the text
         result = await session.call_tool("explain", {"id": first})

@@ -27,10 +27,10 @@ from edge.activity import (
     Entry,
     Event,
     canonical,
-    explain,
     head_file,
 )
 from edge.errors import EdgeError, KeyFileError
+from edge.explaintext import explain
 
 T0 = datetime(2026, 11, 25, 14, 3, 7, 250_000, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,6 @@ import pytest
 
 from edge.activity import ActivityLog, Entry
 from edge.approvals import (
-    POKE_FILE,
     AlreadyDecided,
     ApprovalDesk,
     ApprovalSettings,
@@ -38,6 +37,7 @@ from edge.inbox import Inbox, InboxItem
 from edge.intentfile import IntentFileError, load_intents, parse_intents
 from edge.intents import Intent
 from edge.keystore import save_identity
+from edge.timecli import POKE_FILE
 from shared.identity import Identity
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
@@ -268,7 +268,7 @@ def test_expiry_applies_when_read_and_is_recorded_once(desks: Desks, clock: Cloc
     with pytest.raises(AlreadyDecided, match="already expired"):
         desk.approve(asked.id)
     assert [i.type for i in desks.inbox()] == ["approval.expired"]
-    assert desks.inbox()[0].payload["id"] == asked.id
+    assert (desks.inbox()[0].payload or {}).get("id") == asked.id
     [entry] = desks.log("approval_decided")
     assert entry.detail["by"] == "expiry" and entry.detail["status"] == "expired"
 
@@ -311,7 +311,7 @@ def test_edit_changes_a_pending_action_before_deciding(desks: Desks) -> None:
     assert entry.detail["edited_from"] == "deploy:*" and entry.detail["action"] == "deploy:staging"
     done = desk.approve(asked.id)
     assert done.approval.action == "deploy:staging"
-    assert desks.inbox()[0].payload["action"] == "deploy:staging"
+    assert (desks.inbox()[0].payload or {}).get("action") == "deploy:staging"
     with pytest.raises(AlreadyDecided):
         desk.edit(asked.id, "deploy:prod")
     with pytest.raises(InvalidAction):
