@@ -141,7 +141,7 @@ class EdgeConfig(BaseModel):
     relay_url: Annotated[str, AfterValidator(_check_relay_url)]
     identity: Annotated[str, AfterValidator(check_identity)]
     relay_identity: Annotated[dict[str, str], AfterValidator(_check_identity_doc)]
-    initial_credit: int = Field(default=512, ge=1, le=16384)
+    initial_credit: int = Field(default=2048, ge=1, le=16384)
     reconnect_base: float = Field(default=0.5, gt=0)
     reconnect_cap: float = Field(default=30.0, gt=0)
     keepalive: float = Field(default=20.0, gt=0)

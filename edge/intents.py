@@ -204,7 +204,7 @@ class ExecRoute(Strict):
 
     kind: Literal["exec"]
     argv: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
-    timeout: Duration = 600.0
+    timeout: Annotated[Duration, Field(gt=0)] = 600.0
     #: Working directory (absolute); default: the user's home.
     cwd: str | None = None
     #: Extra environment for the command (on top of the edge's and the MAILSLOT_* ones).
@@ -219,6 +219,9 @@ def _check_url(value: str) -> str:
         raise ValueError(f"{value!r} is not an http(s) URL")
     if parts.username or parts.password:
         raise ValueError("put credentials in bearer_env or secret_env, not in the URL")
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "::1", "localhost"):
+        raise ValueError("plain http only to this machine (127.0.0.1, ::1, localhost):"
+                         " a bearer token must not cross a network unencrypted; use https")
     return value
 
 
@@ -232,7 +235,7 @@ class WebhookRoute(Strict):
     secret_env: EnvName | None = None
     #: Environment variable holding a bearer token (e.g. an OpenClaw gateway's).
     bearer_env: EnvName | None = None
-    timeout: Duration = 10.0
+    timeout: Annotated[Duration, Field(gt=0)] = 10.0
     #: Attempts before the delivery is given up (backoff doubles from 1 s to 5 min).
     max_attempts: StrictInt = Field(default=10, ge=1, le=100)
 

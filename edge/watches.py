@@ -118,7 +118,8 @@ class FileWatch(WatchBase):
     #: Names or globs ignored anywhere in the path (on top of ``DEFAULT_IGNORES``).
     ignore: list[Glob] = []
     default_ignores: StrictBool = True
-    changes: list[Literal["created", "modified", "deleted"]] = ["created", "modified", "deleted"]
+    changes: Annotated[list[Literal["created", "modified", "deleted"]], Field(min_length=1)] = [
+        "created", "modified", "deleted"]
     #: Changes within this window are merged into one interrupt.
     debounce: Duration = 0.02
     #: Put the changed file's text in the payload, capped at ``content_max`` bytes.

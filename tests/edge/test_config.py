@@ -94,7 +94,7 @@ def test_save_and_load_round_trip(paths: EdgePaths, relay: Identity, me: Identit
 
 def test_defaults(relay: Identity, me: Identity) -> None:
     config = EdgeConfig.model_validate(_doc(relay, me))
-    assert config.initial_credit == 512
+    assert config.initial_credit == 2048
     assert (config.reconnect_base, config.reconnect_cap, config.keepalive) == (0.5, 30.0, 20.0)
     with pytest.raises(ValidationError):
         config.keepalive = 1.0
