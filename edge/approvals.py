@@ -478,8 +478,14 @@ class ApprovalDesk:
             events.append(Event("approval_decided", now, None, intent, None, {
                 **base, "status": status, "reason": verdict.reason, **verdict.detail()}))
         with self.store.transaction():
+            if status == "pending":
+                # the user should hear about it: an ``approval.pending`` interrupt that
+                # intents can route to wherever the user is (committed first: never lost)
+                self.notifier.raise_decision(approval)
             self.log.append(events)
             self.store.insert(approval)
+        if status == "pending":
+            self.notifier.poke()
         return approval
 
     def get(self, approval_id: str) -> Approval:

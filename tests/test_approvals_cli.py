@@ -38,9 +38,11 @@ def request(home: Path, action: str, *extra: str, **kwargs: Any) -> subprocess.C
                     f"please {action}", "--json", *extra, **kwargs)
 
 
-def approval_items(member: Any) -> list[Any]:
+def approval_items(member: Any, *, notices: bool = False) -> list[Any]:
+    """Decisions raised into the inbox (with ``notices``: the pending notices too)."""
     with member.inbox() as inbox:
-        return [i for i in inbox.list(state=None, limit=1000) if i.source_kind == "approval"]
+        return [i for i in sorted(inbox.list(state=None, limit=1000), key=lambda i: i.seq)
+                if i.source_kind == "approval" and (notices or i.type != "approval.pending")]
 
 
 def log_steps(home: Path) -> list[dict[str, Any]]:

@@ -185,9 +185,12 @@ class Desks:
             entries = list(log.entries())
         return [e for e in entries if not steps or e.step in steps]
 
-    def inbox(self) -> list[InboxItem]:
+    def inbox(self, *, notices: bool = False) -> list[InboxItem]:
+        """Decisions raised into the inbox (with ``notices``: the pending notices too)."""
         with Inbox.open(self.paths.inbox_file) as inbox:
-            return [i for i in inbox.list(state=None, limit=1000) if i.source_kind == "approval"]
+            return [i for i in sorted(inbox.list(state=None, limit=1000), key=lambda i: i.seq)
+                    if i.source_kind == "approval"
+                    and (notices or i.type != "approval.pending")]
 
 
 @pytest.fixture
@@ -220,6 +223,19 @@ def test_the_envelope_is_named_in_the_log(desks: Desks) -> None:
     assert approval.status == "allowed"
     entry = desks.log("approval_requested")[0]
     assert entry.detail["by"] == "envelope" and entry.detail["envelope"] == "/perm/delivery-3.json"
+
+
+def test_a_pending_request_raises_a_notice_and_an_automatic_answer_does_not(
+    desks: Desks, clock: Clock
+) -> None:
+    desk = desks()
+    assert desk.request("repo:read", "look around").status == "allowed"
+    assert desks.inbox(notices=True) == []  # decided by the dial: nobody to tell
+    asked = desk.request("repo:write", "push the fix", session="api")
+    [notice] = desks.inbox(notices=True)
+    assert (notice.type, notice.session, notice.priority) == ("approval.pending", "api", "now")
+    assert notice.payload["id"] == asked.id and notice.payload["action"] == "repo:write"
+    assert desks.inbox() == []  # no decision yet
 
 
 @pytest.mark.parametrize("approve", [True, False])
