@@ -62,10 +62,10 @@ import httpx
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from edge.commandwatch import _Capture, _drain, _kill_group, _kill_spawned
+from edge.deliveries import OUTCOMES
 from edge.intents import ExecRoute, WebhookRoute
 
 #: What a runtime may report it did with a wake (``mailslot outcome`` takes the same).
-OUTCOMES = ("ok", "action-taken", "error", "skipped")
 #: Most of a command's stdout, or of a webhook's response body, that is kept and parsed.
 STDOUT_MAX_BYTES = 64 * 1024
 #: Most of a refusing receiver's response body quoted in ``detail["error"]``.

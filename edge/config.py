@@ -204,20 +204,25 @@ def save_config(paths: EdgePaths, config: EdgeConfig) -> None:
     """Write ``edge.json`` atomically (temp file in the same dir, fsync, rename), mode
     0600, so a crash leaves the old file or the new one, never half of one."""
     private_dir(paths.config_dir)
-    target = paths.config_file
-    data = (config.model_dump_json(indent=2) + "\n").encode()
-    fd, tmp = tempfile.mkstemp(dir=paths.config_dir, prefix=".edge.json.", suffix=".tmp")
+    write_atomic(paths.config_file, (config.model_dump_json(indent=2) + "\n").encode())
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename, fsync the folder; mode 0600. A crash
+    leaves the old file or the new one, never half of one, and a watcher only ever sees
+    whole files."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), FILE_MODE)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(paths.config_dir)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -29,6 +29,8 @@ from edge.intents import Intent
 #: Backoff between attempts: doubles from this, capped.
 RETRY_BASE, RETRY_CAP = 1.0, 300.0
 KINDS = ("exec", "webhook", "mcp")
+#: What a runtime can report it did with a wake (exec stdout, webhook body, `outcome`).
+OUTCOMES = ("ok", "action-taken", "error", "skipped")
 
 
 @dataclass(frozen=True)

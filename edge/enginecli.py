@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from edge.activity import ActivityLog, Event
 from edge.activitycli import since_time
 from edge.config import EdgePaths
+from edge.deliveries import OUTCOMES
 from edge.engine import record_activity
 from edge.enginestate import EngineState
 from edge.errors import NotInitialized
@@ -36,9 +37,6 @@ def add_engine_commands(sub: Any, command: Callable[..., argparse.ArgumentParser
                    help="ISO 8601 time or a duration back from now (2h, 1d)")
     p.add_argument("--intents", type=Path, metavar="FILE",
                    help="candidate intents file (default: the live intents.toml)")
-
-
-OUTCOMES = ("ok", "action-taken", "error", "skipped")
 
 
 def _count(value: str) -> int:

@@ -26,7 +26,6 @@ import difflib
 import fcntl
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Callable, Iterator
 from enum import Enum
@@ -38,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from tomlkit.exceptions import TOMLKitError
 
-from edge.config import FILE_MODE, private_dir
+from edge.config import FILE_MODE, private_dir, write_atomic
 from edge.errors import EdgeError
 from edge.intents import Intent, parse_duration
 from edge.watches import Declarations, Watch
@@ -616,7 +615,7 @@ def _edit(path: Path, edit: Callable[[str, Declarations], tuple[str, Declaration
             raise IntentFileError(
                 path, None, "the edit cannot be made safely in this layout; edit the file by hand"
             )
-        _write_atomic(path, new_text.encode())
+        write_atomic(path, new_text.encode())
     return True
 
 
@@ -640,30 +639,6 @@ def _locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename, fsync the folder; mode 0600. A crash
-    leaves the old file or the new one, and the watcher only ever sees whole files."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-# -- rendering -------------------------------------------------------------------------
 
 
 def render_intent(intent: Intent) -> str:

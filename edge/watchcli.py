@@ -186,7 +186,7 @@ def add_watch_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]
     )
 
     t = p.add_argument_group("tick (needs --session and --every)")
-    t.add_argument("--jitter-pct", metavar="PCT", help="± this % of --every (default 10)")
+    t.add_argument("--jitter-pct", metavar="PCT", help="± this %% of --every (default 10)")
     t.add_argument("--max-idle", metavar="DURATION", help="stop after the session idled this")
     t.add_argument("--daily-budget", metavar="N", help="ticks per day (default 0: unlimited)")
     t.add_argument("--cache-aware", action="store_true", help="snap to prompt-cache lifetimes")

@@ -157,7 +157,6 @@ async def test_a_waiting_runtime_sees_the_users_approval(make_member: Callable[.
     try:
         pending = await wait_until(
             lambda: json_out(mailslot(home, "approvals", "list", "--json")), 10, "the request")
-        time.sleep(0.3)  # let the waiter settle into its wait
         began = time.monotonic()
         done = json_out(mailslot(home, "approvals", "approve", pending[0]["id"], "--note",
                                  "go", "--json"))

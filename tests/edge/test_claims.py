@@ -9,7 +9,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from itertools import combinations
 from pathlib import Path
@@ -308,10 +307,9 @@ import json, sys, time
 from pathlib import Path
 from edge.inbox import Inbox
 
-path, owner, out, go = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
-Path(str(out) + ".ready").touch()
-while not go.exists():
-    time.sleep(0.002)
+path, owner, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+print("ready", flush=True)
+sys.stdin.readline()  # the start signal: all four begin together
 claimed, refused = [], []
 with Inbox.open(Path(path)) as box:
     while True:
@@ -333,22 +331,21 @@ def test_four_processes_pull_1000_items_each_exactly_once(
     items = [make(priorities[n % 3], n) for n in range(1000)]
     with Inbox.open(inbox_path) as box:
         assert len(box.commit_batch(items)) == 1000
-    go = tmp_path / "go"
     outs = [tmp_path / f"puller{n}.json" for n in range(4)]
     pullers = [
         subprocess.Popen(
-            [sys.executable, "-c", _PULLER, str(inbox_path), f"puller-{n}", str(out), str(go)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-c", _PULLER, str(inbox_path), f"puller-{n}", str(out)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for n, out in enumerate(outs)
     ]
     try:
-        deadline = time.monotonic() + 60
-        while not all(Path(f"{out}.ready").exists() for out in outs):
-            assert time.monotonic() < deadline, "pullers did not start"
-            assert all(p.poll() is None for p in pullers), [p.communicate() for p in pullers]
-            time.sleep(0.01)
-        go.touch()  # all four start pulling at once
+        for p in pullers:  # blocking reads: each has opened its imports and is waiting
+            assert p.stdout is not None and p.stdout.readline() == "ready\n", p.communicate()
+        for p in pullers:  # all four start pulling at once
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
         for p in pullers:
             _, err = p.communicate(timeout=120)
             assert p.returncode == 0, err
