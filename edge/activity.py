@@ -27,6 +27,13 @@ Rules this module keeps:
   entries continue the head's numbering, so the gap stays visible; if the head itself is
   missing or fails its MAC, ``append`` refuses (``ActivityLogError``) until a person has
   looked (``mailslot log --verify``) and moved the log and head aside.
+- Deleting the log *and* its head together leaves nothing in these two files to tell, so
+  the chain is also anchored outside them: the engine state records the ``seq`` and hash
+  of its last batch (``Anchor``) in the transaction that commits the batch, after the
+  batch is on disk here. That anchor may lag the log, never lead it, so a crash between
+  the two writes is no false alarm. ``verify(anchor)`` reports a log that no longer
+  reaches it (``log_missing``, ``log_truncated``); ``continue_after(anchor)`` makes a
+  recreated log continue the numbering, so the gap stays visible there too.
 """
 
 from __future__ import annotations
@@ -70,6 +77,14 @@ _CHUNK = 1 << 20
 _WINDOW = 100_000
 
 
+class Anchor(NamedTuple):
+    """A place in the chain recorded outside the log: the ``seq`` of an entry and the
+    SHA-256 of its line (what the next entry's ``prev`` holds)."""
+
+    seq: int
+    hash: str
+
+
 class ActivityLogError(EdgeError):
     """The activity log cannot be written or read: an OS error, a missing key for an
     existing log, or a head anchor that no longer vouches for the log."""
@@ -77,10 +92,41 @@ class ActivityLogError(EdgeError):
     code = "activity_log_error"
 
 
+class NoRecord(EdgeError):
+    """The log has no entry for the interrupt asked about (unknown id, or not decided
+    yet); ``mailslot explain`` and the MCP ``explain`` tool refuse with it."""
+
+    code = "no_record"
+
+
+#: Built once: ``json.dumps`` with options builds a new encoder on every call, which was
+#: half the cost of a log entry while draining (three entries per interrupt).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+
+
 def canonical(obj: Any) -> str:
     """The one serialization of entries and head: what is hashed, signed and stored."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    return _CANONICAL.encode(obj)
+
+
+def _with_mac(text: str, body: dict[str, Any], mac: str) -> str:
+    """``canonical({**body, "mac": mac})`` from ``text = canonical(body)`` without
+    encoding the body again: in sorted order ``mac`` comes right before ``prev``, and
+    what follows (prev, seq, step, type) is short and known."""
+    prev, type_ = body["prev"], body["type"]
+    # prev is a hex digest (or null) and step one of STEPS: neither needs escaping; the
+    # check below falls back to a full encoding if that ever stops being true.
+    prev_text = "null" if prev is None else f'"{prev}"'
+    type_text = "null" if type_ is None else canonical(type_)
+    tail = f'"prev":{prev_text},"seq":{body["seq"]:d},"step":"{body["step"]}","type":{type_text}}}'
+    if not text.endswith("," + tail) or len(body) != len(_BODY_KEYS):
+        body = {**body, "mac": mac}
+        return canonical(body)
+    return f'{text[:-len(tail)]}"mac":"{mac}",{tail}'
+
+
+_BODY_KEYS = frozenset({"seq", "at", "step", "interrupt", "intent", "type", "detail", "prev"})
 
 
 def to_text(at: datetime) -> str:
@@ -142,14 +188,36 @@ class Entry:
     def event(self) -> Event:
         return Event(self.step, self.at, self.interrupt, self.intent, self.type, self.detail)
 
+    @property
+    def anchor(self) -> Anchor:
+        """This entry's place in the chain, to record outside the log."""
+        return Anchor(self.seq, hashlib.sha256(canonical(self.to_dict()).encode()).hexdigest())
+
+
+#: The codes of ``verify``'s findings, most serious first (``VerifyReport.code`` is the
+#: first that occurs).
+PROBLEM_CODES = (
+    "log_missing",        # no log, but the engine state records entries
+    "log_truncated",      # the log ends before the seq the head or the engine records
+    "key_mismatch",       # nothing matches the key: another key, or a replaced key file
+    "entries_missing",    # a gap in seq inside the log
+    "entry_replaced",     # a line whose hash is not what its successor (or an anchor) holds
+    "entry_edited",       # a MAC mismatch
+    "entry_moved",        # out of order, or a duplicate seq
+    "line_unreadable",    # not an entry at all
+    "head_invalid",       # the head anchor is missing, garbled or fails its MAC
+)
+
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding of ``verify``: ``line`` is 1-based in the log (0: the head anchor)."""
+    """One finding of ``verify``: ``line`` is 1-based in the log (0: the head anchor);
+    ``code`` is one of ``PROBLEM_CODES``."""
 
     seq: int | None
     line: int
     what: str
+    code: str = "entry_edited"
 
     def __str__(self) -> str:
         if self.line == 0:
@@ -157,7 +225,7 @@ class Problem:
         return f"line {self.line}" + (f" (seq {self.seq})" if self.seq is not None else "") + f": {self.what}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "line": self.line, "what": self.what}
+        return {"seq": self.seq, "line": self.line, "what": self.what, "code": self.code}
 
 
 @dataclass(frozen=True)
@@ -166,15 +234,18 @@ class VerifyReport:
     count: int
     problems: list[Problem]
 
+    @property
+    def code(self) -> str | None:
+        """The most serious finding's code (``PROBLEM_CODES`` order); None when ok."""
+        found = {p.code for p in self.problems}
+        return next((c for c in PROBLEM_CODES if c in found), None)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "count": self.count, "problems": [p.to_dict() for p in self.problems]}
+        return {"ok": self.ok, "count": self.count, "code": self.code,
+                "problems": [p.to_dict() for p in self.problems]}
 
 
-class _Link(NamedTuple):
-    """A place in the chain: the last ``seq`` and the hash of its line."""
-
-    seq: int
-    hash: str
+_Link = Anchor  # a place in the chain: the last ``seq`` and the hash of its line
 
 
 class _BadLine(ValueError):
@@ -237,6 +308,7 @@ class ActivityLog:
         self._fd = fd
         self._lock = threading.Lock()
         self._tail: tuple[int, _Link] | None = None  # (file size, link) after our last write
+        self._floor: _Link | None = None  # see ``continue_after``
 
     @classmethod
     def open(cls, path: Path, key_file: Path) -> ActivityLog:
@@ -256,6 +328,14 @@ class ActivityLog:
             log.close()
             raise
         return log
+
+    def continue_after(self, anchor: Anchor | None) -> None:
+        """Number new entries after ``anchor`` (recorded outside the log) if the log on
+        disk ends before it: a deleted or truncated log then shows its gap rather than
+        starting over at seq 1 where nobody can tell."""
+        with self._lock:
+            self._floor = anchor if anchor is not None and anchor.seq > 0 else None
+            self._tail = None
 
     def close(self) -> None:
         with self._lock:
@@ -289,18 +369,21 @@ class ActivityLog:
             seq, prev = self._sync(fd, writing=True)
             lines: list[str] = []
             entries: list[Entry] = []
+            last_at: tuple[datetime, str] | None = None
             for event in events:
                 seq += 1
+                if last_at is None or last_at[0] != event.at:  # an interrupt's steps share it
+                    last_at = (event.at, to_text(event.at.astimezone(UTC)))
                 at = event.at.astimezone(UTC)
-                body = {"seq": seq, "at": to_text(at), "step": event.step,
+                body = {"seq": seq, "at": last_at[1], "step": event.step,
                         "interrupt": event.interrupt, "intent": event.intent,
                         "type": event.type, "detail": event.detail, "prev": prev}
                 try:
-                    mac = self._mac(canonical(body).encode())
+                    text = canonical(body)
                 except (TypeError, ValueError) as exc:
                     raise ValueError(f"detail of a {event.step!r} activity is not JSON: {exc}") from None
-                body["mac"] = mac
-                line = canonical(body)
+                mac = self._mac(text.encode())
+                line = _with_mac(text, body, mac)
                 lines.append(line)
                 entries.append(Entry(seq, at, event.step, event.interrupt, event.intent,
                                      event.type, event.detail, prev, mac))
@@ -423,6 +506,8 @@ class ActivityLog:
             os.write(fd, b"\n")  # an acknowledged line was torn: keep it, visibly damaged
             size += 1
         link = tail if tail is not None and tail.seq >= anchor.seq else anchor
+        if self._floor is not None and self._floor.seq > link.seq:
+            link = self._floor
         self._tail = (size, link)
         return link
 
@@ -484,9 +569,10 @@ class ActivityLog:
         """Every entry of one interrupt, in order."""
         return list(self.entries(interrupt=interrupt))
 
-    def verify(self) -> VerifyReport:
-        """Check every line's shape and MAC, the ``prev`` chain, the order of ``seq`` and
-        the head anchor, and say where each problem is. Writers are not held up."""
+    def verify(self, anchor: Anchor | None = None) -> VerifyReport:
+        """Check every line's shape and MAC, the ``prev`` chain, the order of ``seq``, the
+        head anchor and ``anchor`` (the engine state's, if the caller has one), and say
+        where each problem is. Writers are not held up."""
         size, fd, head = self._snapshot()
         check = _Verifier(self)
         torn = 0
@@ -495,7 +581,7 @@ class ActivityLog:
                 check.line(number, raw)
             else:
                 torn = number
-        return check.finish(head, torn)
+        return check.finish(head, torn, anchor)
 
 
 class _Seen(NamedTuple):
@@ -528,7 +614,8 @@ class _Verifier:
         try:
             doc, _at = _fields(raw)
         except _BadLine as exc:
-            self.problems.append(Problem(None, number, f"unreadable line: {exc}"))
+            self.problems.append(Problem(None, number, f"unreadable line: {exc}",
+                                         "line_unreadable"))
             self.unreadable += 1
             return
         self.count += 1
@@ -539,24 +626,26 @@ class _Verifier:
         digest = hashlib.sha256(raw).hexdigest()
         if seq in self.seen:
             where = self.seen[seq].line
-            self.problems.append(Problem(seq, number, f"duplicate of seq {seq} on line {where}"))
+            self.problems.append(Problem(seq, number, f"duplicate of seq {seq} on line {where}",
+                                         "entry_moved"))
             return
         if seq < self.top.seq:
             self.problems.append(Problem(seq, number, (
                 f"out of order: comes after seq {self.top.seq} (line {self.top_line}); "
-                "entries were moved")))
+                "entries were moved"), "entry_moved"))
         before = self.seen.get(seq - 1)
         if before is not None:
             if prev != before.hash and not before.bad_mac:
                 self.problems.append(Problem(seq, number, (
                     f"prev does not match seq {seq - 1} (line {before.line}): "
-                    "an entry was replaced")))
+                    "an entry was replaced"), "entry_replaced"))
         elif seq - 1 > self.top.seq:
             self.waiting[seq - 1] = (number, seq, prev, self.top.seq + 1)
         later = self.waiting.pop(seq, None)
         if later is not None and later[2] != digest and not bad_mac:
             self.problems.append(Problem(later[1], later[0], (
-                f"prev does not match seq {seq} (line {number}): an entry was replaced")))
+                f"prev does not match seq {seq} (line {number}): an entry was replaced"),
+                "entry_replaced"))
         self.seen[seq] = _Seen(digest, number, bad_mac)
         if seq > self.top.seq:
             self.top, self.top_line = _Link(seq, digest), number
@@ -564,11 +653,12 @@ class _Verifier:
             floor = self.top.seq - _WINDOW
             self.seen = {s: v for s, v in self.seen.items() if s > floor}
 
-    def finish(self, head: _Head, torn: int) -> VerifyReport:
+    def finish(self, head: _Head, torn: int, outside: Anchor | None = None) -> VerifyReport:
         how = "deleted, or on an unreadable line" if self.unreadable else "entries were deleted"
         for number, seq, _prev, first in self.waiting.values():
             gap = f"seq {first}" if first == seq - 1 else f"seq {first} to {seq - 1}"
-            self.problems.append(Problem(seq, number, f"{gap} missing before this entry: {how}"))
+            self.problems.append(Problem(seq, number, f"{gap} missing before this entry: {how}",
+                                         "entries_missing"))
         anchor = head.link
         if anchor is not None and anchor.seq > self.top.seq:
             lost = anchor.seq - self.top.seq
@@ -577,14 +667,16 @@ class _Verifier:
                     f"{anchor.seq}: {lost_text}")
             if torn:
                 self.problems.append(Problem(self.top.seq + 1, torn, (
-                    f"torn last line: {ends} (a write that did not finish, or truncated)")))
+                    f"torn last line: {ends} (a write that did not finish, or truncated)"),
+                    "log_truncated"))
             else:
                 self.problems.append(Problem(self.top.seq + 1, self.last_line + 1,
-                                             f"{ends} (truncated)"))
+                                             f"{ends} (truncated)", "log_truncated"))
         elif anchor is not None and (mark := self.seen.get(anchor.seq)) is not None:
             if mark.hash != anchor.hash and not mark.bad_mac:
                 self.problems.append(Problem(anchor.seq, mark.line, (
-                    "not the entry the head anchor records: it was replaced")))
+                    "not the entry the head anchor records: it was replaced"),
+                    "entry_replaced"))
         elif anchor is None and head.problem is None and (self.last_line or torn):
             head = _Head(None, f"{self.log.head_path} is missing: cannot tell whether entries "
                                "were removed from the end")
@@ -593,13 +685,36 @@ class _Verifier:
             self.problems.append(Problem(one.seq, one.line, (
                 f"no MAC matches the key in {self.log.key_file} ({self.count} of "
                 f"{self.count} entries and the head anchor fail): the log was written with "
-                "another key; was the key file replaced?")))
+                "another key; was the key file replaced?"), "key_mismatch"))
         else:
             self.problems.extend(self.bad_macs)
             if head.problem is not None:
-                self.problems.append(Problem(None, 0, head.problem))
+                self.problems.append(Problem(None, 0, head.problem, "head_invalid"))
+        if outside is not None and outside.seq > 0:
+            self._check_outside(outside, torn)
         self.problems.sort(key=lambda p: (p.line == 0, p.line))
         return VerifyReport(not self.problems, self.count, self.problems)
+
+
+    def _check_outside(self, outside: Anchor, torn: int) -> None:
+        """The engine state's anchor: entries it vouches for must still be here."""
+        recorded = f"the engine state records seq {outside.seq}"
+        if not self.last_line and not torn:
+            self.problems.append(Problem(outside.seq, 1, (
+                f"the log is empty but {recorded}: the log (and its head) were deleted "
+                "or replaced"), "log_missing"))
+        elif outside.seq > self.top.seq:
+            if any(p.code == "log_truncated" for p in self.problems):
+                return  # the head anchor already said so
+            lost = outside.seq - self.top.seq
+            self.problems.append(Problem(self.top.seq + 1, self.last_line + 1, (
+                f"the log ends at seq {self.top.seq} but {recorded}: {lost} "
+                f"{'entry' if lost == 1 else 'entries'} missing at the end (truncated, "
+                "or the log and its head were replaced)"), "log_truncated"))
+        elif ((mark := self.seen.get(outside.seq)) is not None
+              and mark.hash != outside.hash and not mark.bad_mac):
+            self.problems.append(Problem(outside.seq, mark.line, (
+                "not the entry the engine state records: it was replaced"), "entry_replaced"))
 
 
 # -- files --------------------------------------------------------------------------------

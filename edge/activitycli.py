@@ -1,8 +1,10 @@
 """``mailslot log`` and ``mailslot explain``: read and check the activity log.
 
 ``mailslot log`` lists entries (the last ``--limit``, filtered); ``mailslot log --verify``
-checks the chain, the MACs and the head anchor and exits 1 on any problem, one line per
-problem saying where; ``mailslot explain ID`` tells one interrupt's story in plain words.
+checks the chain, the MACs, the head anchor and the anchor kept in the engine state (so a
+log deleted together with its head is caught) and exits 1 on any problem, one line per
+problem saying where, the most serious one's code last; ``mailslot explain ID`` tells one
+interrupt's story in plain words (exit 1, ``no_record``, if the log has nothing on it).
 Times print in the local time zone; ``--json`` gives the stored fields.
 """
 
@@ -15,8 +17,18 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from edge.activity import ActivityLog, Entry, VerifyReport, canonical, head_file
+from edge.activity import (
+    ActivityLog,
+    Anchor,
+    Entry,
+    NoRecord,
+    Problem,
+    VerifyReport,
+    canonical,
+    head_file,
+)
 from edge.config import EdgePaths
+from edge.enginestate import EngineState
 from edge.explaintext import explain
 
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
@@ -54,10 +66,37 @@ def since_time(value: str, now: datetime | None = None) -> datetime:
     return moment if moment.utcoffset() is not None else moment.astimezone()
 
 
-def _open() -> ActivityLog | None:
+def engine_anchor(paths: EdgePaths) -> Anchor | None:
+    """The anchor the engine state keeps outside the log, if the engine ever ran here."""
+    if not paths.engine_file.exists():
+        return None
+    state = EngineState.open(paths.engine_file)
+    try:
+        return state.log_anchor()
+    finally:
+        state.close()
+
+
+def verify_log(paths: EdgePaths) -> VerifyReport:
+    """``mailslot log --verify``: the log against its head and the engine's anchor. A log
+    that is gone while the engine state vouches for entries is ``log_missing`` (nothing is
+    created to check it)."""
+    anchor = engine_anchor(paths)
+    log = _open(paths)
+    if log is None:
+        if anchor is None or anchor.seq == 0:
+            return VerifyReport(True, 0, [])
+        return VerifyReport(False, 0, [Problem(anchor.seq, 1, (
+            f"{paths.activity_file} and its head are missing but the engine state records "
+            f"seq {anchor.seq}: the log was deleted or moved"), "log_missing")])
+    with log:
+        return log.verify(anchor)
+
+
+def _open(paths: EdgePaths | None = None) -> ActivityLog | None:
     """The log, or None if the engine never wrote one (then there is nothing to read
     and nothing to create)."""
-    paths = EdgePaths.resolve()
+    paths = paths or EdgePaths.resolve()
     if not paths.activity_file.exists() and not head_file(paths.activity_file).exists():
         return None
     return ActivityLog.open(paths.activity_file, paths.activity_key_file)
@@ -69,17 +108,13 @@ def cmd_log(args: argparse.Namespace) -> int:
     if args.verify:
         if any(v is not None for v in (args.since, args.intent, args.type, args.interrupt)):
             args.log_parser.error("--verify checks the whole log; it takes no filters")
-        log = _open()
-        if log is None:
-            report = VerifyReport(True, 0, [])
-        else:
-            with log:
-                report = log.verify()
+        report = verify_log(EdgePaths.resolve())
         if report.ok:
             text = f"ok: {report.count} entries, chain intact"
         else:
             text = "\n".join([*(str(p) for p in report.problems),
-                              f"FAILED: {len(report.problems)} problem(s) in {report.count} entries"])
+                              f"FAILED: {report.code}: {len(report.problems)} problem(s) in "
+                              f"{report.count} entries"])
         emit(args, report.to_dict(), text)
         return 0 if report.ok else 1
     log = _open()
@@ -121,5 +156,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if log is not None:
         with log:
             entries = log.trace(args.id)
+    if not entries:
+        raise NoRecord(f"no record of interrupt {args.id} in the activity log")
     emit(args, [e.to_dict() for e in entries], explain(args.id, entries, tz=_local_zone()))
-    return 0 if entries else 1
+    return 0

@@ -65,9 +65,11 @@ def add_approval_commands(sub: Any, command: Callable[..., argparse.ArgumentPars
         p = command(name, handler, help, group)
         p.add_argument("id", metavar="ID")
         p.add_argument("--note", default="", help="passed on to the runtime")
-    p = command("edit", cmd_edit, "change a pending request's action before deciding", group)
+    p = command("edit", cmd_edit, "narrow a pending request's action before deciding", group)
     p.add_argument("id", metavar="ID")
-    p.add_argument("--action", required=True, help="the action as it may be approved")
+    p.add_argument("--action", required=True,
+                   help="the action as it may be approved: within the requested one "
+                        "(deploy:staging for deploy:*), else refused (wider_action)")
     p = command("promote", cmd_promote,
                 "add an allow rule for an action to [approvals] in intents.toml", group)
     p.add_argument("action", metavar="ACTION")

@@ -80,6 +80,13 @@ class InvalidAction(ApprovalError):
     code = "invalid_action"
 
 
+class WiderAction(ApprovalError):
+    """``approvals edit`` may only narrow a request: the new action must stand for a
+    subset of what was asked (``deploy:staging`` for ``deploy:*``), never more."""
+
+    code = "wider_action"
+
+
 class InvalidRequest(ApprovalError):
     """A summary, note, session or intent that cannot be stored."""
 
@@ -539,12 +546,19 @@ class ApprovalDesk:
         return Decided(decided, interrupt, streak, suggest)
 
     def edit(self, approval_id: str, action: str) -> tuple[Approval, str]:
-        """Change a pending request's action (typically narrow it) before deciding;
-        returns the row and the action it had."""
+        """Narrow a pending request's action before deciding; returns the row and the
+        action it had. An action the request does not cover (wider, or a different one)
+        is refused (``WiderAction``): an edit the agent never asked for must not become
+        a permission it gets."""
         action = check_action(action)
         now = self.clock()
         with self.store.transaction():
             current = self._pending(approval_id)
+            if not covers(current.action, action):
+                raise WiderAction(
+                    f"{action!r} is not within the requested {current.action!r}: "
+                    "`approvals edit` only narrows a request (reject it instead, and let "
+                    "the agent ask for what it needs)")
             self.log.append([Event("approval_requested", now, None, current.intent, None, {
                 "id": current.id, "action": action, "edited_from": current.action,
                 "session": current.session, "by": "user",

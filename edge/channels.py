@@ -14,8 +14,10 @@ wants to leave something behind must detach it itself). The wake is the command'
 (compact UTF-8 JSON), its environment is the edge's plus ``route.env`` plus the caller's
 ``MAILSLOT_*`` variables (later wins), its cwd ``route.cwd`` or the user's home. stderr
 is discarded; stdout is read to its end but only the first ``STDOUT_MAX_BYTES`` are kept.
-A command that ran is never retried: running an agent twice costs more than missing a
-wake. Outcome:
+A command that ran is never retried for its outcome: running an agent twice costs more
+than missing a wake. (Only a crash of the edge before the outcome was recorded runs it
+again — ``edge.deliverer`` — with the same ``MAILSLOT_DELIVERY`` key, the caller's
+idempotency key, so the runtime can tell.) Outcome:
 
 * exit 0: ``ok``, unless stdout is a JSON object whose ``"outcome"`` is one of
   ``OUTCOMES`` (that wins). Anything else on stdout is ignored and
@@ -24,9 +26,10 @@ wake. Outcome:
 * ``"tokens"`` (a whole number >= 0) is honoured either way: spent is spent.
 
 ``webhook`` POSTs the wake to ``route.url`` with Standard Webhooks headers
-(``webhook-id`` = the caller's delivery id, stable across retries so the receiver can
-deduplicate; ``webhook-timestamp``; ``webhook-signature`` made by the ``standardwebhooks``
-library from the ``whsec_`` secret in ``environ[route.secret_env]``) and, if
+(``webhook-id`` = the caller's delivery key, ``msg_<ULID>``: the same on every retry and
+unique across edges, so the receiver can deduplicate on it; ``webhook-timestamp``;
+``webhook-signature`` made by the ``standardwebhooks`` library from the ``whsec_`` secret
+in ``environ[route.secret_env]``) and, if
 ``route.bearer_env`` is set, ``authorization: Bearer``. A route without ``secret_env``
 is sent unsigned (a bearer-only receiver such as an OpenClaw gateway). Redirects are not
 followed and proxy or ``.netrc`` settings from the environment are not used, so the
@@ -52,7 +55,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,11 +104,13 @@ def wake_bytes(wake: dict[str, Any]) -> bytes:
 # -- exec -----------------------------------------------------------------------------
 
 
-async def deliver_exec(route: ExecRoute, wake: dict[str, Any], env: dict[str, str]) -> ChannelResult:
+async def deliver_exec(route: ExecRoute, wake: dict[str, Any], env: dict[str, str], *,
+                       on_start: Callable[[int], None] | None = None) -> ChannelResult:
     """Run ``route.argv`` once with ``wake`` on stdin and ``env`` (the ``MAILSLOT_*``
     variables) on top of the edge's environment and ``route.env``. Never longer than
     ``route.timeout``; if cancelled, the command's process group is killed before the
-    cancel goes on. Never sets ``retry``."""
+    cancel goes on. Never sets ``retry``. ``on_start`` gets the command's pid (its
+    process group's id) as soon as it runs, before it is fed the wake."""
     began = time.monotonic()
     stdin = wake_bytes(wake)
     cwd = os.path.expanduser(route.cwd) if route.cwd else str(Path.home())
@@ -120,13 +125,17 @@ async def deliver_exec(route: ExecRoute, wake: dict[str, Any], env: dict[str, st
         why = getattr(exc, "strerror", None) or exc
         return _exec_failed(began, None, f"cannot start: {what}: {why}")
     try:
+        if on_start is not None:
+            on_start(proc.pid)
         await asyncio.wait_for(_exchange(proc, stdin, capture), route.timeout)
     except TimeoutError:
         _kill_group(proc)
         await proc.wait()
         return _exec_failed(began, None, "timed out", timeout_s=route.timeout)
-    except BaseException:  # cancelled: leave nothing running
+    except BaseException:  # cancelled: leave nothing running, and reap it
         _kill_group(proc)
+        with contextlib.suppress(asyncio.CancelledError):  # a second cancel: still re-raise
+            await asyncio.shield(proc.wait())
         raise
     _kill_group(proc)  # whatever it left behind in its group
     return _exec_result(began, proc.returncode, capture)
@@ -296,7 +305,7 @@ def _classify(began: float, status: int, reason: str, headers: httpx.Headers, ra
         return ChannelResult(outcome="error", disable=True, detail=detail)
     if status in RETRY_STATUSES or 500 <= status < 600:
         retry_after = headers.get("retry-after", "").strip()
-        if retry_after.isdigit():
+        if retry_after.isascii() and retry_after.isdigit():  # not "²": int() refuses it
             detail["retry_after_s"] = int(retry_after)
         return ChannelResult(outcome="error", retry=True, detail=detail)
     return ChannelResult(outcome="error", detail=detail)

@@ -1,8 +1,12 @@
 """``mailslot``: the one command-line entry point (edge, relay and ``up``).
 
 Config flows one way: options → one config object → the server or daemon. Every command
-that prints data takes ``--json``. Errors print ``mailslot: <code>: <message>`` (or a
-JSON object with ``--json``) and exit 1; usage errors exit 2.
+that prints data takes ``--json``. Errors print one line ``mailslot: <code>: <message>``
+(or the JSON object ``{"error": code, "message": text}`` with ``--json``) and exit with
+the code their error carries (``relay.errors.ExitCode``: 1 in general, 5
+``already_running``, 6 a server that could not start, 7 ``store_lost``); usage errors are
+code ``usage`` and exit 2. A closed stdout (``mailslot … | head``) ends the command
+quietly.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ulid import ULID
 
@@ -25,8 +30,8 @@ from edge.approvalcli import add_approval_commands
 from edge.config import EdgeConfig, EdgePaths, load_config, save_config
 from edge.daemon import EdgeDaemon
 from edge.enginecli import add_engine_commands
-from edge.errors import EdgeError, NotInitialized
-from edge.inbox import DEFAULT_LEASE, Inbox, check_lease, check_owner, default_owner
+from edge.errors import EdgeError, NotInitialized, UsageError
+from edge.inbox import DEFAULT_LEASE, Inbox, NotPending, check_lease, check_owner, default_owner
 from edge.intentcli import add_intent_commands
 from edge.intents import parse_duration
 from edge.keystore import load_identity, save_identity
@@ -34,7 +39,7 @@ from edge.mcpcli import add_mcp_commands
 from edge.timecli import add_time_commands
 from edge.watchcli import add_watch_commands
 from relay.cli import add_relay_commands
-from relay.errors import RelayError
+from relay.errors import ExitCode, RelayError
 from relay.signals import stop_on_signals
 from shared.envelope import Envelope, Source
 from shared.errors import MailslotError, MalformedInput, RemoteProtocolError
@@ -46,35 +51,71 @@ from shared.tokens import check_identity
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors raised as ``UsageError`` (sub-commands inherit the class)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _version() -> str:
+    try:
+        return version("mailslot")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+    except BrokenPipeError:
+        # The reader went away (``mailslot … | head``): nothing more to say. Point stdout
+        # at /dev/null so the interpreter's own final flush cannot fail again (Python docs,
+        # "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = ExitCode.ERROR
+    raise SystemExit(code)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return _fail(argparse.Namespace(json="--json" in argv), exc.code, exc.message,
+                     ExitCode.USAGE)
     if not hasattr(args, "handler"):
         parser.print_help()
-        raise SystemExit(2)
+        return ExitCode.USAGE
     logging.basicConfig(
         level=os.environ.get("MAILSLOT_LOG", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("websockets", "uvicorn.error", "httpx", "nats"):
+    for noisy in ("websockets", "uvicorn.error", "httpx", "nats", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        code = args.handler(args)
+        return int(args.handler(args))
     except (EdgeError, RelayError, RemoteProtocolError) as exc:
-        code = _fail(args, getattr(exc, "code", "error"), exc.message)
+        return _fail(args, getattr(exc, "code", "error"), exc.message,
+                     getattr(exc, "exit_code", ExitCode.ERROR))
     except MailslotError as exc:
-        code = _fail(args, "error", str(exc))
+        return _fail(args, "error", str(exc))
     except KeyboardInterrupt:
-        code = 130
-    raise SystemExit(code)
+        return ExitCode.INTERRUPTED
 
 
-def _fail(args: argparse.Namespace, code: str, message: str) -> int:
+def _fail(
+    args: argparse.Namespace, code: str, message: str, exit_code: int = ExitCode.ERROR
+) -> int:
+    """Report an error the documented way; return the exit code to use."""
     if getattr(args, "json", False):
         print(json.dumps({"error": code, "message": message}))
     else:
         print(f"mailslot: {code}: {message}", file=sys.stderr)
-    return 1
+    return int(exit_code)
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -82,9 +123,10 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mailslot", description="Interrupt infrastructure for proactive AI agents."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     def command(
@@ -281,7 +323,7 @@ def cmd_send(args: argparse.Namespace) -> int:
                     "dedupe_key": args.dedupe_key,
                     "payload": payload,
                     "sealed": sealed,
-                    "source": Source(kind="producer", name="cli"),
+                    "source": Source(kind="signed", name="cli"),  # not "producer": the relay's
                     "created_at": now,
                     "expires_at": expires_at,
                     "signer": identity.id,
@@ -310,15 +352,24 @@ def _inbox() -> Inbox:
     return Inbox.open(paths.inbox_file)
 
 
-def _line(item: Any) -> str:
+def _line(item: Any, now: datetime | None = None) -> str:
+    """One item; with ``now``, a live claim is shown (``claimed OWNER until T``) in place
+    of the state, so ``inbox list`` tells who holds what."""
     payload = json.dumps(item.payload, separators=(",", ":")) if item.payload else ""
-    return f"{item.id}  {item.priority:<5}  {item.state:<7}  {item.type}  {payload[:80]}"
+    line = f"{item.id}  {item.priority:<5}  {item.state:<7}  {item.type}  {payload[:80]}"
+    if now is not None and item.state == "pending" and item.claim_until is not None \
+            and item.claim_until > now:
+        until = item.claim_until.astimezone(UTC).isoformat(timespec="seconds")
+        line = f"{line.rstrip()}  [claimed by {item.claim_owner} until {until}]"
+    return line.rstrip()
 
 
 def cmd_inbox_list(args: argparse.Namespace) -> int:
     with _inbox() as inbox:
         items = inbox.list(state=None if args.all else "pending", limit=args.limit)
-    emit(args, [i.to_dict() for i in items], "\n".join(_line(i) for i in items) or "(empty)")
+    now = datetime.now(UTC)
+    emit(args, [i.to_dict() for i in items],
+         "\n".join(_line(i, now) for i in items) or "(empty)")
     return 0
 
 
@@ -364,22 +415,23 @@ def cmd_inbox_next(args: argparse.Namespace) -> int:
 
 
 def cmd_inbox_ack(args: argparse.Namespace) -> int:
-    """Exit 1 if the item is not pending, or (``claimed_by_other``) another owner holds a
-    live claim on it; ``--owner`` must name the claim's owner."""
+    """Exit 1 with ``not_pending`` if the item is unknown or not pending, or with
+    ``claimed_by_other`` if another owner holds a live claim on it; ``--owner`` must name
+    the claim's owner."""
     with _inbox() as inbox:
-        ok = inbox.ack(args.id, args.owner)
-    emit(args, {"id": args.id, "acked": ok}, "acked" if ok else f"{args.id}: not pending")
-    return 0 if ok else 1
+        if not inbox.ack(args.id, args.owner):
+            raise NotPending(args.id)
+    emit(args, {"id": args.id, "acked": True}, "acked")
+    return 0
 
 
 def cmd_inbox_nack(args: argparse.Namespace) -> int:
     """Exit 1 as ``ack`` does; a nacked item loses its claim."""
     with _inbox() as inbox:
-        ok = inbox.nack(args.id, args.delay, args.owner)
-    emit(
-        args, {"id": args.id, "nacked": ok}, "back to pending" if ok else f"{args.id}: not pending"
-    )
-    return 0 if ok else 1
+        if not inbox.nack(args.id, args.delay, args.owner):
+            raise NotPending(args.id)
+    emit(args, {"id": args.id, "nacked": True}, "back to pending")
+    return 0
 
 
 def cmd_inbox_rejected(args: argparse.Namespace) -> int:

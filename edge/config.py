@@ -10,6 +10,7 @@ Layout::
     config_dir/keys/identity.key    private identity (0600, see ``edge.keystore``)
     data_dir/inbox.sqlite3          the inbox (0600, see ``edge.inbox``)
     data_dir/engine.sqlite3         the decision engine's state (see ``edge.enginestate``)
+    data_dir/instances/ID.lock      one per running claimer of deliveries (see ``edge.instances``)
     data_dir/watches.sqlite3        the watches' runtime state (see ``edge.watchstate``)
     config_dir/intents.toml         the user's intents (see ``edge.intentfile``)
     data_dir/activity.log           hash-chained, HMAC-signed activity log (0600)
@@ -87,6 +88,10 @@ class EdgePaths:
         return self.data_dir / "engine.sqlite3"
 
     @property
+    def instances_dir(self) -> Path:
+        return self.data_dir / "instances"
+
+    @property
     def intents_file(self) -> Path:
         return self.config_dir / "intents.toml"
 
@@ -142,9 +147,11 @@ class EdgeConfig(BaseModel):
     identity: Annotated[str, AfterValidator(check_identity)]
     relay_identity: Annotated[dict[str, str], AfterValidator(_check_identity_doc)]
     initial_credit: int = Field(default=2048, ge=1, le=16384)
-    reconnect_base: float = Field(default=0.5, gt=0)
-    reconnect_cap: float = Field(default=30.0, gt=0)
-    keepalive: float = Field(default=20.0, gt=0)
+    # Finite only: ``Infinity`` or ``1e400`` in edge.json would be a keepalive that never
+    # fires or a reconnect that never comes.
+    reconnect_base: float = Field(default=0.5, gt=0, allow_inf_nan=False)
+    reconnect_cap: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    keepalive: float = Field(default=20.0, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _backoff_rules(self) -> EdgeConfig:
@@ -180,6 +187,8 @@ def load_config(paths: EdgePaths) -> EdgeConfig:
         ) from None
     except UnicodeDecodeError:
         raise EdgeConfigError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except RecursionError:
+        raise EdgeConfigError(f"{path}: not an edge configuration (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise EdgeConfigError(f"{path}: top level must be a JSON object")
     try:

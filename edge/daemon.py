@@ -20,12 +20,13 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.activity import ActivityLog, Event
+from edge.activity import ActivityLog, Entry, Event
 from edge.config import EdgeConfig, EdgePaths, load_config
 from edge.deliverer import Deliverer
 from edge.engine import Engine
 from edge.enginestate import EngineState
 from edge.inbox import Inbox
+from edge.instances import Instance
 from edge.intentfile import IntentFileError, IntentWatcher
 from edge.intents import IntentSet
 from edge.keystore import load_identity
@@ -36,6 +37,7 @@ from edge.timecli import POKE_FILE
 from edge.watches import Declarations
 from edge.watchrunner import WatchRunner
 from edge.watchstate import WatchState
+from relay.lockfile import FolderLock, edge_lock
 from shared.identity import Identity
 
 log = logging.getLogger("mailslot.edge")
@@ -52,12 +54,27 @@ class EdgeDaemon:
         self.watcher: IntentWatcher | None = None
         self.watches: WatchRunner | None = None
         self.deliverer: Deliverer | None = None
+        self.instance: Instance | None = None
         self._watch_state: WatchState | None = None
         self.arrived = asyncio.Event()
         self._inboxes: list[Inbox] = []
         self._state: EngineState | None = None
+        self._lock: FolderLock | None = None
 
-    def start(self) -> None:
+    def start(self, lock: FolderLock | None = None) -> None:
+        """Take the home's lock first (``already_running`` if another daemon or
+        ``mailslot up`` holds it: then nothing was opened or written), then open
+        everything. ``lock``: one the caller already holds on this home (``mailslot up``);
+        the caller releases it."""
+        if lock is None:
+            self._lock = edge_lock(self.paths.data_dir).acquire()
+        try:
+            self._open()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _open(self) -> None:
         self.config = load_config(self.paths)
         self.identity = load_identity(self.paths.key_file)
         status_inbox = Inbox.open(self.paths.inbox_file)
@@ -71,10 +88,11 @@ class EdgeDaemon:
         )
         self.activity = ActivityLog.open(self.paths.activity_file, self.paths.activity_key_file)
         self._state = EngineState.open(self.paths.engine_file)
+        self.activity.continue_after(self._state.log_anchor())
         self.watcher = IntentWatcher(
             self.paths.intents_file, self._intents_loaded, self._intents_refused
         )
-        self.engine = Engine(self.watcher.current, self._state, self.activity.append)
+        self.engine = Engine(self.watcher.current, self._state, self._record_decisions)
         self._watch_state = WatchState.open(self.paths.watches_file)
         state = self._state
         self.watches = WatchRunner(
@@ -86,8 +104,12 @@ class EdgeDaemon:
         )
         self.engine.inbox = engine_inbox
         engine = self.engine
+        # Who holds this daemon's delivery claims: a fresh id per start, alive while this
+        # process is (a held lock), so a restart takes back a crashed life's claims at once.
+        self.instance = Instance.start(self.paths.instances_dir, "daemon")
         self.deliverer = Deliverer(
             self.engine.deliveries, self.activity.append, self.paths.data_dir / "permissions",
+            self.instance,
             spend_tokens=lambda tokens, at: state.spend(engine.day_of(at.timestamp()),
                                                         tokens=tokens),
         )
@@ -117,6 +139,16 @@ class EdgeDaemon:
     def _intents_refused(self, error: IntentFileError) -> None:
         self._record("intents_refused", reason=error.reason, line=error.line, file=str(error.path))
         log.warning("intents file refused, keeping the last good set: %s", error)
+
+    def _record_decisions(self, events: list[Event]) -> list[Entry]:
+        """The engine's recorder: append, then anchor the chain in the engine state inside
+        the engine's open transaction, so the anchor commits with the batch (never before
+        the entries are on disk) and a vanished log is detected (``edge.activity``)."""
+        assert self.activity is not None and self._state is not None
+        entries = self.activity.append(events)
+        if entries:
+            self._state.advance_log_anchor(entries[-1].anchor)
+        return entries
 
     def _record(self, step: str, **detail: Any) -> None:
         if self.activity is not None:
@@ -165,9 +197,15 @@ class EdgeDaemon:
         if self._watch_state is not None:
             self._watch_state.close()
             self._watch_state = None
+        if self.instance is not None:  # after the deliverer gave its claims back
+            self.instance.stop()
+            self.instance = None
         if self.activity is not None:
             self.activity.close()
             self.activity = None
+        if self._lock is not None:  # last: nothing of this daemon is open any more
+            self._lock.release()
+            self._lock = None
 
 
 def _declarations(intents: IntentSet) -> Declarations:

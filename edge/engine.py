@@ -168,10 +168,19 @@ class Engine:
         events: list[Event] = []
         last = 0
         with self._batch(events):
+            # Asking the state for due wakes before every interrupt was a query each; ask
+            # when one may be due, and again only after an interrupt that matched (its
+            # policy may have queued a wake; an unmatched one changes no state).
+            next_due = self.state.next_due()
             for item in items:
                 at = _epoch(item.received_at)
-                self._dispatch_due(at, events)
+                if next_due is not None and next_due <= at:
+                    self._dispatch_due(at, events)
+                    next_due = self.state.next_due()
+                before = len(events)
                 await self._decide_one(item, at, events)
+                if any(event.step == "matched" for event in events[before:]):
+                    next_due = self.state.next_due()
                 last = item.seq
             self.state.set_cursor(max(last, self.state.cursor))
         for callback in self.on_decided:
@@ -403,9 +412,9 @@ class Engine:
             self._decided(interrupt, wake.intent, "woken", wake.kind)
 
     def _enqueue(self, intent: Intent, wake: PendingWake, at: float
-                 ) -> tuple[int, dict[str, Any]]:
+                 ) -> tuple[str, dict[str, Any]]:
         """Queue the wake for its runtime, with the minimal context and the permission
-        envelope, in the wake's own transaction."""
+        envelope, in the wake's own transaction; returns the delivery key and envelope."""
         docs = self._documents(wake.interrupts)
         envelope = permission_envelope(intent, [d.get("permissions") for d in docs], _at(at))
         first = docs[0].get("type", "an interrupt") if docs else "an interrupt"
@@ -426,7 +435,7 @@ class Engine:
             wake_doc=wake_doc, at=at,
         )
         self.queued.set()
-        return seq, envelope
+        return self.deliveries.key(seq), envelope
 
     def _documents(self, interrupts: list[str]) -> list[dict[str, Any]]:
         docs = []

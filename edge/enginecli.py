@@ -16,7 +16,7 @@ from edge.activitycli import since_time
 from edge.config import EdgePaths
 from edge.deliveries import OUTCOMES
 from edge.engine import record_activity
-from edge.enginestate import EngineState
+from edge.enginestate import EngineState, anchored_append
 from edge.errors import NotInitialized
 from edge.inbox import Inbox
 from edge.intentfile import load_intents
@@ -75,7 +75,7 @@ def report_activity(paths: EdgePaths, session: str | None) -> dict[str, Any]:
         with state.transaction():
             record_activity(state, events, session, now)
             with ActivityLog.open(paths.activity_file, paths.activity_key_file) as log:
-                log.append(events)
+                anchored_append(state, log, events)
     finally:
         state.close()
     return {"session": session or None, "at": now.isoformat()}
@@ -94,7 +94,7 @@ def cmd_outcome(args: argparse.Namespace) -> int:
         with state.transaction():
             state.spend(now.astimezone(zone).date().isoformat(), tokens=args.tokens)
             with ActivityLog.open(paths.activity_file, paths.activity_key_file) as log:
-                log.append([Event("outcome", now, interrupt, intent, None, {
+                anchored_append(state, log, [Event("outcome", now, interrupt, intent, None, {
                     "outcome": args.status, "tokens": args.tokens, "reported_by": "runtime"})])
     finally:
         state.close()

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ulid import ULID
+
+from edge.activity import ActivityLog, Anchor, Entry, Event
 from edge.errors import InboxError
 
 _SCHEMA = (
@@ -56,7 +59,8 @@ _SCHEMA = (
             CHECK (status IN ('pending', 'claimed', 'done', 'failed')),
         attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
         claim_owner TEXT, claim_until REAL, outcome TEXT, detail TEXT,
-        created REAL NOT NULL, finished REAL)""",
+        created REAL NOT NULL, finished REAL,
+        delivery_key TEXT, claim_instance TEXT, runner TEXT)""",
     "CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (kind, status, next_attempt)",
     """CREATE TABLE IF NOT EXISTS disabled_routes (
         intent TEXT PRIMARY KEY, at REAL NOT NULL, reason TEXT NOT NULL)""",
@@ -94,6 +98,7 @@ class EngineState:
                 db.execute("PRAGMA synchronous = FULL")
             for statement in _SCHEMA:
                 db.execute(statement)
+            _migrate_deliveries(db)
         except sqlite3.Error as exc:
             raise InboxError(f"{path}: cannot open engine state ({exc})") from exc
         return cls(db)
@@ -130,6 +135,34 @@ class EngineState:
 
     def set_cursor(self, seq: int) -> None:
         self.set_meta("inbox_cursor", str(seq))
+
+    # -- the activity log's outside anchor ----------------------------------------------
+
+    def log_anchor(self) -> Anchor | None:
+        """The last activity log entry the engine committed a batch after (see
+        ``edge.activity``): what ``mailslot log --verify`` checks the log still holds."""
+        raw = self.get_meta("activity_anchor")
+        if raw is None:
+            return None
+        try:
+            doc = json.loads(raw)
+            seq, digest = doc["seq"], doc["hash"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if type(seq) is not int or not isinstance(digest, str):
+            return None
+        return Anchor(seq, digest)
+
+    def advance_log_anchor(self, anchor: Anchor) -> None:
+        """Record ``anchor`` inside the caller's transaction, after the entries are on
+        disk; it only moves forward, so a batch another writer numbered lower (or a
+        replay) never pulls it back."""
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES ('activity_anchor', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+            " WHERE json_extract(meta.value, '$.seq') < json_extract(excluded.value, '$.seq')",
+            (json.dumps({"seq": anchor.seq, "hash": anchor.hash}),),
+        )
 
     # -- wakes, activity --------------------------------------------------------------
 
@@ -251,6 +284,61 @@ class EngineState:
         return [_pending(r) for r in rows]
 
 
+def anchored_append(state: EngineState, log: ActivityLog, events: list[Event]) -> list[Entry]:
+    """Append ``events`` inside the caller's ``state`` transaction and anchor the chain
+    there (as the daemon's engine does per batch), numbering after the anchor if the log
+    vanished, so that a command's entries are covered by ``mailslot log --verify`` too.
+    The anchor commits with the caller's transaction, after the entries are on disk."""
+    log.continue_after(state.log_anchor())
+    entries = log.append(events)
+    if entries:
+        state.advance_log_anchor(entries[-1].anchor)
+    return entries
+
+
 def _pending(row: tuple[Any, ...]) -> PendingWake:
     seq, intent, session, rank, kind, due, interrupts, critical = row
     return PendingWake(seq, intent, session, rank, kind, due, json.loads(interrupts), bool(critical))
+
+
+def new_delivery_key() -> str:
+    """The idempotency key of a new delivery (``webhook-id``, ``MAILSLOT_DELIVERY``): made
+    once when the row is queued and kept across every retry, so a runtime dedupes on it.
+    A ULID: 80 random bits, so unique across edges and reinstalls, not just this file."""
+    return f"msg_{ULID()}"
+
+
+def _migrate_deliveries(db: sqlite3.Connection) -> None:
+    """Bring a ``deliveries`` table from before delivery keys, claiming instances and
+    runners up to date. In a write transaction: two processes opening an old file at
+    once must not both add the columns. A row already sent to a webhook keeps the id its
+    receiver saw (``msg_mailslot_<seq>``, from when keys were per-edge counters); others
+    get a new key."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+    if {"delivery_key", "claim_instance", "runner"} <= columns:
+        _delivery_indexes(db)
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+        for column in ("delivery_key", "claim_instance", "runner"):
+            if column not in columns:
+                db.execute(f"ALTER TABLE deliveries ADD COLUMN {column} TEXT")
+        rows = db.execute("SELECT seq, kind, attempts FROM deliveries"
+                          " WHERE delivery_key IS NULL").fetchall()
+        for seq, kind, attempts in rows:
+            key = f"msg_mailslot_{seq}" if kind == "webhook" and attempts else new_delivery_key()
+            db.execute("UPDATE deliveries SET delivery_key = ? WHERE seq = ?", (key, seq))
+        _delivery_indexes(db)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _delivery_indexes(db: sqlite3.Connection) -> None:
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS deliveries_key ON deliveries (delivery_key)")
+    # Who holds claims is asked before every round of deliveries: only live claims,
+    # however many finished rows the table keeps.
+    db.execute("CREATE INDEX IF NOT EXISTS deliveries_claims ON deliveries (claim_instance)"
+               " WHERE status = 'claimed'")

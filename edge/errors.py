@@ -7,6 +7,7 @@
     ├── EdgeConfigError     config_error: edge.json missing, not JSON, or a field is invalid
     ├── KeyFileError        key_file_error: identity key file unsafe (mode), unreadable or not a key
     ├── NotInitialized      not_initialized: no identity yet: the user must run ``mailslot edge init``
+    ├── UsageError          usage: a bad command line (the CLI's parser raises it; exit 2)
     └── InboxError          inbox_error: the SQLite inbox refused an operation (locked, corrupt, newer)
         └── ClaimedByOther  claimed_by_other: another puller holds a live claim on the item
 
@@ -50,3 +51,11 @@ class InboxError(EdgeError):
     """The inbox database refused an operation; SQLite's error is translated here."""
 
     code = "inbox_error"
+
+
+class UsageError(EdgeError):
+    """A bad command line, raised by the CLI's parser instead of printed, so that it is
+    reported like every other error (one line, or JSON with ``--json``)."""
+
+    code = "usage"
+    exit_code = 2  # relay.errors.ExitCode.USAGE

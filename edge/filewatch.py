@@ -10,7 +10,9 @@ Rules this module keeps:
   *step*: half the smallest debounce in force, 10 to 50 ms.
 * A folder created or moved into a recursively watched tree is read once, when it is
   reported: what it holds is reported as created (inotify cannot report what was put in
-  it before it was watched).
+  it before it was watched). That creation comes before whatever inotify reported for the
+  same path in the same step: a file written while its new folder was being watched is
+  reported as a bare modification, and is still created.
 * A path is a literal (a file, or a folder — if it is one when subscribing — meaning
   everything under it, itself included) or a glob. In a
   glob ``*``, ``?`` and ``[...]`` match within one path component (``fnmatchcase`` on each
@@ -235,6 +237,20 @@ def _in_order(path: str, kinds: set[Change]) -> list[Change]:
     # watchfiles drops a modification that follows a creation in the same step, so a
     # modification seen with a creation came first (then a rename over the file).
     return [k for k in _ORDER if k in kinds]
+
+
+def ordered(kinds: dict[str, set[Change]], found: Iterable[str] = ()
+            ) -> dict[str, list[Change]]:
+    """One step's changes per path (what watchfiles handed over), each path's in the order
+    they must have happened: ``merge`` them in that order. ``found`` are paths a scan of a
+    folder that just appeared found in it: they were there before that folder was
+    watched, so their creation comes first, before anything inotify reported for them (a
+    write racing the new watch shows up as a bare ``modified``: created then modified is
+    still created)."""
+    result = {path: _in_order(path, path_kinds) for path, path_kinds in kinds.items()}
+    for path in dict.fromkeys(found):  # nested new folders find a path twice
+        result[path] = ["created", *result.get(path, ())]
+    return result
 
 
 def merge(changes: dict[str, Change], path: str, change: Change) -> None:
@@ -535,10 +551,8 @@ class FileWatcher:
         by_path: dict[str, set[Change]] = {}
         for code, path in batch:
             by_path.setdefault(path, set()).add(_CHANGES[code])
-        self._scan_new_folders(by_path)
-        for path, kinds in sorted(by_path.items()):
-            self._note_folders(path, kinds)
-            order = _in_order(path, kinds)
+        for path, order in sorted(ordered(by_path, self._scan_new_folders(by_path)).items()):
+            self._note_folders(path, set(order))
             for watch, routes in self._plan.routes:
                 rel = next((r for route in routes if (r := route.relative(path)) is not None),
                            None)
@@ -552,15 +566,17 @@ class FileWatcher:
                 for change in order:
                     merge(window.changes, path, change)
 
-    def _scan_new_folders(self, by_path: dict[str, set[Change]]) -> None:
+    def _scan_new_folders(self, by_path: dict[str, set[Change]]) -> list[str]:
         """A folder created (or moved) into a recursively watched tree is watched only
-        once inotify reported it: what was put in it before that has no event. Report
-        what it holds as created (a real event for the same file merges with it)."""
-        for path, kinds in list(by_path.items()):
+        once inotify reported it: what was put in it before that has no event. Return
+        what it holds, to be reported as created (``ordered``: before any real event for
+        the same file)."""
+        found: list[str] = []
+        for path, kinds in by_path.items():
             if ("created" in kinds and self._wanted_below(path) and not os.path.islink(path)
                     and os.path.isdir(path)):
-                for entry in _walk(path, SCAN_MAX_ENTRIES):
-                    by_path.setdefault(entry, set()).add("created")
+                found.extend(_walk(path, SCAN_MAX_ENTRIES))
+        return found
 
     def _wanted_below(self, folder: str) -> bool:
         """Whether some watch looks into ``folder`` recursively without ignoring it."""

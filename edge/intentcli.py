@@ -118,12 +118,15 @@ def add_intent_commands(sub: Any, command: Callable[..., argparse.ArgumentParser
 
 
 def add_match_options(group: Any, prefix: str = "", where: bool = True) -> None:
-    """Register ``--{prefix}type`` … ``--{prefix}priority`` (repeatable) and, with
-    ``where``, ``--where`` on ``group``; read them back with ``match_from_args``."""
+    """Register ``--{prefix}type`` … ``--{prefix}priority`` and, with ``where``,
+    ``--where`` on ``group``; read them back with ``match_from_args``. Each match option
+    takes one or more values and may be repeated (``--source-kind file timer`` is
+    ``--source-kind file --source-kind timer``): any of them matches."""
     for name in MATCH_FIELDS:
         metavar, help = _MATCH_HELP[name]
         option = f"--{prefix}{name.replace('_', '-')}"
-        group.add_argument(option, action="append", metavar=metavar, help=help)
+        group.add_argument(option, action="extend", nargs="+", metavar=metavar,
+                           help=f"{help}: one or more, any of them matches (repeatable)")
     if where:
         group.add_argument("--where", action="append", metavar="'FIELD OP VALUE'", help=WHERE_HELP)
 

@@ -161,7 +161,8 @@ def _syntax_error(exc: tomllib.TOMLDecodeError, text: str, path: Path) -> Intent
         line = line or int(m.group(1))
         message = message[: m.start()]
     elif (m := re.search(r"\s*\(at end of document\)$", message)) is not None:
-        line = line or max(1, len(text.splitlines()))
+        # TOML lines end at "\n" only (splitlines would also split at \f, \x1c, \u2028…)
+        line = line or text.rstrip("\n").count("\n") + 1
         message = message[: m.start()] + " at the end of the file"
     return IntentFileError(path, line, f"not valid TOML: {message}")
 

@@ -24,6 +24,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -71,7 +72,14 @@ def _check_hhmm(value: str) -> str:
     return value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: What a duration is in JSON Schema (MCP tools and other generic clients read it): a
+#: number of seconds or a string ``parse_duration`` reads. Without it a client that
+#: validates would refuse the ``"30m"`` the documentation shows.
+DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}],
+    "description": "seconds, or a duration like '90s', '15m', '2h', '1d'",
+}
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
 Zone = Annotated[str, AfterValidator(check_zone)]
 IntentId = Annotated[str, AfterValidator(lambda v: check_name(v, "intent id"))]
 HHMM = Annotated[str, AfterValidator(_check_hhmm)]

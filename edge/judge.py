@@ -75,7 +75,7 @@ async def ask_judge(judge: Judge, doc: dict[str, Any]) -> Verdict:
         return _failed(f"answer larger than {ANSWER_MAX_BYTES} bytes", began)
     if proc.returncode != 0:
         return _failed(f"exited with status {proc.returncode}", began)
-    return _parse_answer(out, began)
+    return parse_answer(out, began)
 
 
 async def _exchange(proc: asyncio.subprocess.Process, stdin: bytes) -> bytes | None:
@@ -96,20 +96,40 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _parse_answer(out: bytes, began: float) -> Verdict:
+#: Longest ``reason`` kept from an answer (the rest is cut off).
+REASON_MAX_CHARS = 500
+#: Most tokens one answer may report (more is a judge's bug, counted as 0).
+TOKENS_MAX = 10**9
+
+
+def parse_answer(out: bytes, began: float) -> Verdict:
+    """The ``Verdict`` for what a judge printed: any bytes give one (a failure for
+    anything but ``{"wake": bool, …}``), never an exception. The reason is cut to
+    ``REASON_MAX_CHARS`` and made storable (a lone surrogate from a ``\\udXXX`` escape
+    becomes ``?``), so the verdict can always be recorded in the activity log."""
     try:
         answer = json.loads(out)
-    except ValueError:
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return _failed("garbage answer (not JSON)", began)
     if not isinstance(answer, dict) or not isinstance(answer.get("wake"), bool):
         return _failed('garbage answer (expected {"wake": true|false, ...})', began)
     reason = answer.get("reason")
+    if reason is None:
+        text = ""
+    elif isinstance(reason, str):
+        text = reason[:REASON_MAX_CHARS]
+    else:  # a number or a structure: its JSON, shortened
+        try:
+            text = json.dumps(reason, ensure_ascii=False)[:REASON_MAX_CHARS]
+        except (ValueError, RecursionError):
+            text = ""
+    text = text.encode("utf-8", "replace").decode("utf-8")
     tokens = answer.get("tokens", 0)
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= TOKENS_MAX:
         tokens = 0
     return Verdict(
         wake=answer["wake"],
-        reason=str(reason)[:500] if reason is not None else "",
+        reason=text,
         tokens=tokens,
         elapsed=time.monotonic() - began,
     )

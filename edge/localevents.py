@@ -1,10 +1,12 @@
 """Local interrupts: what the edge's own watches raise.
 
 A local interrupt is the same envelope a remote producer sends, addressed to this edge,
-signed with the edge's own key, with a local source kind (``file``, ``command``,
-``timer``, ``absence``, ``sleep``, ``tick``). It is committed to the same inbox and goes
-through the same decision engine, so intents, policy, the activity log, ``explain`` and
-``replay`` treat both alike.
+signed with the edge's own key, with a local source kind (``shared.sources.LOCAL_KINDS``:
+``file``, ``command``, ``timer``, ``absence``, ``sleep``, ``tick``, ``approval``). It is
+committed to the same inbox and goes through the same decision engine, so intents,
+policy, the activity log, ``explain`` and ``replay`` treat both alike. Those kinds are
+reserved: the edge refuses them from anyone but itself (``edge.receiver``), so a rule
+on ``source_kind = "approval"`` cannot be triggered from outside.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from edge.inbox import Accepted, Inbox
 from shared.envelope import PAYLOAD_MAX_BYTES, Envelope, Priority, Source
 from shared.identity import Identity
 from shared.signing import sign_envelope
-
-LOCAL_KINDS = ("file", "command", "timer", "absence", "sleep", "tick", "approval")
+from shared.sources import LOCAL_KINDS
 
 
 class LocalRaiser:

@@ -17,12 +17,13 @@ Rules this module keeps:
   the CLI prints (``invalid_intent``, ``claimed_by_other``…) — and whose structured
   content is ``{"error": CODE, "message": …}``. Bad arguments are ``invalid_arguments``.
   Only an unknown tool name is a protocol error.
-* The channel never polls. It claims ``mcp`` deliveries (``edge.deliveries``) when
-  ``data/engine.sqlite3`` changes (inotify, through ``watchfiles``) and when the next
-  lease runs out, sends one ``notifications/claude/channel`` per delivery, then finishes
-  it and records ``delivered`` in the activity log. A delivery whose notification could
-  not be handed over (the session was closing) keeps its short lease, then goes to
-  another session.
+* The channel never polls. It claims ``mcp`` deliveries (``edge.deliveries``) one at a
+  time when ``data/engine.sqlite3`` changes (inotify, through ``watchfiles``) and when
+  the next lease runs out, sends one ``notifications/claude/channel`` per delivery, then
+  finishes it and records ``delivered`` in the activity log. The process is an
+  ``edge.instances.Instance``: if it dies holding a claim, the daemon (within seconds)
+  or the next channel (at once) gives the wake to another session. A delivery whose
+  notification could not be handed over (the session was closing) is given back at once.
 * The server speaks the handshake era of MCP (``initialize``; every client today, Claude
   Code included). A client that opens with the 2026 request envelope is refused and,
   like the SDK's own client in ``auto`` mode, falls back to the handshake.
@@ -45,11 +46,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     Field,
     TypeAdapter,
     ValidationError,
-    WithJsonSchema,
 )
 
 from edge.activity import ActivityLog, Event, head_file
@@ -57,6 +56,7 @@ from edge.config import EdgePaths, private_dir
 from edge.errors import EdgeError, NotInitialized
 from edge.explaintext import explain
 from edge.inbox import DEFAULT_LEASE, Inbox, check_lease, check_owner
+from edge.instances import Instance
 from edge.intentfile import (
     InvalidIntent,
     InvalidWatch,
@@ -72,7 +72,7 @@ from edge.intentfile import (
     set_watch_paused,
     validation_problems,
 )
-from edge.intents import Intent, Strict, StrictBool, parse_duration
+from edge.intents import Duration, Intent, Strict, StrictBool
 from edge.watches import Declarations, Watch
 from shared.errors import RemoteProtocolError
 from shared.tokens import check_opaque, check_session
@@ -156,9 +156,6 @@ class McpConfig:
 
 # -- tool arguments: the schemas the client sees --------------------------------------
 
-_DURATION_SCHEMA = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string"}],
-                    "description": "seconds, or a duration like '90s', '15m', '2h', '1d'"}
-Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Lease = Annotated[Duration, AfterValidator(check_lease)]
 Owner = Annotated[str, AfterValidator(check_owner),
                   Field(description="claim owner name (letters, digits, '_.:@-'); default:"
@@ -464,14 +461,32 @@ class ToolSpec:
     embed: tuple[str, Mapping[str, Any]] | None = field(default=None)
 
     def input_schema(self) -> dict[str, Any]:
+        """The tool's JSON Schema, in the shape generic clients (the MCP Inspector, form
+        builders) handle: an object with ``properties`` at the top, every embedded model
+        typed ``object`` even when it is a union (a ``oneOf`` alone makes them send a
+        string), and no OpenAPI-only ``discriminator`` keyword (strict validators refuse
+        unknown keywords; each ``oneOf`` branch pins its ``kind`` with ``const`` anyway)."""
         if self.embed is not None:
             arg, schema = self.embed
             body = {k: v for k, v in schema.items() if k != "$defs"}
-            return {"type": "object", "properties": {arg: body}, "required": [arg],
-                    "additionalProperties": False, "$defs": schema.get("$defs", {})}
-        schema = self.args.model_json_schema()
-        schema.pop("title", None)
-        return schema
+            body.setdefault("type", "object")
+            schema = {"type": "object", "properties": {arg: body}, "required": [arg],
+                      "additionalProperties": False, "$defs": schema.get("$defs", {})}
+        else:
+            schema = self.args.model_json_schema()
+            schema.pop("title", None)
+        schema.setdefault("properties", {})
+        return _portable(schema)
+
+
+def _portable(schema: Any) -> Any:
+    """``schema`` without pydantic's ``discriminator`` (OpenAPI, not JSON Schema)."""
+    if isinstance(schema, dict):
+        return {k: _portable(v) for k, v in schema.items()
+                if not (k == "discriminator" and isinstance(v, dict) and "propertyName" in v)}
+    if isinstance(schema, list):
+        return [_portable(v) for v in schema]
+    return schema
 
 
 TOOLS: tuple[ToolSpec, ...] = (
@@ -536,7 +551,8 @@ def channel_event(delivery: Delivery) -> dict[str, Any]:
     is the wake in words followed by its JSON document; ``meta`` (string values only,
     as Claude Code wants them: each becomes an attribute of the ``<channel>`` tag) names
     the interrupts (comma-separated when a wake coalesced several), the intent, the
-    interrupts' types and the session ('' when none)."""
+    interrupts' types, the session ('' when none) and the delivery key (the same if the
+    wake is pushed again after a crash: dedupe on it)."""
     doc = delivery.wake_doc
     wake = doc.get("wake") or {}
     interrupts = doc.get("interrupts") or [{"id": i} for i in delivery.interrupts]
@@ -559,7 +575,8 @@ def channel_event(delivery: Delivery) -> dict[str, Any]:
     return {
         "content": "\n".join(lines),
         "meta": {"interrupt": ",".join(delivery.interrupts), "intent": delivery.intent,
-                 "type": ",".join(types_), "session": delivery.session or ""},
+                 "type": ",".join(types_), "session": delivery.session or "",
+                 "delivery": delivery.key},
     }
 
 
@@ -677,12 +694,18 @@ class McpServer:
         # below yields to it, so a delivery queued after the first look is never missed.
         changed = asyncio.ensure_future(anext(changes))
         queue: DeliveryQueue | None = None
+        instance: Instance | None = None
         try:
+            # This process as a claimer: alive while it runs, so that if it dies with a
+            # claim, the daemon or the next channel takes the wake back at once.
+            instance = await asyncio.to_thread(Instance.start, paths.instances_dir,
+                                               self.config.owner)
             queue = await asyncio.to_thread(DeliveryQueue.open, paths.engine_file)
             while not stop.is_set():
                 try:
-                    await self._deliver_due(queue, connection, stop)
-                    due = await asyncio.to_thread(queue.next_due, (CHANNEL_KIND,))
+                    await self._deliver_due(queue, instance, connection, stop)
+                    due = await asyncio.to_thread(queue.next_look, (CHANNEL_KIND,), instance,
+                                                  datetime.now(UTC))
                 except Exception:  # a locked or broken database: say so, look again later
                     log.exception("channel: delivering mcp wakes failed")
                     due = datetime.now(UTC) + timedelta(seconds=CHANNEL_RETRY)
@@ -704,34 +727,45 @@ class McpServer:
             await changes.aclose()
             if queue is not None:
                 queue.close()
+            if instance is not None:
+                instance.stop()
 
-    async def _deliver_due(self, queue: DeliveryQueue, connection: Connection,
-                           stop: asyncio.Event) -> None:
-        claimed = await asyncio.to_thread(queue.claim, CHANNEL_KIND, self.config.owner,
-                                          CHANNEL_LEASE, datetime.now(UTC))
-        for delivery in claimed:
+    async def _deliver_due(self, queue: DeliveryQueue, instance: Instance,
+                           connection: Connection, stop: asyncio.Event) -> None:
+        """Take back the claims of instances that died (another channel, the daemon),
+        then claim and push due wakes one at a time."""
+        await asyncio.to_thread(queue.release_dead, instance, datetime.now(UTC))
+        while not stop.is_set():
+            claimed = await asyncio.to_thread(queue.claim, CHANNEL_KIND, instance,
+                                              CHANNEL_LEASE, datetime.now(UTC))
+            if not claimed:
+                return
+            delivery = claimed[0]
             await connection.outbound.notify(CHANNEL_METHOD, channel_event(delivery))
             if stop.is_set():
                 # The session ended while we wrote: the write may have gone nowhere.
-                # The lease runs out and another session gets the wake.
-                log.warning("channel: session closed; delivery %s left to its lease",
-                            delivery.seq)
+                # Give it back at once; the next session gets the wake (at least once).
+                log.warning("channel: session closed; delivery %s given back", delivery.key)
+                await asyncio.to_thread(queue.release, delivery, datetime.now(UTC))
                 return
             await asyncio.to_thread(self._finished, queue, delivery)
 
     def _finished(self, queue: DeliveryQueue, delivery: Delivery) -> None:
         now = datetime.now(UTC)
-        queue.finish(delivery.seq, "ok", {"channel": CHANNEL_CAPABILITY,
-                                          "owner": self.config.owner}, now)
+        if not queue.finish(delivery, "ok", {"channel": CHANNEL_CAPABILITY,
+                                             "owner": self.config.owner}, now):
+            log.warning("channel: delivery %s: claim lost; not recorded", delivery.key)
+            return
         try:
             with ActivityLog.open(self.config.paths.activity_file,
                                   self.config.paths.activity_key_file) as log_:
                 log_.append([Event("delivered", now, interrupt, delivery.intent, None, {
-                    "route": CHANNEL_KIND, "attempt": delivery.attempts,
-                    "channel": CHANNEL_CAPABILITY, "owner": self.config.owner})
+                    "route": CHANNEL_KIND, "delivery": delivery.key,
+                    "attempt": delivery.attempts, "channel": CHANNEL_CAPABILITY,
+                    "owner": self.config.owner})
                     for interrupt in delivery.interrupts])
         except EdgeError as exc:  # delivered all the same; the log says why it is silent
-            log.warning("channel: delivery %s not recorded: %s", delivery.seq, exc.message)
+            log.warning("channel: delivery %s not recorded: %s", delivery.key, exc.message)
 
 
 def _version() -> str:

@@ -1,6 +1,12 @@
 """What the edge does with each delivered envelope, before anything else touches it:
-verify (shape, trusted signer, signature, recipient is me, not expired), open a sealed
-payload, commit to the inbox — and only then say which ids may be acked upstream.
+verify (shape, trusted signer, signature, recipient is me, not expired), check that its
+signer may claim its source kind, open a sealed payload, commit to the inbox — and only
+then say which ids may be acked upstream.
+
+The source check is what makes ``source_kind`` worth routing on (``shared.sources``):
+``producer``/``webhook`` only under the pinned relay key, local kinds (``approval``,
+``file``, ``timer``…) only under this edge's own key. Anything else claiming them is a
+forgery, refused as ``forged_source`` even when its signature is good.
 
 An envelope that fails any check is *recorded* (``inbox.rejections``) and refused
 upstream, never silently dropped and never stored as an interrupt.
@@ -15,11 +21,12 @@ from datetime import datetime
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.inbox import Accepted, Inbox, utc_now
-from shared.errors import RemoteProtocolError
+from shared.errors import InvalidEnvelope, RemoteProtocolError
 from shared.frames import DeliverItem
 from shared.identity import Identity, PublicIdentity
 from shared.sealing import open_sealed
 from shared.signing import SignedEnvelope, verify_envelope
+from shared.sources import source_claim_refusal
 
 
 @dataclass
@@ -66,6 +73,12 @@ class Receiver:
                 envelope = verify_envelope(
                     signed, trusted=self._trusted, recipient=self.identity.id, now=now
                 )
+                forged = source_claim_refusal(
+                    envelope.source.kind, envelope.signer,
+                    relay=self.relay.id, recipient=self.identity.id,
+                )
+                if forged is not None:
+                    raise InvalidEnvelope(forged, code="forged_source")
                 payload = (
                     open_sealed(envelope.sealed, self.identity, envelope.id)
                     if envelope.sealed is not None

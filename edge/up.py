@@ -5,6 +5,11 @@ First run: creates the account ``local``, enrolls this edge and makes a producer
 kept in ``up.json`` (0600) in the config folder. Later runs reuse all of it, so pending
 interrupts and the curl line survive restarts. Ctrl-C stops the edge, then the relay,
 then nats-server.
+
+One ``mailslot up`` per home: it takes the edge home's lock, then the relay data folder's
+(``relay.lockfile``), before it writes anything, so a second one (or an ``edge run`` /
+``relay serve`` on the same folders) is refused with ``already_running`` and the first
+one's ``edge.json`` and store are left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from edge.daemon import EdgeDaemon
 from edge.errors import EdgeError
 from relay.config import DEFAULT_LISTEN, RelayConfig, relay_data_dir
 from relay.errors import Conflict
+from relay.lockfile import edge_lock
 from relay.signals import stop_on_signals
 
 if TYPE_CHECKING:
@@ -45,20 +51,40 @@ async def run_up(listen: str, json_output: bool = False, stop: asyncio.Event | N
     from relay.server import RelayServer
 
     paths = EdgePaths.resolve()
-    paths.ensure()
-    relay = RelayServer(RelayConfig(listen=listen, data_dir=relay_data_dir()))
-    stop = stop or asyncio.Event()
-    with stop_on_signals(stop):
-        await relay.start()
-        try:
-            token = await _local_setup(paths, relay)
-            daemon = EdgeDaemon(paths)
-            daemon.start()
-            assert daemon.config is not None
-            _announce(relay.url, daemon.config.identity, token, json_output)
-            await daemon.run(stop)
-        finally:
-            await relay.stop()
+    lock = edge_lock(paths.data_dir).acquire()  # before anything is written
+    try:
+        paths.ensure()
+        relay = RelayServer(RelayConfig(listen=listen, data_dir=relay_data_dir()))
+        stop = stop or asyncio.Event()
+        with stop_on_signals(stop):
+            await relay.start()
+            try:
+                token = await _local_setup(paths, relay)
+                daemon = EdgeDaemon(paths)
+                daemon.start(lock=lock)
+                assert daemon.config is not None
+                _announce(relay.url, daemon.config.identity, token, json_output)
+                await _run_until_stopped(daemon, relay, stop)
+            finally:
+                await relay.stop()
+    finally:
+        lock.release()
+
+
+async def _run_until_stopped(daemon: EdgeDaemon, relay: RelayServer, stop: asyncio.Event) -> None:
+    """Run the edge until ``stop``; if the relay fails for good (``store_lost``), stop the
+    edge and raise that, so ``mailslot up`` exits with its code."""
+    edge = asyncio.create_task(daemon.run(stop))
+    watcher = asyncio.create_task(relay.wait())
+    try:
+        await asyncio.wait([edge, watcher], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.set()
+        watcher.cancel()
+        results = await asyncio.gather(edge, watcher, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
 
 
 async def _local_setup(paths: EdgePaths, relay: RelayServer) -> str:

@@ -261,7 +261,7 @@ class WatchRunner:
                 used = self.state.spend_tick(watch.session, day)
                 self.state.incr("tick.fired")
                 result = {"fired": True, "today": used}
-                self._raise(watch, "tick", watch.type or "tick", now,
+                self._raise(watch, "tick", watch.type or "tick.fired", now,
                             {"session": watch.session, "every_s": watch.every, "today": used})
             self.state.upsert(watch.id, watch.kind, last_run=now, next_run=following,
                               last_result=result)

@@ -9,24 +9,36 @@ status the error class carries; nothing is stored unless every check passed.
     DELETE /v1/identities/{id}/grants/{signer} ... and revokes it
     GET    /healthz  /readyz
     WS     /v1/connect                         the edge link (subprotocol mailslot.v1)
+
+Every outside input ends in a refusal with a status below 500 or in a stored interrupt:
+bodies must say ``Content-Type: application/json`` (else 415) and are parsed by
+``shared.limits.loads`` — the same table of limits the edge applies on receipt, so
+nothing is answered 2xx that the edge would refuse. Every response carries an
+``X-Request-Id``; an unexpected exception is logged once with it and answered 500
+``{"error": "internal", "message", "request_id"}`` on a connection that stays usable
+(Starlette's own last-resort handler re-raises, and uvicorn then drops the connection).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from relay.errors import RelayError, Unauthorized
+from relay.errors import RelayError, Unauthorized, UnsupportedMediaType
 from relay.ingest import Ingest
 from relay.registry import ProducerToken, Registry
 from relay.session import LinkSession
@@ -38,9 +50,11 @@ from shared.auth import (
     parse_request_header,
     request_message,
 )
+from shared.encoding import b64e
 from shared.errors import MalformedInput, RemoteProtocolError, TooLarge
 from shared.frames import SUBPROTOCOL
 from shared.identity import Identity, PublicIdentity
+from shared.limits import loads
 from shared.signing import signed_from_doc
 from shared.tokens import check_identity
 
@@ -59,25 +73,123 @@ class Services:
     ingest: Ingest
     max_body_bytes: int
     auth_timeout: float = 10.0
+    #: False once the relay cannot recover by itself (its embedded nats-server is gone
+    #: for good): ``/healthz`` then fails so that a supervisor restarts the process.
+    healthy: Callable[[], bool] = lambda: True
+
+
+REQUEST_ID_HEADER = "x-request-id"
+#: A request id a client (or a load balancer in front) may choose; anything else is
+#: replaced by a fresh one, so that no outside text reaches a log line unchecked.
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: ``application/json``, ``application/<anything>+json``; parameters allowed.
+_JSON_MEDIA_RE = re.compile(r"application/(?:[a-z0-9!#$&^_.-]+\+)?json", re.IGNORECASE)
+
+
+class ErrorResponse(JSONResponse):
+    """An ``{"error", "message"}`` body, rendered as ASCII: a message quoting outside
+    text can never fail to encode (a lone surrogate would, as UTF-8) and turn a refusal
+    into a crash."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
 
 
 def error_response(exc: RemoteProtocolError | RelayError) -> JSONResponse:
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
+    return ErrorResponse(exc.to_dict(), status_code=exc.status)
+
+
+def request_id(scope: Scope) -> str:
+    """The id ``RequestIdMiddleware`` gave this request (made here if it did not run)."""
+    state = scope.setdefault("state", {})
+    if "request_id" not in state:
+        state["request_id"] = b64e(os.urandom(9))
+    return str(state["request_id"])
+
+
+class RequestIdMiddleware:
+    """Give every HTTP request an id (the client's ``X-Request-Id`` if it is a plain
+    token, else a fresh one), send it back as ``X-Request-Id`` on every response, and
+    keep it in ``scope["state"]`` for the log line of an unexpected error."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        offered = dict(scope.get("headers", ())).get(REQUEST_ID_HEADER.encode(), b"")
+        text = offered.decode("latin-1")
+        if _REQUEST_ID_RE.fullmatch(text):
+            scope.setdefault("state", {})["request_id"] = text
+        rid = request_id(scope).encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                headers.append((REQUEST_ID_HEADER.encode(), rid))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def internal_error(request: Request, exc: BaseException) -> Response:
+    """The one log line of an unexpected exception, and the 500 that says which."""
+    rid = request_id(request.scope)
+    log.error("request %s: %s %s failed", rid, request.method, request.url.path, exc_info=exc)
+    return ErrorResponse(
+        {"error": "internal", "message": "the relay failed to handle this request; "
+         "it has been logged", "request_id": rid},
+        status_code=500,
+    )
+
+
+def check_json_media(request: Request) -> None:
+    """Refuse a body that does not say it is JSON (415): a form post (``curl -d`` without
+    ``-H 'Content-Type: application/json'``) gets a clear answer, not a parse error."""
+    header = request.headers.get("content-type")
+    if header is None:
+        raise UnsupportedMediaType("send the body with Content-Type: application/json")
+    media, _, params = header.partition(";")
+    if _JSON_MEDIA_RE.fullmatch(media.strip()) is None:
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {media.strip()[:64]!r}"
+        )
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8", "utf8"
+        ):
+            raise UnsupportedMediaType("JSON bodies must be UTF-8 (charset=utf-8)")
+
+
+def guarded(handler: Handler) -> Handler:
+    """Every handler's failure path: a typed error is its documented refusal; anything
+    else is a bug, answered 500 with a body and logged once (see ``internal_error``)."""
+
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except (RemoteProtocolError, RelayError) as exc:
+            if exc.status >= 500:
+                log.warning("request %s: %s %s: %s", request_id(request.scope),
+                            request.method, request.url.path, exc.message)
+            return error_response(exc)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
+        except Exception as exc:
+            return internal_error(request, exc)
+
+    return wrapper
 
 
 def build_app(services: Services) -> Starlette:
-    def guarded(handler: Handler) -> Handler:
-        async def wrapper(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except (RemoteProtocolError, RelayError) as exc:
-                if exc.status >= 500:
-                    log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-                return error_response(exc)
-
-        return wrapper
-
     async def read_json(request: Request) -> tuple[bytes, Any]:
+        """The body, size-capped, labelled JSON and JSON within ``shared.limits`` (else
+        a refusal). Read before the label is checked, so that a 415 leaves the keep-alive
+        connection usable (a partly read request body would make uvicorn close it)."""
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
@@ -85,10 +197,8 @@ def build_app(services: Services) -> Starlette:
                 raise TooLarge(
                     f"body is larger than {services.max_body_bytes} bytes", code="body_too_large"
                 )
-        try:
-            return bytes(body), json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise MalformedInput(f"body is not valid JSON: {exc}", code="malformed_json") from exc
+        check_json_media(request)
+        return bytes(body), loads(bytes(body))
 
     def bearer(request: Request) -> str | None:
         header = request.headers.get("authorization")
@@ -147,25 +257,40 @@ def build_app(services: Services) -> Starlette:
         return JSONResponse({"recipient": recipient, "signer": signer, "granted": False})
 
     async def signed_by_owner(request: Request) -> tuple[str, str]:
-        """Check a Mailslot-Signature request made by the identity in the path."""
+        """Check a Mailslot-Signature request made by the identity in the path: the header
+        parsed strictly, the time within the skew, the signature, then the nonce spent
+        (atomically, in the shared nonce bucket) so that a captured request cannot be
+        replayed. All of it before the caller changes anything."""
         recipient = check_identity(request.path_params["id"])
         signer = check_identity(request.path_params["signer"])
-        body = await request.body()
         header = request.headers.get("authorization")
         if header is None:
             raise Unauthorized("signed request required", code="missing_auth")
-        claimed, ts, sig = parse_request_header(header)
+        claimed, ts, nonce, sig = parse_request_header(header)
         if claimed != recipient:
             raise Unauthorized("only the identity itself may change its grants", code="bad_auth")
-        if abs(time.time() - ts) > REQUEST_SKEW_SECONDS:
-            raise Unauthorized("request timestamp too far from now", code="stale_request")
+        if abs(int(time.time()) - ts) > REQUEST_SKEW_SECONDS:
+            raise Unauthorized(
+                f"request timestamp is more than {REQUEST_SKEW_SECONDS} s from the relay's "
+                "clock",
+                code="stale_request",
+            )
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > services.max_body_bytes:
+                raise TooLarge(
+                    f"body is larger than {services.max_body_bytes} bytes", code="body_too_large"
+                )
         public, _ = await services.registry.require_identity(recipient)
-        message = request_message(request.method, request.url.path, ts, body)
+        message = request_message(request.method, request.url.path, ts, nonce, bytes(body))
         check_b64_signature(public.verifier(), sig, message)
+        await services.registry.spend_request_nonce(recipient, nonce)
         return recipient, signer
 
     async def healthz(_request: Request) -> Response:
-        return JSONResponse({"ok": True})
+        ok = services.healthy()
+        return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
 
     async def readyz(_request: Request) -> Response:
         ready = services.store.ready
@@ -186,15 +311,33 @@ def build_app(services: Services) -> Starlette:
         Route("/v1/identities/{id}", guarded(get_identity), methods=["GET"]),
         Route("/v1/identities/{id}/grants/{signer}", guarded(put_grant), methods=["PUT"]),
         Route("/v1/identities/{id}/grants/{signer}", guarded(delete_grant), methods=["DELETE"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        Route("/healthz", guarded(healthz), methods=["GET"]),
+        Route("/readyz", guarded(readyz), methods=["GET"]),
         WebSocketRoute("/v1/connect", connect),
     ]
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
-        return JSONResponse({"error": "not_found", "message": "no such endpoint"}, 404)
+        return ErrorResponse({"error": "not_found", "message": "no such endpoint"}, 404)
 
     async def method_not_allowed(_request: Request, _exc: Exception) -> Response:
-        return JSONResponse({"error": "method_not_allowed", "message": "method not allowed"}, 405)
+        return ErrorResponse({"error": "method_not_allowed", "message": "method not allowed"},
+                             405)
 
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed})
+    async def refused(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RemoteProtocolError | RelayError)
+        return error_response(exc)
+
+    async def last_resort(request: Request, exc: Exception) -> Response:
+        return internal_error(request, exc)
+
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={
+            404: not_found,
+            405: method_not_allowed,
+            RemoteProtocolError: refused,
+            RelayError: refused,
+            Exception: last_resort,
+        },
+    )

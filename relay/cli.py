@@ -2,7 +2,12 @@
 
 Admin commands talk to the registry in JetStream directly: the configured ``--nats``,
 else the running relay's embedded server, else the embedded store opened just for the
-command. Tokens are printed once and stored only as hashes.
+command under the data folder's lock (never a second nats-server on a store a relay
+owns). Tokens are printed once and stored only as hashes.
+
+Flags are checked while parsing (``--listen``, ``--sync``, ``--replicas``,
+``--nats-restart-timeout``), so a bad one is a usage error (exit 2) before anything
+starts.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,12 +49,23 @@ def add_relay_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]
         return p
 
     p = with_store_options(command("serve", cmd_serve, "run the relay", relay))
-    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT (default {DEFAULT_LISTEN})")
-    p.add_argument("--replicas", type=int, default=1, help="JetStream replicas (3 on a cluster)")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, type=listen_arg,
+                   help=f"HOST:PORT (default {DEFAULT_LISTEN})")
+    p.add_argument("--replicas", type=replicas_arg, default=1,
+                   help="JetStream replicas, 1 to 5 (3 on a cluster)")
     p.add_argument(
         "--sync",
         default="always",
+        type=sync_arg,
         help='embedded nats-server fsync: "always" (default) or an interval like "1s"',
+    )
+    p.add_argument(
+        "--nats-restart-timeout",
+        type=seconds_arg,
+        default=30.0,
+        metavar="SECONDS",
+        help="embedded nats-server: how long to try restarting it after it exits before "
+        "the relay fails /healthz and exits with code 7 (default 30)",
     )
 
     account = relay.add_parser("account", help="accounts").add_subparsers(metavar="COMMAND")
@@ -78,21 +95,61 @@ def add_relay_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]
     p.add_argument("--name", default="producer", help="shown as the interrupts' source name")
 
 
+def listen_arg(value: str) -> str:
+    """``--listen``: HOST:PORT, checked while parsing so a typo is a usage error (exit 2)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT with a port 0-65535, not {value!r}")
+    return value
+
+
+def sync_arg(value: str) -> str:
+    """``--sync``: "always", or a duration nats-server understands (``500ms``, ``1s``, ``2m``)."""
+    if value == "always" or _SYNC_INTERVAL.fullmatch(value):
+        return value
+    raise argparse.ArgumentTypeError(
+        f'must be "always" or an interval like 500ms, 1s, 2m, not {value!r}'
+    )
+
+
+def replicas_arg(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 5:
+        raise argparse.ArgumentTypeError(f"must be a number from 1 to 5, not {value!r}")
+    return int(value)
+
+
+def seconds_arg(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 86_400:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {value!r}")
+    return seconds
+
+
+_SYNC_INTERVAL = re.compile(r"[1-9][0-9]{0,6}(ms|s|m|h)")
+
+
 def config_from(args: argparse.Namespace) -> RelayConfig:
     return RelayConfig(
         listen=getattr(args, "listen", DEFAULT_LISTEN),
         nats=tuple(args.nats),
         data_dir=args.data_dir or relay_data_dir(),
         embedded_sync=getattr(args, "sync", "always"),
+        embedded_restart_timeout=getattr(args, "nats_restart_timeout", 30.0),
         stream=StreamSettings(replicas=getattr(args, "replicas", 1)),
     )
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data) if args.json else text)
+    print(json.dumps(data) if args.json else text, flush=True)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until SIGINT/SIGTERM. Start-up refusals (``already_running``, ``port_in_use``,
+    ``store_unavailable``) and a lost embedded store (``store_lost``) propagate as
+    ``RelayError`` s carrying their exit code, after everything started was stopped."""
     from relay.server import RelayServer
 
     config = config_from(args)
@@ -110,10 +167,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
             waiter = asyncio.create_task(server.wait())
             stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            log.info("stopping relay")
-            await server.stop()
+            try:
+                await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+                log.info("stopping relay")
+                await server.stop()
+            if waiter.done():
+                waiter.result()  # StoreLost: exit with its code
+            else:
+                waiter.cancel()
 
     asyncio.run(serve())
     return 0

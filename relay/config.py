@@ -50,6 +50,9 @@ class RelayConfig(BaseModel):
     max_body_bytes: int = 160 * 1024
     #: Embedded server: fsync every write ("always") or on an interval (e.g. "1s", "2m").
     embedded_sync: str = "always"
+    #: Embedded server: how long the relay tries to restart a nats-server that exited
+    #: before it gives up, fails /healthz and exits (code 7) for its supervisor.
+    embedded_restart_timeout: float = Field(default=30.0, gt=0)
     #: Seconds an edge has to answer the link's challenge before it is closed (4408).
     auth_timeout: float = Field(default=10.0, gt=0)
 

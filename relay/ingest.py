@@ -5,6 +5,10 @@ recipient — the relay itself (a *draft* sent with a producer token, which the 
 as its attestation) or a producer key the recipient granted (a *signed* envelope, which
 the relay cannot forge and, if sealed, cannot read). Checks run cheapest first and
 nothing is written until all of them pass.
+
+``source`` is part of the attestation: the relay sets it for a draft (kind ``producer``,
+the token's name) and refuses a draft that tries to; a signed envelope may name any kind
+but the reserved ones (``shared.sources``), which only the relay or the edge may claim.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from relay.store import Store
 from shared.envelope import (
     DedupeKey,
     Envelope,
+    EventId,
     IdentityId,
     Permissions,
     Priority,
@@ -34,14 +39,19 @@ from shared.envelope import (
     parse_envelope,
     validation_error,
 )
-from shared.errors import Expired, UntrustedSigner
+from shared.errors import Expired, InvalidEnvelope, UntrustedSigner
 from shared.identity import Identity
+from shared.limits import TTL_MAX_SECONDS, check_created_at
 from shared.signing import SignedEnvelope, check_signature, sign_envelope
+from shared.sources import source_claim_refusal
 
 
 class Draft(BaseModel):
     """What a producer with a bearer token posts; the relay fills in the rest and signs.
-    ``id`` is optional: send your own to make retries idempotent."""
+    ``id`` is optional: send your own to make retries idempotent. ``source`` is the
+    relay's to set (kind ``producer``, name from the token), so a draft carrying one is
+    refused; ``event_id`` (your own id for the event, e.g. a webhook delivery id) becomes
+    ``source.event_id``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     id: UlidStr | None = None
@@ -49,7 +59,7 @@ class Draft(BaseModel):
     type: TypeName
     priority: Priority = Priority.next
     session: Session | None = None
-    source: Source | None = None
+    event_id: EventId | None = None
     expires_at: AwareDatetime | None = None
     dedupe_key: DedupeKey | None = None
     payload: dict[str, Any] | None = None
@@ -77,6 +87,12 @@ class Ingest:
         self.clock = clock
 
     def parse_draft(self, doc: object) -> Draft:
+        if isinstance(doc, dict) and "source" in doc:
+            raise InvalidEnvelope(
+                "source: the relay sets source for drafts (kind producer, name from the "
+                "token); send your own event id as event_id",
+                code="source_not_allowed",
+            )
         try:
             return Draft.model_validate(doc)
         except ValidationError as exc:
@@ -87,12 +103,12 @@ class Ingest:
         await self.registry.require_identity(draft.to)
         now = self.clock()
         self._check_not_expired(draft.expires_at, now)
-        fields = draft.model_dump(exclude_none=True, exclude={"id", "source"})
+        fields = draft.model_dump(exclude_none=True, exclude={"id", "event_id"})
         try:
             envelope = Envelope(
                 **fields,
                 id=draft.id or str(ULID()),
-                source=draft.source or Source(kind="producer", name=producer.name),
+                source=Source(kind="producer", name=producer.name, event_id=draft.event_id),
                 created_at=now,
                 signer=self.relay.id,
             )
@@ -104,6 +120,11 @@ class Ingest:
         envelope = parse_envelope(signed.envelope)
         if producer is not None:
             self._check_route(envelope.to, producer)
+        refusal = source_claim_refusal(
+            envelope.source.kind, envelope.signer, relay=self.relay.id, recipient=envelope.to
+        )
+        if refusal is not None:
+            raise InvalidEnvelope(f"source.kind: {refusal}", code="source_not_allowed")
         await self.registry.require_identity(envelope.to)
         if envelope.signer == self.relay.id:
             raise UntrustedSigner("only the relay signs relay attestations")
@@ -115,6 +136,7 @@ class Ingest:
         check_signature(signed, signer[0].verifier())
         now = self.clock()
         self._check_not_expired(envelope.expires_at, now)
+        check_created_at(envelope.created_at, now)  # the edge refuses it too: never 2xx it
         return await self._store(envelope, signed, now)
 
     @staticmethod
@@ -129,6 +151,10 @@ class Ingest:
 
     async def _store(self, envelope: Envelope, signed: SignedEnvelope, now: datetime) -> Stored:
         ttl = (envelope.expires_at - now).total_seconds() if envelope.expires_at else None
+        if ttl is not None:
+            # JetStream's per-message TTL overflows past ~292 years (nanoseconds in an
+            # int64): such a message was stored, answered 202, and dropped at once.
+            ttl = min(ttl, TTL_MAX_SECONDS)
         duplicate = await self.store.publish(
             envelope.to, envelope.priority, envelope.id, signed.to_wire(), ttl
         )

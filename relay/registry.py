@@ -11,6 +11,10 @@ Keys::
     token.<sha256(token)>       {"account", "to", "name", "created_at"}
     grant.<recipient>.<signer>  {"created_at"}
     relay.key                   the relay's private identity (shared by relay processes)
+
+and, in the nonce bucket (entries expire after ``NONCE_MEMORY_SECONDS``)::
+
+    <identity>.<nonce>          one accepted signed request
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from datetime import UTC, datetime
 
 from relay.errors import Conflict, Forbidden, NotFound, Unauthorized
 from relay.store import Store
+from shared.auth import check_request_nonce
 from shared.identity import Identity, PublicIdentity
 from shared.tokens import check_identity, check_name
 
@@ -164,6 +169,21 @@ class Registry:
         key = f"grant.{check_identity(recipient)}.{check_identity(signer)}"
         if await self.store.kv_get(key) is not None:
             await self.store.kv_delete(key)
+
+    # -- signed requests: each nonce works once -------------------------------------------
+
+    async def spend_request_nonce(self, identity: str, nonce: str) -> None:
+        """Record that ``identity`` used ``nonce`` (call only after its signature verified,
+        so nobody can burn another identity's nonces); raise ``Unauthorized``
+        ``replayed_request`` if it was used before, in any relay process."""
+        key = f"{check_identity(identity)}.{check_request_nonce(nonce)}"
+        try:
+            await self.store.remember_nonce(key)
+        except Conflict as exc:
+            raise Unauthorized(
+                "this signed request was already used (same nonce): sign a fresh one",
+                code="replayed_request",
+            ) from exc
 
     async def is_granted(self, recipient: str, signer: str) -> bool:
         key = f"grant.{check_identity(recipient)}.{check_identity(signer)}"

@@ -1,5 +1,13 @@
-"""The relay's lifecycle: ``start`` (embedded nats-server if no --nats, JetStream set-up,
-relay key, HTTP server) → serve → ``stop`` (close links, drain NATS, stop nats-server).
+"""The relay's lifecycle: ``start`` (the data folder's lock, the HTTP socket, embedded
+nats-server if no --nats, JetStream set-up, relay key, HTTP server) → serve → ``stop``
+(close links, drain NATS, stop nats-server, give the lock back).
+
+The order of ``start`` is chosen so that a refusal changes nothing: the lock first (a
+second relay on the folder fails with ``already_running`` before it touches the store),
+then the listening socket (a port in use fails with ``port_in_use`` before any
+nats-server exists). Any later failure stops what was started. While it runs, the
+embedded server is supervised: restarted if it exits (``/readyz`` is 503 meanwhile), and
+if it cannot come back ``wait`` raises ``StoreLost`` (``/healthz`` is 503 by then).
 
 ``RelayServer`` never installs signal handlers itself, so that ``mailslot up`` can run a
 relay and an edge in one process under one handler (``relay.signals``).
@@ -12,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,8 +28,9 @@ import uvicorn
 
 from relay.app import Services, build_app
 from relay.config import RelayConfig
-from relay.errors import StoreUnavailable
+from relay.errors import AlreadyRunning, StartupFailed, StoreUnavailable
 from relay.ingest import Ingest
+from relay.lockfile import FolderLock, relay_lock
 from relay.natsserver import EmbeddedNats
 from relay.registry import Registry
 from relay.store import Store
@@ -48,12 +58,20 @@ class RelayServer:
         self.identity: Identity | None = None
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._lock: FolderLock | None = None
+        self._wrote_runtime = False
         self.url = ""
         self.nats_url = ""
 
+    @property
+    def healthy(self) -> bool:
+        """False once the embedded nats-server could not be brought back (``/healthz``)."""
+        return self.embedded is None or not self.embedded.failed
+
     async def start(self) -> None:
         """Start everything; return once the HTTP port is listening. On failure, stop
-        what was started and raise."""
+        what was started and raise (``AlreadyRunning``, ``StartupFailed``)."""
         try:
             await self._start()
         except BaseException:
@@ -62,56 +80,92 @@ class RelayServer:
 
     async def _start(self) -> None:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        servers = list(config.nats)
-        if not servers:
-            self.embedded = EmbeddedNats(config.data_dir / "jetstream", sync=config.embedded_sync)
-            servers = [await self.embedded.start()]
-        self.nats_url = servers[0]
-        self.store = await Store.connect(servers, config.stream)
-        await self.store.ensure()
-        registry = Registry(self.store)
-        self.identity = await registry.relay_identity()
-        services = Services(
-            store=self.store,
-            registry=registry,
-            relay=self.identity,
-            ingest=Ingest(self.store, registry, self.identity),
-            max_body_bytes=config.max_body_bytes,
-            auth_timeout=config.auth_timeout,
-        )
-        uv_config = uvicorn.Config(
-            build_app(services),
-            host=config.host,
-            port=config.port,
-            ws="websockets-sansio",
-            ws_max_size=EDGE_FRAME_MAX_BYTES,
-            ws_ping_interval=20.0,
-            ws_ping_timeout=20.0,
-            ws_per_message_deflate=False,
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=5,
-        )
-        self._server = _Server(uv_config)
-        self._task = asyncio.create_task(self._server.serve())
+        self._lock = relay_lock(config.data_dir).acquire()
+        sock = _bind(config.host, config.port)
+        try:
+            servers = list(config.nats)
+            if not servers:
+                self.embedded = EmbeddedNats(
+                    config.data_dir / "jetstream",
+                    sync=config.embedded_sync,
+                    restart_timeout=config.embedded_restart_timeout,
+                )
+                try:
+                    servers = [await self.embedded.start()]
+                except StoreUnavailable as exc:
+                    raise StartupFailed(exc.message, code="store_unavailable") from exc
+            self.nats_url = servers[0]
+            try:
+                self.store = await Store.connect(servers, config.stream)
+                await self.store.ensure()
+            except StoreUnavailable as exc:
+                raise StartupFailed(exc.message, code="store_unavailable") from exc
+            registry = Registry(self.store)
+            self.identity = await registry.relay_identity()
+            services = Services(
+                store=self.store,
+                registry=registry,
+                relay=self.identity,
+                ingest=Ingest(self.store, registry, self.identity),
+                max_body_bytes=config.max_body_bytes,
+                auth_timeout=config.auth_timeout,
+                healthy=lambda: self.healthy,
+            )
+            uv_config = uvicorn.Config(
+                build_app(services),
+                host=config.host,
+                port=config.port,
+                ws="websockets-sansio",
+                ws_max_size=EDGE_FRAME_MAX_BYTES,
+                ws_ping_interval=20.0,
+                ws_ping_timeout=20.0,
+                ws_per_message_deflate=False,
+                lifespan="off",
+                access_log=False,
+                log_config=None,
+                timeout_graceful_shutdown=5,
+            )
+            self._server = _Server(uv_config)
+            self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        except BaseException:
+            sock.close()
+            raise
         while not self._server.started:
             if self._task.done():
                 self._task.result()
-                raise StoreUnavailable(f"relay could not listen on {config.listen}")
+                raise StartupFailed(f"relay could not listen on {config.listen}")
             await asyncio.sleep(0.01)  # start-up only: uvicorn exposes no started event
         port = self._server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://{_url_host(config.host)}:{port}"
+        if self.embedded is not None:
+            self._supervisor = asyncio.create_task(self._supervise(), name="nats-supervisor")
         self._write_runtime_file()
         log.info("relay %s listening on %s", self.identity.id, self.url)
 
+    async def _supervise(self) -> None:
+        assert self.embedded is not None
+        await self.embedded.supervise(on_restarted=self._write_runtime_file)
+
     async def wait(self) -> None:
-        """Return when the HTTP server stops by itself (it normally does not)."""
-        if self._task is not None:
+        """Return when the HTTP server stops by itself (it normally does not); raise
+        ``StoreLost`` if the embedded nats-server died for good."""
+        waiting: list[asyncio.Task[None]] = [
+            t for t in (self._task, self._supervisor) if t is not None
+        ]
+        if not waiting:
+            return
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        if self._task is not None and not self._task.done():
             await self._task
 
     async def stop(self) -> None:
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
@@ -120,18 +174,54 @@ class RelayServer:
             await self.store.close()
         if self.embedded is not None:
             await self.embedded.stop()
-        with contextlib.suppress(FileNotFoundError):
-            (self.config.data_dir / RUNTIME_FILE).unlink()
+        if self._wrote_runtime:
+            with contextlib.suppress(FileNotFoundError):
+                (self.config.data_dir / RUNTIME_FILE).unlink()
+            self._wrote_runtime = False
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _write_runtime_file(self) -> None:
         """Where the running relay's NATS is, for admin commands (``relay account`` …).
         Holds the embedded server's token, hence 0600."""
         path = self.config.data_dir / RUNTIME_FILE
         tmp = path.with_suffix(".tmp")
+        doc = {"pid": os.getpid(), "url": self.url, "nats": self.nats_url}
+        if self.embedded is not None and self.embedded.server_pid is not None:
+            doc["nats_pid"] = self.embedded.server_pid
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"pid": os.getpid(), "url": self.url, "nats": self.nats_url}, fh)
+            json.dump(doc, fh)
         os.replace(tmp, path)
+        self._wrote_runtime = True
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts, so that a port in use
+    is refused with ``port_in_use`` while nothing is running yet."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise StartupFailed(f"cannot listen on {host}:{port}: {exc}", code="bad_listen") from exc
+    family, kind, proto, _name, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (98, 48):  # EADDRINUSE on Linux, macOS
+            raise StartupFailed(
+                f"{host}:{port} is already in use (another relay? choose --listen)",
+                code="port_in_use",
+            ) from exc
+        raise StartupFailed(f"cannot listen on {host}:{port}: {exc.strerror}",
+                            code="bad_listen") from exc
+    sock.set_inheritable(False)
+    return sock
 
 
 def _url_host(host: str) -> str:
@@ -141,19 +231,35 @@ def _url_host(host: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def admin_store(config: RelayConfig) -> AsyncIterator[Store]:
+async def admin_store(config: RelayConfig, wait: float = 10.0) -> AsyncIterator[Store]:
     """A store for admin commands: the configured NATS, else the running relay's embedded
-    server, else the embedded store started just for this command."""
+    server (found through ``relay.json``), else the embedded store started just for this
+    command, under the data folder's lock (so never a second nats-server on a store a
+    relay owns). A relay still starting, or another admin command on the folder, is
+    waited for up to ``wait`` seconds; then ``AlreadyRunning``."""
     embedded: EmbeddedNats | None = None
+    lock: FolderLock | None = None
     servers = list(config.nats)
     if not servers:
-        runtime = _running_relay(config.data_dir)
-        if runtime is not None:
-            servers = [runtime["nats"]]
-        else:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            try:
+                lock = relay_lock(config.data_dir).acquire()
+                break
+            except AlreadyRunning as exc:
+                runtime = _running_relay(config.data_dir)
+                if runtime is not None and runtime.get("pid") == exc.pid:
+                    servers = [str(runtime["nats"])]
+                    break
+                if loop.time() > deadline:
+                    raise
+            # The holder is starting up or is a short admin command: no event to await.
+            await asyncio.sleep(0.1)
+    try:
+        if lock is not None:
             embedded = EmbeddedNats(config.data_dir / "jetstream", sync=config.embedded_sync)
             servers = [await embedded.start()]
-    try:
         store = await Store.connect(servers, config.stream)
         try:
             await store.ensure()
@@ -163,9 +269,11 @@ async def admin_store(config: RelayConfig) -> AsyncIterator[Store]:
     finally:
         if embedded is not None:
             await embedded.stop()
+        if lock is not None:
+            lock.release()
 
 
-def _running_relay(data_dir: Path) -> dict[str, str] | None:
+def _running_relay(data_dir: Path) -> dict[str, object] | None:
     try:
         runtime = json.loads((data_dir / RUNTIME_FILE).read_text())
         os.kill(int(runtime["pid"]), 0)

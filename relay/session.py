@@ -108,6 +108,13 @@ class LinkSession:
             await self._close(exc.close_code, exc.code)
         except WebSocketDisconnect:
             pass
+        except Exception:
+            # A bug, not input: logged once, and the edge told so (1011, "internal error")
+            # rather than left with a dropped socket; its deliveries are released below.
+            log.exception("link of %s (session %s) failed", self.identity or "?",
+                          self.session_id)
+            await self._send_error("internal", "the relay failed to serve this link")
+            await self._close(1011, "internal")
         finally:
             unregister()
             await self._release()

@@ -1,7 +1,10 @@
 """Graceful stop on SIGINT/SIGTERM, shared by every long-running mailslot command.
 
 The first signal asks for a clean stop (in-flight deliveries released, stores closed,
-the embedded nats-server stopped); a second Ctrl-C forces the process out at once.
+the embedded nats-server stopped); a second Ctrl-C forces the process out at once, with
+exit code 130 (``relay.errors.ExitCode.INTERRUPTED``). Even then nothing is left behind:
+the embedded nats-server's watcher sees its relay gone and stops it (``relay.natswatch``),
+and the kernel drops the folder locks (``relay.lockfile``).
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Layout in JetStream:
   interrupt id (``Nats-Msg-Id``), per-message TTL from ``expires_at`` (``Nats-TTL``).
 * KV bucket ``mailslot_registry``: accounts, enrollment and producer tokens (hashed),
   identities, grants and the relay's signing key, so relay processes hold no state.
+* KV bucket ``mailslot_nonces``: the nonce of every signed request accepted in the last
+  ``NONCE_MEMORY_SECONDS`` (the bucket's max age), so that a captured request replayed to
+  any relay process is refused; ``create`` is the atomic check-and-set.
 * Core subjects ``ms.ntf.<identity>`` (something new is pending) and
   ``ms.ctl.<identity>`` (a new connection takes over), which work across relay processes.
 
@@ -37,6 +40,7 @@ from nats.js.kv import KeyValue
 
 from relay.config import StreamSettings
 from relay.errors import Conflict, QueueFull, StoreUnavailable
+from shared.auth import NONCE_MEMORY_SECONDS
 from shared.envelope import PRIORITIES, Priority
 from shared.tokens import check_identity
 
@@ -44,6 +48,7 @@ log = logging.getLogger("mailslot.relay.store")
 
 STREAM = "MAILSLOT"
 REGISTRY_BUCKET = "mailslot_registry"
+NONCE_BUCKET = "mailslot_nonces"
 _REQUEST_TIMEOUT = 5.0
 
 
@@ -100,8 +105,10 @@ class Store:
         self.js = nc.jetstream(timeout=_REQUEST_TIMEOUT)
         self.settings = settings
         self._kv: KeyValue | None = None
+        self._nonces: KeyValue | None = None
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._ready = False
+        self._closing = False
 
     @classmethod
     async def connect(cls, servers: list[str], settings: StreamSettings) -> Store:
@@ -113,7 +120,10 @@ class Store:
                 listener()
 
         async def disconnected() -> None:
-            log.warning("disconnected from NATS")
+            if holder and holder[0]._closing:
+                log.debug("disconnected from NATS (closing)")  # asked for: not a warning
+            else:
+                log.warning("disconnected from NATS")
 
         async def error(exc: Exception) -> None:
             log.warning("NATS error: %s", exc)
@@ -177,11 +187,25 @@ class Store:
                     replicas=s.replicas,
                     storage=api.StorageType.FILE,
                 )
+            try:
+                self._nonces = await self.js.key_value(NONCE_BUCKET)
+            except nats.js.errors.BucketNotFoundError:
+                self._nonces = await self.js.create_key_value(
+                    bucket=NONCE_BUCKET,
+                    history=1,
+                    ttl=NONCE_MEMORY_SECONDS,
+                    replicas=s.replicas,
+                    storage=api.StorageType.FILE,
+                )
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"cannot set up JetStream: {exc}") from exc
         self._ready = True
 
     async def close(self) -> None:
+        """Drain and close the connection. The disconnect this causes is expected, so it
+        is not reported as a warning (admin commands exit quietly)."""
+        self._closing = True
+        self._ready = False
         with contextlib.suppress(Exception):
             await self.nc.drain()
 
@@ -278,6 +302,18 @@ class Store:
             raise StoreUnavailable(f"registry write failed: {exc}") from exc
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"registry write failed: {exc}") from exc
+
+    async def remember_nonce(self, key: str) -> None:
+        """Record a signed request's nonce; raise ``Conflict`` if it is already recorded
+        (a replay), atomically across relay processes. Entries expire by themselves."""
+        if self._nonces is None:
+            raise StoreUnavailable("nonce store is not ready")
+        try:
+            await self._nonces.create(key, b"")
+        except nats.js.errors.KeyWrongLastSequenceError as exc:
+            raise Conflict(f"nonce {key} already used") from exc
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"nonce store write failed: {exc}") from exc
 
     async def kv_keys(self, prefix: str) -> list[str]:
         # nats-py matches ``filters`` as substrings, not subject wildcards: filter here.

@@ -4,9 +4,14 @@ Every figure is printed next to a baseline measured in the same run on this mach
 
 - drain: N interrupts pending at the relay, drained into the edge's SQLite inbox and
   acked, against min(raw nats-py JetStream fetch+ack rate, single-core Ed25519 verify
-  rate). Target >= 0.8x.
+  rate). Target >= 0.8x. Also the CPU each process spent per drained interrupt (from
+  ``/proc/<pid>/stat``, utime + stime, sampled as the drain starts and ends): the edge,
+  the relay and its nats-server, next to the cost of one Ed25519 verify of the same run.
+  Target: edge <= 1.5x one verify (it must verify every signature, and do little else).
 - latency: producer POST to edge inbox commit at a steady rate (default 200/s); p50 and
-  p99. Target p99 <= 10 ms on loopback.
+  p99. Target p99 <= 10 ms on loopback. A fixed set of senders, one pooled keep-alive
+  connection each, follows the schedule: a slow machine falls behind (reported), it does
+  not pile up requests waiting for a connection.
 - engine: decisions/s through the decision engine with 100 intents (real engine state,
   real activity log, fsync per batch), against the drain rate of the same run. Target
   >= 1x: the engine must never be the bottleneck.
@@ -34,12 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import nats
+import ulid
 from nats.js import api
 
 from relay.natsserver import EmbeddedNats
@@ -87,8 +94,10 @@ async def raw_jetstream_rate(n: int, workdir: Path) -> float:
         await server.stop()
 
 
-def ed25519_verify_rate(seconds: float = 1.5) -> float:
-    """Single-core verifications/s of a typical signed envelope (the edge's hot path)."""
+def ed25519_verify_rate(seconds: float = 1.5, clock: Any = time.perf_counter) -> float:
+    """Single-core verifications/s of a typical signed envelope (the edge's hot path).
+    With ``clock=time.thread_time``: per second of this thread's CPU, which a busy
+    machine does not skew (the cost of one verify, next to CPU read from /proc)."""
     identity = Identity.generate()
     envelope = Envelope.model_validate(
         {
@@ -105,12 +114,12 @@ def ed25519_verify_rate(seconds: float = 1.5) -> float:
     signed = sign_envelope(envelope, identity)
     verifier = identity.public.verifier()
     count = 0
-    began = time.perf_counter()
-    while time.perf_counter() - began < seconds:
+    began = clock()
+    while clock() - began < seconds:
         for _ in range(200):
             check_signature(signed, verifier)
         count += 200
-    return count / (time.perf_counter() - began)
+    return count / (clock() - began)
 
 
 # -- the system under test ------------------------------------------------------------
@@ -180,22 +189,47 @@ class Setup:
         path = self.edge_home / "data" / "inbox.sqlite3"
         return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
+    def client(self, connections: int) -> httpx.AsyncClient:
+        """A keep-alive client with exactly ``connections`` pooled connections; callers
+        run at most that many requests at once, so none waits for the pool."""
+        limits = httpx.Limits(max_connections=connections,
+                              max_keepalive_connections=connections)
+        return httpx.AsyncClient(base_url=self.url, limits=limits,
+                                 timeout=httpx.Timeout(30, pool=None))
+
+    async def post(self, client: httpx.AsyncClient, draft: dict[str, Any]) -> str:
+        """POST one interrupt as a careful producer does: with its own id, retried with
+        that id (stored once) when the connection drops or the store answers 503."""
+        draft = {"id": str(ulid.ULID()), "to": self.identity, **draft}
+        for attempt in range(6):
+            try:
+                r = await client.post("/v1/interrupts", json=draft,
+                                      headers={"Authorization": f"Bearer {self.token}"})
+            except httpx.TransportError as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+            else:
+                if r.status_code == 202:
+                    return str(r.json()["id"])
+                if r.status_code != 503:
+                    raise AssertionError(f"POST answered {r.status_code}: {r.text}")
+                failure = f"503 {r.text}"
+            alive = self.relay is not None and self.relay.poll() is None
+            if not alive:
+                raise RuntimeError(f"the relay exited ({failure})")
+            await asyncio.sleep(0.1 * 2**attempt)
+        raise RuntimeError(f"POST kept failing: {failure}")
+
     async def post_all(self, n: int, concurrency: int = 64) -> None:
-        sem = asyncio.Semaphore(concurrency)
-        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+        async with self.client(concurrency) as client:
+            numbers = iter(range(n))
 
-            async def one(i: int) -> None:
-                async with sem:
-                    r = await client.post(
-                        "/v1/interrupts",
-                        json={"to": self.identity, "type": "bench.drain",
-                              "priority": ("now", "next", "later")[i % 3],
-                              "payload": {"n": i, "text": "x" * 200}},
-                        headers={"Authorization": f"Bearer {self.token}"},
-                    )
-                    assert r.status_code == 202, r.text
+            async def sender() -> None:
+                for i in numbers:  # shared: each sender takes the next number
+                    await self.post(client, {
+                        "type": "bench.drain", "priority": ("now", "next", "later")[i % 3],
+                        "payload": {"n": i, "text": "x" * 200}})
 
-            await asyncio.gather(*(one(i) for i in range(n)))
+            await asyncio.gather(*(sender() for _ in range(concurrency)))
 
     async def relay_pending(self) -> int:
         """Pending at the relay, as the relay itself reports it on connect (via the
@@ -218,7 +252,43 @@ async def wait_for(predicate: Any, timeout: float, what: str, interval: float = 
         await asyncio.sleep(interval)
 
 
-async def drain_rate(n: int, workdir: Path) -> float:
+@dataclass(frozen=True)
+class Drain:
+    """One drain: interrupts/s, and CPU µs per drained interrupt of each process."""
+
+    rate: float
+    cpu_us: dict[str, float]
+
+
+def _processes(setup: Setup) -> dict[str, list[int]]:
+    """The pids whose CPU a drain costs: the edge, the relay, and the relay's
+    nats-server (a descendant, however many wrappers sit between them)."""
+    assert setup.edge is not None and setup.relay is not None
+    below = _descendants(setup.relay.pid)
+    nats_pids = [pid for pid in below if _proc_name(pid) == "nats-server"]
+    others = [pid for pid in below if pid not in nats_pids]
+    return {"edge": [setup.edge.pid], "relay": [setup.relay.pid, *others],
+            "nats-server": nats_pids}
+
+
+def _cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(_proc_cpu_seconds(pid) for pid in group) for name, group in pids.items()}
+
+
+async def _settled_cpu(pids: dict[str, list[int]], timeout: float = 60) -> dict[str, float]:
+    """CPU of ``pids`` once the edge spent under 1 % of a core over 0.5 s (it has
+    decided and acked everything): what the drain cost, start to end."""
+    deadline = time.monotonic() + timeout
+    before = _cpu_of(pids)
+    while True:
+        await asyncio.sleep(0.5)
+        now = _cpu_of(pids)
+        if now["edge"] - before["edge"] < 0.005 or time.monotonic() > deadline:
+            return before
+        before = now
+
+
+async def drain_rate(n: int, workdir: Path) -> Drain:
     setup = Setup(workdir)
     setup.start()
     try:
@@ -228,6 +298,13 @@ async def drain_rate(n: int, workdir: Path) -> float:
         await wait_for(db_ready, 30, "inbox")
         with setup.inbox() as db:
             count = lambda: db.execute("SELECT count(*) FROM interrupts").fetchone()[0]  # noqa: E731
+            # CPU is sampled when the first rows are in (the edge's start-up is not drain
+            # work) and once every process is idle again after the last (the engine's
+            # decisions and the last acks are drain work); per interrupt = CPU delta /
+            # rows delta.
+            await wait_for(lambda: count() > 0, 60, "first delivery", interval=0.005)
+            pids = _processes(setup)
+            cpu0, count0 = _cpu_of(pids), count()
             await wait_for(lambda: count() >= n, 600, "drain", interval=0.05)
             first, last = db.execute(
                 "SELECT min(received_at), max(received_at) FROM interrupts"
@@ -236,10 +313,19 @@ async def drain_rate(n: int, workdir: Path) -> float:
         while await setup.relay_pending() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert await setup.relay_pending() == 0, "not every delivery was acked"
+        cpu1 = await _settled_cpu(pids)
+        count1 = n
         span = (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
-        return n / span
+        drained = max(1, count1 - count0)
+        cpu_us = {name: (cpu1[name] - cpu0[name]) / drained * 1e6 for name in cpu0}
+        return Drain(n / span, cpu_us)
     finally:
         setup.stop()
+
+
+#: Senders (and pooled connections) of the latency run: at 200/s and a few ms per
+#: request, a handful are busy at once; the rest absorb a slow moment.
+LATENCY_SENDERS = 16
 
 
 async def online_latency(rate: float, seconds: float, workdir: Path) -> tuple[float, float]:
@@ -249,30 +335,31 @@ async def online_latency(rate: float, seconds: float, workdir: Path) -> tuple[fl
     try:
         setup.start_edge()
         sent: dict[str, float] = {}
-        async with httpx.AsyncClient(base_url=setup.url, timeout=30) as client:
-            warm = await client.post(
-                "/v1/interrupts", json={"to": setup.identity, "type": "bench.warm"},
-                headers={"Authorization": f"Bearer {setup.token}"},
-            )
-            assert warm.status_code == 202
+        behind = 0.0
+        async with setup.client(LATENCY_SENDERS) as client:
+            await setup.post(client, {"type": "bench.warm"})
             await wait_for(lambda: setup.inbox().execute(
                 "SELECT count(*) FROM interrupts").fetchone()[0] == 1, 30, "warm-up")
             total = int(rate * seconds)
+            numbers = iter(range(total))
             began = time.perf_counter()
 
-            async def one(i: int) -> None:
-                await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
-                t0 = time.time()
-                r = await client.post(
-                    "/v1/interrupts",
-                    json={"to": setup.identity, "type": "bench.latency", "priority": "now",
-                          "payload": {"n": i}},
-                    headers={"Authorization": f"Bearer {setup.token}"},
-                )
-                assert r.status_code == 202, r.text
-                sent[r.json()["id"]] = t0
+            async def sender() -> None:
+                nonlocal behind
+                for i in numbers:  # shared: each sender takes the next scheduled send
+                    late = time.perf_counter() - (began + i / rate)
+                    if late < 0:
+                        await asyncio.sleep(-late)
+                    behind = max(behind, late)
+                    t0 = time.time()
+                    sent[await setup.post(client, {"type": "bench.latency", "priority": "now",
+                                                   "payload": {"n": i}})] = t0
 
-            await asyncio.gather(*(one(i) for i in range(total)))
+            await asyncio.gather(*(sender() for _ in range(LATENCY_SENDERS)))
+            if behind > 0.1:
+                print(f"  (this machine fell behind the {rate:.0f}/s schedule by up to "
+                      f"{behind * 1000:.0f} ms: the relay answered slower than the rate)",
+                      flush=True)
         with setup.inbox() as db:
             await wait_for(lambda: db.execute(
                 "SELECT count(*) FROM interrupts").fetchone()[0] >= total + 1, 60, "latency")
@@ -285,6 +372,12 @@ async def online_latency(rate: float, seconds: float, workdir: Path) -> tuple[fl
         return _percentile(latencies, 50), _percentile(latencies, 99)
     finally:
         setup.stop()
+
+
+def _cpu_line(cpu_us: dict[str, float], verify_us: float) -> str:
+    parts = ", ".join(f"{name} {us:.0f} µs" for name, us in cpu_us.items())
+    return (f"CPU per interrupt: {parts}; one verify {verify_us:.0f} µs; edge "
+            f"{cpu_us['edge'] / verify_us:.2f}x a verify")
 
 
 def _percentile(sorted_values: list[float], pct: float) -> float:
@@ -438,6 +531,33 @@ def _proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _proc_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (children, their children...)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: list[int] = []
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        found.extend(children)
+        frontier.extend(children)
+    return found
+
+
 def _proc_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -487,18 +607,29 @@ async def main() -> None:
         drain_median = None
         if args.only in (None, "drain", "engine"):
             raw, verify, drain = [], [], []
+            cpu: dict[str, list[float]] = {}
             for run in range(args.runs):
                 raw.append(await raw_jetstream_rate(args.n, root / f"raw{run}"))
                 verify.append(ed25519_verify_rate())
-                drain.append(await drain_rate(args.n, root / f"drain{run}"))
+                result = await drain_rate(args.n, root / f"drain{run}")
+                drain.append(result.rate)
+                for name, us in result.cpu_us.items():
+                    cpu.setdefault(name, []).append(us)
+                verify_us = 1e6 / ed25519_verify_rate(clock=time.thread_time)
+                cpu.setdefault("verify", []).append(verify_us)
                 print(f"run {run + 1}: raw JetStream {raw[-1]:,.0f}/s  Ed25519 verify "
-                      f"{verify[-1]:,.0f}/s  mailslot drain {drain[-1]:,.0f}/s", flush=True)
+                      f"{verify[-1]:,.0f}/s  mailslot drain {drain[-1]:,.0f}/s; "
+                      f"{_cpu_line(result.cpu_us, verify_us)}", flush=True)
             baseline = min(statistics.median(raw), statistics.median(verify))
             d = drain_median = statistics.median(drain)
             print(f"\ndrain {args.n:,} (median of {args.runs}): {d:,.0f}/s; baseline "
                   f"min(raw JetStream {statistics.median(raw):,.0f}/s, Ed25519 verify "
                   f"{statistics.median(verify):,.0f}/s) = {baseline:,.0f}/s; "
                   f"ratio {d / baseline:.2f}x (target >= 0.80x)", flush=True)
+            medians = {name: statistics.median(values) for name, values in cpu.items()}
+            print(f"median of {args.runs}: {_cpu_line(medians, medians.pop('verify'))} "
+                  "(target edge <= 1.50x)",
+                  flush=True)
         if args.only in (None, "engine"):
             rates = []
             for run in range(args.runs):

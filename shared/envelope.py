@@ -1,8 +1,9 @@
 """The interrupt envelope: what happened, whose it is, how urgent, what it may unlock.
 
 An envelope is small on purpose: it should carry the minimum context an agent needs to
-decide whether to look, not the thing itself. Caps are enforced here, at parse time, so
-an oversized interrupt is refused before it is stored anywhere.
+decide whether to look, not the thing itself. Caps (``shared.limits``, the one table)
+are enforced here, at parse time, so an oversized, too deep or non-finite interrupt is
+refused before it is stored anywhere — by the relay and by the edge alike.
 
 Envelopes are immutable and strict (unknown fields are refused). The bytes that get signed
 come from exactly one function, ``envelope_bytes``; see ``shared.signing``.
@@ -26,7 +27,21 @@ from pydantic import (
     model_validator,
 )
 
-from shared.errors import InvalidEnvelope, MalformedInput, RemoteProtocolError, TooLarge
+from shared.errors import (
+    InvalidEnvelope,
+    LimitExceeded,
+    MalformedInput,
+    RemoteProtocolError,
+    TooLarge,
+)
+from shared.limits import (
+    ENVELOPE_MAX_BYTES,
+    MAX_DEPTH,
+    PAYLOAD_MAX_BYTES,
+    SEALED_CT_MAX_CHARS,
+    byte_length,
+    check_json,
+)
 from shared.tokens import (
     check_identity,
     check_name,
@@ -35,12 +50,13 @@ from shared.tokens import (
     check_type,
 )
 
-#: Largest serialized ``payload`` (or sealed ciphertext) an envelope may carry.
-PAYLOAD_MAX_BYTES = 16 * 1024
-#: Largest signed envelope on the wire, signature and framing included.
-ENVELOPE_MAX_BYTES = 64 * 1024
-#: Longest ``sealed.ct``: unpadded base64url of a full payload plus its 16-byte AEAD tag.
-SEALED_CT_MAX_CHARS = -(-(PAYLOAD_MAX_BYTES + 16) * 4 // 3)
+__all__ = [  # the caps live in shared.limits; re-exported for older imports
+    "ENVELOPE_MAX_BYTES",
+    "PAYLOAD_MAX_BYTES",
+    "SEALED_CT_MAX_CHARS",
+    "byte_length",
+]
+
 ULID_RE = r"^[0-9A-HJKMNP-TV-Z]{26}$"
 
 
@@ -69,6 +85,8 @@ DedupeKey = Annotated[str, AfterValidator(lambda v: check_opaque(v, "dedupe_key"
 UlidStr = Annotated[str, Field(pattern=ULID_RE)]
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
+#: Unpadded base64url (``shared.encoding``): the only text the sealed fields may hold.
+_B64URL = r"^[A-Za-z0-9_-]*$"
 
 
 class Source(BaseModel):
@@ -96,9 +114,11 @@ class Sealed(BaseModel):
 
     model_config = _STRICT
     alg: Literal["x25519-hkdf-sha256-chacha20poly1305"]
-    epk: str = Field(max_length=64)
-    nonce: str = Field(max_length=32)
-    ct: str
+    #: 32 bytes of X25519 public key, 12 of nonce, at least the 16-byte tag: checked as
+    #: shapes here so that the relay refuses what can never open, even unread.
+    epk: str = Field(pattern=r"^[A-Za-z0-9_-]{43}$")
+    nonce: str = Field(pattern=r"^[A-Za-z0-9_-]{16}$")
+    ct: str = Field(min_length=22, pattern=_B64URL)
 
     @field_validator("ct")
     @classmethod
@@ -132,8 +152,11 @@ class Envelope(BaseModel):
     def _payload_rules(self) -> Envelope:
         if self.payload is not None and self.sealed is not None:
             raise ValueError("an envelope carries payload or sealed, not both")
-        if self.payload is not None and _json_size(self.payload) > PAYLOAD_MAX_BYTES:
-            raise PayloadCapExceeded
+        if self.payload is not None:
+            # Raises LimitExceeded, which pydantic lets through as it is.
+            check_json(self.payload, MAX_DEPTH, "payload")
+            if _json_size(self.payload) > PAYLOAD_MAX_BYTES:
+                raise PayloadCapExceeded
         if self.expires_at is not None and self.expires_at <= self.created_at:
             raise ValueError("expires_at must be after created_at")
         return self
@@ -149,24 +172,19 @@ class PayloadCapExceeded(ValueError):
         super().__init__(f"payload is larger than {PAYLOAD_MAX_BYTES} bytes")
 
 
+#: Built once (``json.dumps`` with options builds an encoder per call): this runs for
+#: every envelope the relay takes and the edge verifies.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _json_size(value: object) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(_COMPACT.encode(value).encode())
 
 
 def envelope_bytes(envelope: Envelope) -> bytes:
     """The one serialization of an envelope: compact JSON, fields in model order, no
     nulls. These exact bytes are signed and travel; nobody re-serializes them."""
     return envelope.model_dump_json(exclude_none=True).encode()
-
-
-def byte_length(data: str | bytes) -> int:
-    """Caps are in bytes on the wire; text that arrived as ``str`` is measured as UTF-8
-    (a lone surrogate counts as the 3 bytes it would take, and fails later as JSON)."""
-    if isinstance(data, bytes):
-        return len(data)
-    if data.isascii():
-        return len(data)
-    return len(data.encode("utf-8", "surrogatepass"))
 
 
 def parse_envelope(body: str | bytes) -> Envelope:
@@ -187,6 +205,8 @@ def validation_error(exc: ValidationError, what: str) -> RemoteProtocolError:
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, PayloadCapExceeded):
         return TooLarge(str(cause), code="payload_too_large")
+    if first["type"] == "json_invalid" and "recursion limit" in first["msg"]:
+        return LimitExceeded(f"{what} nests deeper than {MAX_DEPTH + 1}", code="too_deep")
     if first["type"] == "json_invalid":
         return MalformedInput(f"{what} is not valid JSON: {first['msg']}", code="malformed_json")
     if isinstance(cause, RemoteProtocolError):

@@ -10,6 +10,8 @@
         ├── InvalidEnvelope      envelope fields that break a rule, unknown 422
         ├── Expired              envelope past its expires_at               422
         ├── TooLarge             payload, envelope or frame over its cap     413
+        ├── LimitExceeded        too deep, non-finite or unsafe number, bad   422
+        │                        text, created_at in the future (shared.limits)
         ├── BadSignature         signature does not verify                  401
         ├── UntrustedSigner      signer not trusted for this recipient      403
         ├── WrongRecipient       envelope addressed to someone else         403
@@ -72,6 +74,13 @@ class Expired(RemoteProtocolError):
 
 class TooLarge(RemoteProtocolError):
     status, code, close_code = 413, "too_large", 1009
+
+
+class LimitExceeded(RemoteProtocolError):
+    """A value outside ``shared.limits``: ``too_deep``, ``non_finite_number``,
+    ``number_out_of_range``, ``invalid_string``, ``invalid_value``, ``clock_skew``."""
+
+    status, code = 422, "limit_exceeded"
 
 
 class BadSignature(RemoteProtocolError):

@@ -22,15 +22,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from shared.envelope import UlidStr, byte_length, validation_error
-from shared.errors import LinkError, MalformedInput, TooLarge
+from shared.envelope import UlidStr, validation_error
+from shared.errors import LimitExceeded, LinkError, MalformedInput, TooLarge
+from shared.limits import EDGE_FRAME_MAX_BYTES, MAX_BATCH, RELAY_FRAME_MAX_BYTES, byte_length
+
+__all__ = [  # the caps live in shared.limits; re-exported for older imports
+    "EDGE_FRAME_MAX_BYTES",
+    "MAX_BATCH",
+    "RELAY_FRAME_MAX_BYTES",
+]
 
 SUBPROTOCOL = "mailslot.v1"
-#: Largest frame an edge may send (acks and credits are small).
-EDGE_FRAME_MAX_BYTES = 64 * 1024
-#: Largest frame a relay may send; it packs deliveries under this.
-RELAY_FRAME_MAX_BYTES = 4 * 1024 * 1024
-MAX_BATCH = 1024
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
@@ -139,6 +141,6 @@ def decode_frame(data: str | bytes, max_bytes: int) -> Frame:
         if first["type"] in {"union_tag_invalid", "union_tag_not_found"}:
             raise LinkError("unknown frame type", code="unknown_frame") from exc
         error = validation_error(exc, "frame")
-        if isinstance(error, MalformedInput):
+        if isinstance(error, MalformedInput | LimitExceeded):  # not JSON, or too deep
             raise LinkError(error.message, code="malformed_frame") from exc
         raise LinkError(error.message, code="invalid_frame") from exc

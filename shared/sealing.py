@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from shared.encoding import b64d, b64e
-from shared.envelope import PAYLOAD_MAX_BYTES, Sealed
+from shared.envelope import Sealed
 from shared.errors import MalformedInput, SealError, TooLarge
 from shared.identity import Identity
+from shared.limits import MAX_DEPTH, PAYLOAD_MAX_BYTES, check_json, loads
 
 ALG: Literal["x25519-hkdf-sha256-chacha20poly1305"] = "x25519-hkdf-sha256-chacha20poly1305"
 _INFO = b"mailslot.seal.v1"
@@ -34,7 +35,11 @@ def _key(shared_secret: bytes, epk: bytes, recipient_pk: bytes) -> bytes:
 
 
 def seal(payload: dict[str, Any], recipient_box_key: bytes, envelope_id: str) -> Sealed:
-    """Encrypt ``payload`` to the holder of ``recipient_box_key`` (32 raw bytes)."""
+    """Encrypt ``payload`` to the holder of ``recipient_box_key`` (32 raw bytes).
+
+    The relay cannot read what it carries, so the limits are checked here, by the
+    sender: the edge refuses (and records) a sealed payload that breaks them."""
+    check_json(payload, MAX_DEPTH, "payload")
     plaintext = json.dumps(payload, separators=(",", ":")).encode()
     if len(plaintext) > PAYLOAD_MAX_BYTES:
         raise TooLarge(
@@ -52,7 +57,8 @@ def seal(payload: dict[str, Any], recipient_box_key: bytes, envelope_id: str) ->
 
 def open_sealed(sealed: Sealed, identity: Identity, envelope_id: str) -> dict[str, Any]:
     """Decrypt a payload sealed to ``identity``; raise ``SealError`` if it was not, or
-    if anyone changed a byte of it (or moved it to another envelope)."""
+    if anyone changed a byte of it (or moved it to another envelope); ``LimitExceeded``
+    if what it holds breaks ``shared.limits``."""
     try:
         epk, nonce, ct = b64d(sealed.epk), b64d(sealed.nonce), b64d(sealed.ct)
         my_pk = identity.box.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -60,9 +66,12 @@ def open_sealed(sealed: Sealed, identity: Identity, envelope_id: str) -> dict[st
         plaintext = ChaCha20Poly1305(_key(secret, epk, my_pk)).decrypt(
             nonce, ct, envelope_id.encode()
         )
-        payload = json.loads(plaintext)
     except (InvalidTag, ValueError, MalformedInput) as exc:
         raise SealError("sealed payload cannot be opened by this identity") from exc
+    try:
+        payload = loads(plaintext, "sealed payload", max_depth=MAX_DEPTH)
+    except MalformedInput as exc:
+        raise SealError("sealed payload is not valid JSON") from exc
     if not isinstance(payload, dict):
         raise SealError("sealed payload is not a JSON object")
     return payload

@@ -25,23 +25,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from shared.encoding import b64d, b64e
-from shared.envelope import (
-    ENVELOPE_MAX_BYTES,
-    Envelope,
-    byte_length,
-    envelope_bytes,
-    parse_envelope,
-)
+from shared.envelope import Envelope, envelope_bytes, parse_envelope
 from shared.errors import (
     BadSignature,
     Expired,
     LocalProtocolError,
     MalformedInput,
-    TooLarge,
     UntrustedSigner,
     WrongRecipient,
 )
 from shared.identity import Identity
+from shared.limits import SIGNED_MAX_BYTES, check_created_at, check_size, loads
 
 ENVELOPE_DOMAIN = b"mailslot.envelope.v1\n"
 
@@ -72,14 +66,10 @@ def sign_envelope(envelope: Envelope, identity: Identity) -> SignedEnvelope:
 
 
 def signed_from_wire(data: str | bytes) -> SignedEnvelope:
-    """Parse the wire form; raise ``MalformedInput``/``TooLarge`` on anything else."""
-    if byte_length(data) > ENVELOPE_MAX_BYTES * 2:
-        raise TooLarge(f"signed envelope is larger than {ENVELOPE_MAX_BYTES * 2} bytes")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise MalformedInput(f"body is not valid JSON: {exc}", code="malformed_json") from exc
-    return signed_from_doc(doc)
+    """Parse the wire form; raise ``MalformedInput``/``TooLarge``/``LimitExceeded`` on
+    anything else."""
+    check_size(data, SIGNED_MAX_BYTES, "signed envelope")
+    return signed_from_doc(loads(data, "signed envelope"))
 
 
 def signed_from_doc(doc: object) -> SignedEnvelope:
@@ -116,7 +106,8 @@ def verify_envelope(
     now: datetime,
 ) -> Envelope:
     """Everything an edge checks before it keeps an interrupt, cheapest check first:
-    shape and caps, then a trusted signer, then the signature, then recipient and expiry.
+    shape and caps (``shared.limits``), then a trusted signer, then the signature, then
+    recipient, expiry and a ``created_at`` no more than the allowed skew ahead of ``now``.
 
     ``trusted`` maps signer ids to their keys. ``recipient`` is our own id (``None``
     skips that check, for the relay, which checks routing itself).
@@ -130,4 +121,5 @@ def verify_envelope(
         raise WrongRecipient(f"envelope is addressed to {envelope.to}")
     if envelope.is_expired(now):
         raise Expired(f"envelope expired at {envelope.expires_at}")
+    check_created_at(envelope.created_at, now)
     return envelope

@@ -148,7 +148,8 @@ async def test_the_envelope_allows_at_once(
 async def test_a_waiting_runtime_sees_the_users_approval(make_member: Callable[..., Any]) -> None:
     member = await make_member()
     home = member.home
-    env = {**os.environ, "MAILSLOT_HOME": str(home), "MAILSLOT_LOG": "WARNING"}
+    # INFO, as a user runs it: watchfiles' "N changes detected" lines must not leak out.
+    env = {**os.environ, "MAILSLOT_HOME": str(home), "MAILSLOT_LOG": "INFO"}
     waiting = subprocess.Popen(
         [sys.executable, "-m", "edge", "approve", "request", "--action", "deploy:staging",
          "--summary", "ship 1.2", "--session", "api", "--wait", "5s", "--json"],
@@ -168,6 +169,7 @@ async def test_a_waiting_runtime_sees_the_users_approval(make_member: Callable[.
             waiting.kill()
             waiting.wait()
     assert waiting.returncode == 0, err
+    assert "watchfiles" not in err, err
     seen = json.loads(out)
     assert (seen["id"], seen["status"], seen["note"]) == (pending[0]["id"], "approved", "go")
     assert answered_in < 4, answered_in  # woken by inotify, not by the 5 s timeout

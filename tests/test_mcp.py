@@ -7,6 +7,7 @@ changed (intents.toml, the SQLite inbox, the watch state, the activity log). Wit
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tomllib
 from collections.abc import AsyncIterator, Sequence
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import ulid
 from conftest import REPO
@@ -243,6 +245,50 @@ async def test_every_tool_over_stdio(home: Path) -> None:
         assert await refused(session, "status", verbose=True) == "invalid_arguments"
 
 
+def _typed(schema: dict[str, Any], defs: dict[str, Any]) -> bool:
+    """Whether a generic client can tell what to send for ``schema``: a ``type`` of its
+    own, or a reference to / an ``anyOf`` of schemas that have one."""
+    if "$ref" in schema:
+        return _typed(defs[schema["$ref"].removeprefix("#/$defs/")], defs)
+    if "type" in schema:
+        return True
+    return "anyOf" in schema and all(_typed(option, defs) for option in schema["anyOf"])
+
+
+async def test_every_tool_has_an_object_schema_generic_clients_handle(home: Path) -> None:
+    # The MCP Inspector builds a form from each inputSchema: an untyped argument (a bare
+    # oneOf, as watch_add's was) is sent as a string, and the call fails.
+    async with mcp_session(home) as (session, _):
+        listed = (await session.list_tools()).tools
+        assert {tool.name for tool in listed} == TOOLS
+        for tool in listed:
+            schema = tool.input_schema
+            assert schema["type"] == "object", tool.name
+            assert isinstance(schema["properties"], dict), tool.name
+            jsonschema.Draft202012Validator.check_schema(schema)
+            defs = schema.get("$defs", {})
+            for name, prop in schema["properties"].items():
+                assert _typed(prop, defs), (tool.name, name, prop)
+            assert "discriminator" not in json.dumps(schema), tool.name
+        schemas = {tool.name: tool.input_schema for tool in listed}
+
+        # What an agent sends validates; the string the Inspector used to send does not,
+        # and the server refuses it as bad arguments.
+        watch = {"id": "tick-main", "kind": "tick", "session": "main", "every": "30m"}
+        validate = jsonschema.Draft202012Validator(schemas["watch_add"]).is_valid
+        assert validate({"watch": watch})
+        assert not validate({"watch": json.dumps(watch)})
+        assert not validate({"watch": {**watch, "kind": "nope"}})
+        assert await refused(session, "watch_add", watch=json.dumps(watch)) == (
+            "invalid_arguments")
+        assert (await call(session, "watch_add", watch=watch))["id"] == "tick-main"
+        intent = {"id": "ci", "match": {"type": ["ci.*"]}, "policy": {"cooldown": "30m"}}
+        assert jsonschema.Draft202012Validator(schemas["intent_add"]).is_valid(
+            {"intent": intent})
+        assert jsonschema.Draft202012Validator(schemas["inbox_nack"]).is_valid(
+            {"id": str(ulid.ULID()), "delay": "15m"})
+
+
 async def test_tools_on_a_machine_without_an_edge(tmp_path: Path) -> None:
     async with mcp_session(tmp_path / "empty") as (session, _):
         assert await refused(session, "status") == "config_error"
@@ -293,8 +339,10 @@ async def test_channel_pushes_wakes_routed_to_mcp(home: Path) -> None:
     async with mcp_session(home, "--channel", bindings=[binding]) as (session, init):
         assert init.capabilities.experimental == {"claude/channel": {}}
         first = await asyncio.wait_for(events.get(), 30)
+        (queued,) = [r for r in _delivery_rows(home, "done") + _delivery_rows(home, "claimed")
+                     if r.seq == before]
         assert first.meta == {"interrupt": "01JDQ8Z9X4AAAAAAAAAAAAAAAA", "intent": "ci",
-                              "type": "ci.failed", "session": "main"}
+                              "type": "ci.failed", "session": "main", "delivery": queued.key}
         assert "intent ci (CI on main)" in first.content
         assert "Permitted actions: ci:rerun" in first.content
         assert '"run": 812' in first.content
@@ -319,3 +367,45 @@ async def test_without_channel_mcp_wakes_stay_queued(home: Path) -> None:
     async with mcp_session(home) as (session, _):
         await call(session, "status")
     assert [row.seq for row in _delivery_rows(home, "pending")] == [seq]
+
+
+_DYING_CLAIMER = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from edge.deliveries import DeliveryQueue
+from edge.instances import Instance
+instance = Instance.start(Path(sys.argv[1]), "channel-that-dies")
+queue = DeliveryQueue.open(sys.argv[2])
+print(len(queue.claim("mcp", instance, 3600, datetime.now(UTC))), flush=True)
+sys.stdin.read()  # holds the claim (an hour's lease) until killed
+"""
+
+
+async def test_a_wake_held_by_a_channel_that_died_is_pushed_at_once(home: Path) -> None:
+    """A claimer of mcp wakes killed -9 while holding one: the next channel takes it back
+    as it starts (not after the lease) and pushes it, with the same delivery key."""
+    import subprocess
+
+    from conftest import wait_until
+
+    seq = _enqueue(home, "01JDQ8Z9X4DDDDDDDDDDDDDDDD", "main")
+    paths = _paths(home)
+    with subprocess.Popen(
+        [sys.executable, "-c", _DYING_CLAIMER, str(paths.instances_dir), str(paths.engine_file)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as dying:
+        assert dying.stdout is not None and dying.stdout.readline().strip() == "1"
+        dying.kill()
+        dying.wait(10)
+    (held,) = _delivery_rows(home, "claimed")
+    events: asyncio.Queue[ChannelEvent] = asyncio.Queue()
+    binding = NotificationBinding(method="notifications/claude/channel",
+                                  params_type=ChannelEvent, handler=events.put)
+    async with mcp_session(home, "--channel", bindings=[binding]):
+        event = await asyncio.wait_for(events.get(), 30)
+        await wait_until(lambda: _delivery_rows(home, "done"), 10, "the push recorded")
+    assert event.meta["delivery"] == held.key
+    assert event.meta["interrupt"] == "01JDQ8Z9X4DDDDDDDDDDDDDDDD"
+    (done,) = _delivery_rows(home, "done")
+    assert (done.seq, done.attempts, done.key) == (seq, 2, held.key)

@@ -102,11 +102,13 @@ def test_verify_exit_codes_before_and_after_tampering(home: Path) -> None:
         "line 2 (seq 2): MAC mismatch: the entry was edited",
         "line 5 (seq 5): the log ends at seq 4 but the head anchor records seq 6: 2 entries "
         "missing at the end (truncated)",
-        "FAILED: 2 problem(s) in 4 entries",
+        "FAILED: log_truncated: 2 problem(s) in 4 entries",
     ]
     report = json.loads(mailslot(home, "log", "--verify", "--json").stdout)
     assert report["ok"] is False and report["count"] == 4
-    assert [(p["line"], p["seq"]) for p in report["problems"]] == [(2, 2), (5, 5)]
+    assert [(p["line"], p["seq"], p["code"]) for p in report["problems"]] == [
+        (2, 2, "entry_edited"), (5, 5, "log_truncated")]
+    assert report["code"] == "log_truncated"
 
 
 def test_verify_takes_no_filters(home: Path) -> None:
@@ -127,8 +129,13 @@ def test_explain_prints_the_trace(home: Path) -> None:
     entries = json_out(mailslot(home, "explain", "01A", "--json"))
     assert [e["step"] for e in entries] == ["received", "matched", "suppressed"]
     missing = mailslot(home, "explain", "01NOPE")
-    assert missing.returncode == 1
-    assert missing.stdout.strip() == "no record of interrupt 01NOPE in the activity log"
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr.strip() == (
+        "mailslot: no_record: no record of interrupt 01NOPE in the activity log")
+    as_json = mailslot(home, "explain", "01NOPE", "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout) == {
+        "error": "no_record", "message": "no record of interrupt 01NOPE in the activity log"}
 
 
 def test_no_log_yet_reads_as_empty_and_creates_nothing(home: Path) -> None:

@@ -26,6 +26,7 @@ from edge.approvals import (
     InvalidRequest,
     Rule,
     UnknownApproval,
+    WiderAction,
     decide,
     overlaps,
     promote,
@@ -334,6 +335,18 @@ def test_edit_changes_a_pending_action_before_deciding(desks: Desks) -> None:
         desk.edit(desk.request("x:y", "s").id, "not an action!")
     with pytest.raises(UnknownApproval):
         desk.edit("nope", "x:y")
+
+
+def test_edit_only_narrows_a_request(desks: Desks) -> None:
+    desk = desks()
+    asked = desk.request("deploy:staging", "deploy")
+    for wider in ("deploy:*", "*:staging", "*", "deploy:prod", "repo:write"):
+        with pytest.raises(WiderAction) as refused:
+            desk.edit(asked.id, wider)
+        assert refused.value.code == "wider_action"
+    assert desk.get(asked.id).action == "deploy:staging"  # nothing changed
+    assert not [e for e in desks.log("approval_requested") if "edited_from" in e.detail]
+    assert desk.edit(asked.id, "deploy:staging")[0].action == "deploy:staging"  # same: fine
 
 
 def test_bad_requests_are_refused(desks: Desks) -> None:

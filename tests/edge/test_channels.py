@@ -46,7 +46,10 @@ MAILSLOT_ENV = {
     "MAILSLOT_INTENT": "ci-red",
     "MAILSLOT_SESSION": "main",
     "MAILSLOT_PERMISSIONS": "/tmp/mailslot-permissions.json",
+    "MAILSLOT_DELIVERY": "msg_01JDQ8Z9X4DDDDDDDDDDDDDDDD",
 }
+#: A delivery key as the queue makes them (``edge.enginestate.new_delivery_key``).
+KEY = "msg_01JDQ8Z9X4EEEEEEEEEEEEEEEE"
 
 
 def is_json(result: ChannelResult) -> None:
@@ -197,6 +200,16 @@ async def test_what_a_runtime_leaves_in_its_group_is_killed_when_it_exits() -> N
     assert result.outcome == "ok"
     # The answer is a JSON object without "outcome": fine, nothing ignored.
     assert "stdout_ignored" not in result.detail
+
+
+async def test_the_caller_learns_the_runtimes_pid_and_its_key_is_passed_on() -> None:
+    started: list[int] = []
+    result = await deliver_exec(
+        python("import json, os; print(json.dumps({'outcome': 'ok', 'tokens': os.getpid()"
+               " if os.environ['MAILSLOT_DELIVERY'] == " + repr(MAILSLOT_ENV["MAILSLOT_DELIVERY"])
+               + " else 0}))"),
+        WAKE, MAILSLOT_ENV, on_start=started.append)
+    assert result.outcome == "ok" and started == [result.tokens] and result.tokens > 0
 
 
 async def test_cancelling_a_delivery_kills_the_runtime(tmp_path: Path) -> None:
@@ -410,7 +423,7 @@ async def test_the_signature_verifies_with_the_standard_webhooks_library(
 ) -> None:
     secret = new_secret()
     result = await deliver_webhook(hook(receiver.url, secret_env="HOOK_SECRET"), WAKE,
-                                   "msg_mailslot_42", {"HOOK_SECRET": secret})
+                                   KEY, {"HOOK_SECRET": secret})
 
     assert result == ChannelResult(outcome="ok", detail=result.detail)
     assert result.detail["status"] == 200 and "error" not in result.detail
@@ -420,7 +433,7 @@ async def test_the_signature_verifies_with_the_standard_webhooks_library(
     assert Webhook(secret).verify(request.body, request.headers) == WAKE
     assert request.body == wake_bytes(WAKE) and "café".encode() in request.body
     assert request.headers["content-type"] == "application/json"
-    assert request.headers["webhook-id"] == "msg_mailslot_42"
+    assert request.headers["webhook-id"] == KEY
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 5
     assert request.headers["webhook-signature"].startswith("v1,")
     assert "authorization" not in request.headers

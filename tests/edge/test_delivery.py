@@ -4,22 +4,27 @@ real SQLite; time in the test's hands where retries are concerned."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import re
 import socket
 import stat
 import sys
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until
 from engine_support import Harness, at, intent_set
 from standardwebhooks.webhooks import Webhook
 
 from edge.deliverer import Deliverer
 from edge.deliveries import DeliveryQueue, permission_envelope
+from edge.instances import Instance
 from edge.intents import Intent
 
 T = at("2026-11-24 10:00")
@@ -106,6 +111,7 @@ def rig(tmp_path: Path, route: dict[str, Any], grant: list[str] | None = None):
     spent: list[int] = []
     deliverer = Deliverer(
         h.engine.deliveries, h.events.extend, tmp_path / "permissions",
+        Instance.start(tmp_path / "instances", "daemon"),
         spend_tokens=lambda tokens, when: h.engine.state.spend(
             h.engine.day_of(when.timestamp()), tokens=tokens) or spent.append(tokens),
         clock=clock, environ={"HOOK_SECRET": SECRET, "HOOK_TOKEN": "tok-123"},
@@ -145,6 +151,8 @@ async def test_exec_route_gets_the_wake_env_and_envelope(tmp_path: Path) -> None
     assert not Path("/tmp/mailslot-pwned").exists()
     assert got["env"]["MAILSLOT_ID"] == interrupt and got["env"]["MAILSLOT_INTENT"] == "i"
     assert got["env"]["MAILSLOT_SESSION"] == "api" and got["env"]["MAILSLOT_TYPE"] == "ci.failed"
+    (row,) = h.engine.deliveries.rows()
+    assert got["env"]["MAILSLOT_DELIVERY"] == row.key
     assert got["mode"] == 0o600 and got["perm"]["actions"] == ["ci:rerun"]
     assert outcomes(h, interrupt) == ["action-taken"]
     assert h.engine.state.budget("2026-11-24")[1] == 42
@@ -227,19 +235,292 @@ async def test_410_disables_the_route(tmp_path: Path, hook: Server) -> None:
 def test_queue_claims_are_exclusive_and_leases_expire(tmp_path: Path) -> None:
     path = tmp_path / "engine.sqlite3"
     a, b = DeliveryQueue.open(path), DeliveryQueue.open(path)
+    one = Instance.start(tmp_path / "instances", "one")
+    two = Instance.start(tmp_path / "instances", "two")
     try:
         a.db.execute("BEGIN IMMEDIATE")
         for n in range(3):
             a.enqueue(wake=n, intent="i", route={"kind": "mcp"}, session="", interrupts=[str(n)],
                       permissions={}, wake_doc={}, at=T.timestamp())
         a.db.execute("COMMIT")
-        first = a.claim("mcp", "one", lease=60, now=T, limit=2)
-        second = b.claim("mcp", "two", lease=60, now=T)
+        first = a.claim("mcp", one, lease=60, now=T, limit=2)
+        second = b.claim("mcp", two, lease=60, now=T, limit=5)
         assert [d.seq for d in first] == [1, 2] and [d.seq for d in second] == [3]
-        assert b.claim("mcp", "two", lease=60, now=T + timedelta(seconds=30)) == []
-        again = b.claim("mcp", "two", lease=60, now=T + timedelta(seconds=61))
+        assert b.claim("mcp", two, lease=60, now=T + timedelta(seconds=30)) == []
+        again = b.claim("mcp", two, lease=60, now=T + timedelta(seconds=61), limit=5)
         assert [d.seq for d in again] == [1, 2, 3]
+        assert {d.instance for d in again} == {two.id}
     finally:
         a.close()
         b.close()
+        one.stop()
+        two.stop()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# -- claims owned by instances: recovery after a crash, renewal, keys ----------------------
+
+KEY_RE = r"msg_[0-9A-HJKMNP-TV-Z]{26}"
+
+
+def enqueue(queue: DeliveryQueue, n: int, kind: str = "mcp", **route: Any) -> list[int]:
+    return [queue.enqueue(wake=i, intent="i", route={"kind": kind, **route}, session="",
+                          interrupts=[f"int-{i}"], permissions={}, wake_doc={},
+                          at=T.timestamp()) for i in range(n)]
+
+
+CLAIMER = """
+import json, sys
+from datetime import datetime, UTC
+from pathlib import Path
+from edge.deliveries import DeliveryQueue
+from edge.instances import Instance
+instance = Instance.start(Path(sys.argv[1]), "crashy")
+queue = DeliveryQueue.open(sys.argv[2])
+claimed = queue.claim("mcp", instance, 3600, datetime.now(UTC), limit=2)
+print(json.dumps({"id": instance.id, "seqs": [d.seq for d in claimed]}), flush=True)
+sys.stdin.read()  # hold the claims until killed
+"""
+
+
+def test_a_dead_instances_claims_are_released_at_once(tmp_path: Path) -> None:
+    """A real process claims with an hour's lease and is killed -9: the next claimer
+    gets the rows back at once (pending, due now, attempt counted, same key)."""
+    import subprocess
+
+    path, folder = tmp_path / "engine.sqlite3", tmp_path / "instances"
+    queue = DeliveryQueue.open(path)
+    me = Instance.start(folder, "me")
+    enqueue(queue, 3)
+    keys = {d.seq: d.key for d in queue.rows()}
+    with subprocess.Popen([sys.executable, "-c", CLAIMER, str(folder), str(path)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None
+            held = json.loads(child.stdout.readline())
+            assert held["seqs"] == [1, 2]
+            assert me.alive(held["id"]) and queue.holders() == {held["id"]}
+            now = datetime.now(UTC)
+            assert queue.release_dead(me, now) == []  # alive: its claims stand
+            assert [d.seq for d in queue.claim("mcp", me, 60, now, limit=5)] == [3]
+        finally:
+            child.kill()
+            child.wait(10)
+    now = datetime.now(UTC)
+    assert not me.alive(held["id"])
+    released = queue.release_dead(me, now)
+    assert [d.seq for d in released] == [1, 2]
+    rows = {d.seq: d for d in queue.rows()}
+    for seq in (1, 2):
+        assert rows[seq].status == "pending" and rows[seq].attempts == 1
+        assert rows[seq].instance is None and rows[seq].next_attempt <= now
+        assert rows[seq].key == keys[seq]
+    assert rows[3].status == "claimed" and rows[3].instance == me.id  # mine: untouched
+    assert not (folder / f"{held['id']}.lock").exists()
+    again = queue.claim("mcp", me, 60, now, limit=5)
+    assert [(d.seq, d.attempts, d.key) for d in again] == [(1, 2, keys[1]), (2, 2, keys[2])]
+    me.stop()
+    queue.close()
+
+
+def test_only_the_claims_holder_can_finish_it(tmp_path: Path) -> None:
+    queue = DeliveryQueue.open(tmp_path / "engine.sqlite3")
+    a = Instance.start(tmp_path / "instances", "a")
+    b = Instance.start(tmp_path / "instances", "b")
+    enqueue(queue, 1)
+    (mine,) = queue.claim("mcp", a, 1, T)
+    (theirs,) = queue.claim("mcp", b, 60, T + timedelta(seconds=2))  # a's lease lapsed
+    assert theirs.attempts == 2 and theirs.key == mine.key
+    assert not queue.renew(mine, T + timedelta(minutes=5))
+    assert not queue.finish(mine, "ok", {}, T + timedelta(seconds=3))
+    (row,) = queue.rows()
+    assert row.status == "claimed" and row.instance == b.id
+    assert queue.finish(theirs, "ok", {}, T + timedelta(seconds=3))
+    # done is done: no lease, no release, no restart brings it back
+    assert queue.claim("mcp", a, 60, T + timedelta(days=1)) == []
+    assert queue.release_instances({a.id, b.id, ""}, T + timedelta(days=1)) == []
+    assert [d.status for d in queue.rows()] == ["done"]
+    a.stop()
+    b.stop()
+    queue.close()
+
+
+def test_claimers_look_again_soon_while_someone_else_holds_claims(tmp_path: Path) -> None:
+    from edge.deliveries import SWEEP_EVERY
+
+    queue = DeliveryQueue.open(tmp_path / "engine.sqlite3")
+    me = Instance.start(tmp_path / "instances", "me")
+    other = Instance.start(tmp_path / "instances", "other")
+    assert queue.next_look(("exec", "webhook"), me, T) is None  # nothing queued: sleep
+    enqueue(queue, 1)
+    queue.claim("mcp", other, 3600, T)
+    # nothing of mine is due, but if ``other`` dies I must notice within SWEEP_EVERY
+    assert queue.next_look(("exec", "webhook"), me, T) == T + timedelta(seconds=SWEEP_EVERY)
+    assert queue.next_look(("exec", "webhook"), other, T) is None  # its own claim
+    other.stop()
+    me.stop()
+    queue.close()
+
+
+def test_each_claim_is_sized_to_its_route(tmp_path: Path) -> None:
+    queue = DeliveryQueue.open(tmp_path / "engine.sqlite3")
+    me = Instance.start(tmp_path / "instances", "me")
+    enqueue(queue, 1, "exec", argv=["true"], timeout=600.0)
+    enqueue(queue, 1, "webhook", url="http://127.0.0.1:9/x", timeout=10.0)
+    from edge.deliveries import LEASE_MARGIN, lease_for
+
+    claimed = queue.claim(("exec", "webhook"), me, lease_for, T, limit=5)
+    assert [(d.claim_until - T).total_seconds() for d in claimed if d.claim_until] == [
+        600 + LEASE_MARGIN, 10 + LEASE_MARGIN]
+    me.stop()
+    queue.close()
+
+
+def blocking_exec(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """An exec route whose runtime blocks until the test opens ``go`` for writing."""
+    go, started = tmp_path / "go", tmp_path / "started"
+    os.mkfifo(go)
+    script = (f"import sys; sys.stdin.read(); open({str(started)!r}, 'w').close();"
+              f" open({str(go)!r}).read()")
+    return {"kind": "exec", "timeout": "60s", "argv": [sys.executable, "-c", script]}, go
+
+
+def release(go: Path) -> None:
+    with open(go, "w"):
+        pass
+
+
+async def test_a_running_delivery_keeps_its_claim(tmp_path: Path) -> None:
+    """The lease is renewed while the runtime runs: past the first lease's end, nobody
+    else can claim it, and it finishes once."""
+    route, go = blocking_exec(tmp_path)
+    h, _, _ = rig(tmp_path, route)
+    deliverer = Deliverer(h.engine.deliveries, h.events.extend, tmp_path / "permissions",
+                          Instance.start(tmp_path / "instances", "daemon"),
+                          lease=lambda _route: 0.6, renew_every=0.1)
+    interrupt = await h.send(T)
+    h.engine.dispatch_due(T)
+    running = asyncio.create_task(deliverer.run_due(datetime.now(UTC)))
+    rival_queue = DeliveryQueue.open(h.root / "engine.sqlite3")
+    rival = Instance.start(tmp_path / "instances", "rival")
+    try:
+        def claimed() -> Any:
+            rows = rival_queue.rows("claimed")
+            return rows[0].claim_until if rows else None
+
+        first_end = await wait_until(claimed, 20, "the delivery claimed")
+        await wait_until(lambda: datetime.now(UTC) > first_end + timedelta(seconds=0.3), 5,
+                         "the first lease over")
+        assert rival_queue.release_dead(rival, datetime.now(UTC)) == []
+        assert rival_queue.claim("exec", rival, 60, datetime.now(UTC)) == []
+        (row,) = rival_queue.rows("claimed")
+        assert row.claim_until is not None and row.claim_until > datetime.now(UTC)
+        assert not running.done()
+        await asyncio.to_thread(release, go)
+        assert await asyncio.wait_for(running, 20) == 1
+    finally:
+        rival_queue.close()
+        rival.stop()
+    (row,) = h.engine.deliveries.rows()
+    assert row.status == "done" and row.attempts == 1
+    assert outcomes(h, interrupt) == ["ok"]
+
+
+async def test_a_stopping_deliverer_gives_its_claim_back(tmp_path: Path) -> None:
+    route, _go = blocking_exec(tmp_path)
+    h, deliverer, _ = rig(tmp_path, route)
+    deliverer.clock = lambda: datetime.now(UTC)
+    await h.send(T)
+    h.engine.dispatch_due(T)
+    running = asyncio.create_task(deliverer.run_due(datetime.now(UTC)))
+    await wait_until((tmp_path / "started").exists, 20, "the runtime running")
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    (row,) = h.engine.deliveries.rows()
+    assert row.status == "pending" and row.attempts == 1 and row.instance is None
+    assert row.next_attempt <= datetime.now(UTC)
+
+
+async def test_the_key_is_stable_across_retries_and_unique(tmp_path: Path, hook: Server) -> None:
+    hook.start()
+    Hook.answers = [503, 200]
+    route = {"kind": "webhook", "url": f"http://127.0.0.1:{hook.port}/x",
+             "secret_env": "HOOK_SECRET", "max_attempts": 3}
+    h, deliverer, clock = rig(tmp_path, route)
+    await h.send(T)
+    await h.send(T, type="ci.other")
+    h.engine.dispatch_due(T)
+    assert await deliverer.run_due(clock()) == 2  # the first: 503, retried; the second: 200
+    clock.now = T + timedelta(seconds=1)
+    assert await deliverer.run_due(clock()) == 1
+    rows = h.engine.deliveries.rows()
+    assert [(r.status, r.attempts) for r in rows] == [("done", 2), ("done", 1)]
+    ids = [headers["webhook-id"] for _body, headers in Hook.received]
+    assert ids == [rows[0].key, rows[1].key, rows[0].key]
+    assert all(re.fullmatch(KEY_RE, key) for key in ids) and rows[0].key != rows[1].key
+    delivered = [e.detail["delivery"] for e in h.events if e.step == "delivered"]
+    assert delivered == ids
+    assert [e.detail["delivery"] for e in h.events if e.step == "woken"] == [r.key for r in rows]
+
+
+def test_an_old_queue_gets_keys_and_its_claims_back(tmp_path: Path) -> None:
+    """A database from before delivery keys: a webhook row already sent keeps the id its
+    receiver saw; the others get new keys; a claim with no instance is released."""
+    import sqlite3
+
+    path = tmp_path / "engine.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("""CREATE TABLE deliveries (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        wake INTEGER NOT NULL, intent TEXT NOT NULL, kind TEXT NOT NULL, route TEXT NOT NULL,
+        session TEXT NOT NULL, interrupts TEXT NOT NULL, permissions TEXT NOT NULL,
+        wake_doc TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'claimed', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt REAL NOT NULL,
+        claim_owner TEXT, claim_until REAL, outcome TEXT, detail TEXT,
+        created REAL NOT NULL, finished REAL)""")
+    old = T.timestamp()
+    for kind, status, attempts, until in (("webhook", "pending", 2, None),
+                                          ("exec", "pending", 0, None),
+                                          ("exec", "claimed", 1, old + 3600)):
+        db.execute("INSERT INTO deliveries (wake, intent, kind, route, session, interrupts,"
+                   " permissions, wake_doc, status, attempts, next_attempt, claim_owner,"
+                   " claim_until, created) VALUES (1, 'i', ?, '{}', '', '[]', '{}', '{}', ?, ?,"
+                   " ?, ?, ?, ?)", (kind, status, attempts, old,
+                                    "daemon" if until else None, until, old))
+    db.commit()
+    db.close()
+    queue = DeliveryQueue.open(path)
+    me = Instance.start(tmp_path / "instances", "me")
+    rows = queue.rows()
+    assert rows[0].key == "msg_mailslot_1"
+    assert re.fullmatch(KEY_RE, rows[1].key) and re.fullmatch(KEY_RE, rows[2].key)
+    assert queue.holders() == {""}
+    assert [d.seq for d in queue.release_dead(me, T)] == [3]
+    assert [d.seq for d in queue.claim("exec", me, 60, T, limit=5)] == [2, 3]
+    me.stop()
+    queue.close()
+    again = DeliveryQueue.open(path)  # opening again changes nothing
+    assert [d.key for d in again.rows()] == [d.key for d in rows]
+    again.close()
+
+
+def test_a_dead_claimers_runtime_is_stopped_and_only_it(tmp_path: Path) -> None:
+    """What a killed daemon left running is recognised by pid and start time: a pid
+    that is not that process any more is never signalled."""
+    import subprocess
+
+    from edge.instances import runner_mark, stop_runner
+
+    with subprocess.Popen(["sleep", "30"], start_new_session=True) as runtime:
+        mark = runner_mark(runtime.pid)
+        pid, start = mark.split(":")
+        assert pid == str(runtime.pid) and start.isdigit()
+        assert not stop_runner(f"{pid}:{int(start) + 1}")  # another process with that pid
+        assert not stop_runner(f"{pid}:")  # no start time known: never
+        assert runtime.poll() is None
+        assert stop_runner(mark)
+        assert runtime.wait(10) == -9
+    assert not stop_runner(mark)  # gone: nothing to do

@@ -21,6 +21,7 @@ from edge.filewatch import (
     WatchDefinitionError,
     check_file_watch,
     merge,
+    ordered,
 )
 from edge.watches import FileWatch
 from shared.envelope import PAYLOAD_MAX_BYTES
@@ -427,6 +428,44 @@ def test_merge(sequence: list[Any], result: str | None) -> None:
     for change in sequence:
         merge(window, "/p", change)
     assert window.get("/p") == result
+
+
+def _folded(orders: dict[str, list[Any]]) -> dict[str, Any]:
+    window: dict[str, Any] = {}
+    for path, order in sorted(orders.items()):
+        for change in order:
+            merge(window, path, change)
+    return window
+
+
+@pytest.mark.parametrize(
+    ("reported", "result"),
+    [
+        (set(), "created"),
+        # the write raced the new folder's watch: only the modification was reported,
+        # in the same step as the folder (test_what_a_new_folder_holds_is_seen's flake)
+        ({"modified"}, "created"),
+        ({"created"}, "created"),
+        ({"created", "modified"}, "created"),
+        ({"created", "deleted"}, "created"),  # it exists: replaced after the scan
+    ],
+)
+def test_what_a_new_folders_scan_found_was_created_first(
+        tmp_path: Path, reported: set[Any], result: str) -> None:
+    found = tmp_path / "made" / "y.py"
+    found.parent.mkdir()
+    found.write_text("x")
+    orders = ordered({str(found.parent): {"created"}, str(found): reported},
+                     [str(found), str(found)])  # nested new folders find it twice
+    assert _folded(orders) == {str(found.parent): "created", str(found): result}
+
+
+def test_a_step_without_a_scan_keeps_the_reported_order(tmp_path: Path) -> None:
+    there, gone = tmp_path / "there", tmp_path / "gone"
+    there.write_text("x")
+    orders = ordered({str(there): {"created", "deleted"}, str(gone): {"created", "deleted"},
+                      str(tmp_path / "renamed-over"): {"modified", "created"}})
+    assert _folded(orders) == {str(there): "modified", str(tmp_path / "renamed-over"): "modified"}
 
 
 def test_a_payload_fits_an_interrupt_whatever_changed() -> None:

@@ -38,7 +38,7 @@ from websockets.asyncio.client import ClientConnection
 from relay.config import RelayConfig, StreamSettings
 from relay.server import RelayServer
 from relay.store import STREAM, consumer_name
-from shared.auth import auth_message, request_message, sign_b64
+from shared.auth import auth_message, new_request_nonce, request_message, sign_b64
 from shared.encoding import b64d, b64e
 from shared.envelope import Envelope, Priority, Source
 from shared.frames import (
@@ -146,8 +146,11 @@ async def post(
     content: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """POST /v1/interrupts with a JSON ``body`` (or raw ``content``) and a bearer token."""
+    """POST /v1/interrupts with a JSON ``body`` (or raw ``content``, labelled JSON unless
+    ``headers`` say otherwise) and a bearer token."""
     all_headers = dict(headers or {})
+    if not any(name.lower() == "content-type" for name in all_headers):
+        all_headers["Content-Type"] = "application/json"
     if token is not None:
         all_headers["Authorization"] = f"Bearer {token}"
     async with httpx.AsyncClient(base_url=relay.url, timeout=SOON) as client:
@@ -187,12 +190,14 @@ async def send_drafts(relay: RelayServer, member: Member, n: int, **fields: Any)
 
 def grant_header(
     signer: Identity, method: str, path: str, *, claimed: str | None = None,
-    ts: int | None = None, body: bytes = b"",
+    ts: int | None = None, body: bytes = b"", nonce: str | None = None,
 ) -> str:
-    """A ``Mailslot-Signature`` header, signed by ``signer`` and claiming ``claimed``."""
+    """A ``Mailslot-Signature`` header, signed by ``signer`` and claiming ``claimed``
+    (a fresh nonce unless ``nonce`` is given)."""
     ts = int(time.time()) if ts is None else ts
-    sig = sign_b64(signer, request_message(method, path, ts, body))
-    return f"Mailslot-Signature id={claimed or signer.id},ts={ts},sig={sig}"
+    nonce = new_request_nonce() if nonce is None else nonce
+    sig = sign_b64(signer, request_message(method, path, ts, nonce, body))
+    return f"Mailslot-Signature id={claimed or signer.id},ts={ts},nonce={nonce},sig={sig}"
 
 
 async def grant_request(
@@ -228,7 +233,7 @@ def envelope(signer: Identity, to: str, **fields: Any) -> Envelope:
     values: dict[str, Any] = {
         "id": str(ULID()),
         "to": to,
-        "source": Source(kind="producer", name="failure-tests"),
+        "source": Source(kind="service", name="failure-tests"),  # producer is the relay's
         "type": "test.signed",
         "created_at": datetime.now(UTC),
         "payload": {"n": 1},
@@ -251,7 +256,7 @@ def raw_envelope_fields(key: Identity, to: str, **fields: Any) -> dict[str, Any]
         "v": 1,
         "id": str(ULID()),
         "to": to,
-        "source": {"kind": "producer", "name": "failure-tests"},
+        "source": {"kind": "service", "name": "failure-tests"},
         "type": "test.signed",
         "priority": "next",
         "created_at": now.isoformat(),

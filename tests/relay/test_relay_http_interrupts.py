@@ -15,6 +15,7 @@ import pytest
 from conftest import wait_until
 from relay_support import (  # noqa: F401  (fixtures: alice, bob, producer, relay_config)
     EMPTY,
+    SOON,
     alice_fixture,
     assert_still_serving,
     bob_fixture,
@@ -280,16 +281,34 @@ async def test_unknown_field_is_refused(relay, alice, producer):
     await assert_still_serving(relay, alice)
 
 
-async def test_content_type_is_not_trusted(relay, alice):
-    """The relay parses the body as JSON whatever Content-Type says: a form post is
-    refused as malformed JSON, a JSON body labelled text/plain is read as JSON."""
-    form = await post(relay, content=b"to=x&type=y", token=alice.token,
-                      headers={"Content-Type": "application/x-www-form-urlencoded"})
-    refused(form, 400, "malformed_json")
+@pytest.mark.parametrize("content_type", [
+    None, "application/x-www-form-urlencoded", "text/plain", "multipart/form-data",
+    "application/jsonx", "json", "application/json; charset=latin-1", "",
+])
+async def test_a_body_not_labelled_json_is_415(relay, alice, content_type):
+    """``curl -d`` sends a form: it gets a clear 415, not a parse error, and nothing is
+    stored even when the bytes happen to be a good draft."""
+    headers = {"Authorization": f"Bearer {alice.token}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    body = json.dumps(draft(alice.id)).encode()
+    async with httpx.AsyncClient(base_url=relay.url, timeout=SOON) as client:
+        refused(await client.post("/v1/interrupts", content=body, headers=headers),
+                415, "unsupported_media_type")
+        refused(await client.post("/v1/enroll", content=b"{}", headers=headers),
+                415, "unsupported_media_type")
     assert await stored_total(relay) == 0
-    plain = await post(relay, content=json.dumps(draft(alice.id)).encode(), token=alice.token,
-                       headers={"Content-Type": "text/plain"})
-    assert plain.status_code == 202, plain.text
+    await assert_still_serving(relay, alice)
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/json", "application/json; charset=utf-8", "Application/JSON;charset=UTF-8",
+    "application/vnd.mailslot+json", 'application/json; charset="utf-8"',
+])
+async def test_json_media_types_are_accepted(relay, alice, content_type):
+    response = await post(relay, content=json.dumps(draft(alice.id)).encode(),
+                          token=alice.token, headers={"Content-Type": content_type})
+    assert response.status_code == 202, response.text
     assert await stored_total(relay) == 1
 
 

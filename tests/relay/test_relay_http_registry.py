@@ -41,7 +41,8 @@ def enroll_body(token: str, identity: Identity, *, proof_by: Identity | None = N
 async def enroll_post(relay, body=None, *, content: bytes | None = None) -> httpx.Response:
     async with httpx.AsyncClient(base_url=relay.url, timeout=SOON) as client:
         if content is not None:
-            return await client.post("/v1/enroll", content=content)
+            return await client.post("/v1/enroll", content=content,
+                                     headers={"Content-Type": "application/json"})
         return await client.post("/v1/enroll", json=body)
 
 

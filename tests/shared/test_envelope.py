@@ -24,10 +24,12 @@ from shared.envelope import (
 from shared.errors import (
     InvalidEnvelope,
     InvalidToken,
+    LimitExceeded,
     MalformedInput,
     RemoteProtocolError,
     TooLarge,
 )
+from shared.limits import MAX_DEPTH
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 SEALED = {
@@ -398,8 +400,75 @@ def test_nulls_inside_the_payload_are_kept() -> None:
     assert parse_envelope(envelope_bytes(envelope)).payload == payload
 
 
-def test_deeply_nested_json_is_refused_as_malformed() -> None:
+def test_deeply_nested_json_is_refused_as_too_deep() -> None:
     depth = 5000
-    refused("[" * depth + "]" * depth, MalformedInput, 400, "malformed_json")
+    refused("[" * depth + "]" * depth, LimitExceeded, 422, "too_deep")
     body = text(envelope_doc(payload=None))[:-1] + ', "payload": ' + '{"a":' * depth
-    refused(body + "1" + "}" * (depth + 1), MalformedInput, 400, "malformed_json")
+    refused(body + "1" + "}" * (depth + 1), LimitExceeded, 422, "too_deep")
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A payload ``depth`` containers deep (the payload object counts as one)."""
+    value: Any = 1
+    for _ in range(depth - 1):
+        value = [value]
+    return {"a": value}
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 150, 250, 900])
+def test_a_payload_deeper_than_the_limit_is_refused(depth: int) -> None:
+    """250 deep once got past the relay (Python's json) and failed at the edge (pydantic's
+    parser stops at 200): now both refuse anything past MAX_DEPTH with one code."""
+    refused(text(envelope_doc(payload=nested(depth))), LimitExceeded, 422, "too_deep")
+    with pytest.raises(LimitExceeded) as info:  # built in Python, as the relay does
+        Envelope.model_validate(envelope_doc(payload=nested(depth)))
+    assert info.value.code == "too_deep"
+
+
+def test_a_payload_at_the_depth_limit_is_accepted() -> None:
+    envelope = parse_envelope(text(envelope_doc(payload=nested(MAX_DEPTH))))
+    assert envelope.payload == nested(MAX_DEPTH)
+    assert parse_envelope(envelope_bytes(envelope)) == envelope
+
+
+@pytest.mark.parametrize(
+    ("number", "code"),
+    [
+        ("NaN", "non_finite_number"),
+        ("Infinity", "non_finite_number"),
+        ("-Infinity", "non_finite_number"),
+        ("1e400", "non_finite_number"),
+        ("-1e400", "non_finite_number"),
+        (str(2**53), "number_out_of_range"),
+        (str(-(2**53)), "number_out_of_range"),
+        ("1" * 400, "number_out_of_range"),
+    ],
+)
+def test_a_number_outside_the_limits_is_refused(number: str, code: str) -> None:
+    """These used to be stored as ``null`` (or as a number no JavaScript reader gets)."""
+    body = text(envelope_doc(payload={"x": 0})).replace('"x": 0', f'"x": [{number}]')
+    refused(body, LimitExceeded, 422, code)
+
+
+def test_numbers_at_the_limits_are_accepted() -> None:
+    payload = {"big": 2**53 - 1, "small": -(2**53 - 1), "float": 1.7976931348623157e308}
+    assert parse_envelope(text(envelope_doc(payload=payload))).payload == payload
+
+
+def test_a_lone_surrogate_is_refused_from_text_and_from_python() -> None:
+    body = text(envelope_doc(payload={"x": "\ud800"}))  # the JSON escape, as sent
+    assert "\\ud800" in body
+    refused(body, MalformedInput, 400, "malformed_json")
+    for payload in ({"x": "\ud800"}, {"\udfff": 1}, {"x": [{"y": "a\ud800b"}]}):
+        with pytest.raises(LimitExceeded) as info:
+            Envelope.model_validate(envelope_doc(payload=payload))
+        assert info.value.code == "invalid_string"
+
+
+@pytest.mark.parametrize("field", ["epk", "nonce", "ct"])
+def test_sealed_fields_are_base64url_only(field: str) -> None:
+    for bad in ("\ud800", "é", "a b", "a+b/"):
+        doc = envelope_doc(payload=None, sealed={**SEALED, field: bad})
+        with pytest.raises(RemoteProtocolError) as info:
+            parse_envelope(json.dumps(doc))
+        assert info.value.status < 500, info.value

@@ -3,7 +3,8 @@ processes, threads or clocks. Checked on the source (every import and a few buil
 on a fresh interpreter (what importing shared actually loads).
 
 What shared imports, and why it is allowed: ``base64``, ``binascii``, ``hashlib``, ``json``,
-``re``, ``enum``, ``dataclasses``, ``typing``, ``collections.abc`` (pure values);
+``re``, ``enum``, ``dataclasses``, ``typing``, ``collections.abc`` (pure values),
+``math`` (``isfinite``, for the limits);
 ``datetime`` for types only (the caller passes ``now``; shared never reads a clock);
 ``pydantic`` and ``cryptography`` (pure computation); and ``os`` for exactly one thing,
 ``os.urandom`` (sealing nonces: randomness, not I/O — key generation in ``cryptography``
@@ -26,7 +27,7 @@ MODULES = sorted(SHARED.glob("*.py"))
 
 ALLOWED = {
     "__future__", "base64", "binascii", "collections", "dataclasses", "datetime", "enum",
-    "hashlib", "json", "re", "typing", "pydantic", "cryptography", "shared", "os",
+    "hashlib", "json", "math", "re", "typing", "pydantic", "cryptography", "shared", "os",
 }
 #: Never, whatever else changes: each of these is I/O, a clock, or another layer.
 FORBIDDEN = {

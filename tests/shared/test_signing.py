@@ -16,6 +16,7 @@ from shared.errors import (
     BadSignature,
     Expired,
     InvalidEnvelope,
+    LimitExceeded,
     LocalProtocolError,
     MalformedInput,
     RemoteProtocolError,
@@ -278,11 +279,11 @@ def test_oversized_wire_is_refused_before_parsing() -> None:
 
 
 @pytest.mark.parametrize("depth", [1000, 5000])
-def test_deeply_nested_wire_is_refused_as_malformed(depth: int) -> None:
+def test_deeply_nested_wire_is_refused_as_too_deep(depth: int) -> None:
     body = "[" * depth + "]" * depth
     assert len(body) <= 2 * ENVELOPE_MAX_BYTES
     error = error_of(lambda: signed_from_wire(body))
-    assert type(error) is MalformedInput
+    assert (type(error), error.code) == (LimitExceeded, "too_deep")
 
 
 def test_envelope_text_that_is_not_unicode_is_refused_with_a_typed_error() -> None:
