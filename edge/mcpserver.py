@@ -476,7 +476,8 @@ class ToolSpec:
             schema = self.args.model_json_schema()
             schema.pop("title", None)
         schema.setdefault("properties", {})
-        return _portable(schema)
+        portable: dict[str, Any] = _portable(schema)
+        return portable
 
 
 def _portable(schema: Any) -> Any:

@@ -14,6 +14,8 @@ upstream, never silently dropped and never stored as an interrupt.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +23,7 @@ from datetime import datetime
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.inbox import Accepted, Inbox, utc_now
+from shared.envelope import ULID_RE
 from shared.errors import InvalidEnvelope, RemoteProtocolError
 from shared.frames import DeliverItem
 from shared.identity import Identity, PublicIdentity
@@ -106,13 +109,10 @@ class Receiver:
 
 def _peek_id(text: str) -> str | None:
     """The id of an envelope we refused, if it has a readable one (to tell the relay)."""
-    import json
-    import re
-
     try:
         value = json.loads(text).get("id")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # a refused text may be anything
         return None
-    if isinstance(value, str) and re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{26}", value):
+    if isinstance(value, str) and re.fullmatch(ULID_RE, value):
         return value
     return None

@@ -9,6 +9,8 @@ from pathlib import Path
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.limits import BODY_MAX_BYTES
+
 DEFAULT_LISTEN = "127.0.0.1:7710"
 
 
@@ -47,7 +49,7 @@ class RelayConfig(BaseModel):
     data_dir: Path
     stream: StreamSettings = StreamSettings()
     #: Largest HTTP request body accepted.
-    max_body_bytes: int = 160 * 1024
+    max_body_bytes: int = BODY_MAX_BYTES
     #: Embedded server: fsync every write ("always") or on an interval (e.g. "1s", "2m").
     embedded_sync: str = "always"
     #: Embedded server: how long the relay tries to restart a nats-server that exited

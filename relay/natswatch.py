@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
         status = child.poll()
         if status is not None:
             return status if status >= 0 else 128 - status
-        readable, _, _ = select.select([pipe_fd, wake_r], [], [], 5.0)
+        readable, _, _ = select.select([pipe_fd, wake_r], [], [])  # no timeout: both wake us
         if wake_r in readable:
             os.read(wake_r, 512)
         if pipe_fd in readable and not os.read(pipe_fd, 1):

@@ -114,7 +114,12 @@ class Store:
     async def connect(cls, servers: list[str], settings: StreamSettings) -> Store:
         holder: list[Store] = []
 
+        #: While NATS is down nats-py reports every failed reconnect (4 a second): log an
+        #: error once, and the same error again only after we were connected in between.
+        last_error = [""]
+
         async def reconnected() -> None:
+            last_error[0] = ""
             log.info("reconnected to NATS")
             for listener in list(holder[0]._reconnect_listeners):
                 listener()
@@ -126,7 +131,12 @@ class Store:
                 log.warning("disconnected from NATS")
 
         async def error(exc: Exception) -> None:
-            log.warning("NATS error: %s", exc)
+            text = f"{type(exc).__name__}: {exc}"
+            if text == last_error[0]:
+                log.debug("NATS error (repeated): %s", text)
+                return
+            last_error[0] = text
+            log.warning("NATS error: %s", text)
 
         try:
             nc = await nats.connect(

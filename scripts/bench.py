@@ -6,7 +6,8 @@ Every figure is printed next to a baseline measured in the same run on this mach
   acked, against min(raw nats-py JetStream fetch+ack rate, single-core Ed25519 verify
   rate). Target >= 0.8x. Also the CPU each process spent per drained interrupt (from
   ``/proc/<pid>/stat``, utime + stime, sampled as the drain starts and ends): the edge,
-  the relay and its nats-server, next to the cost of one Ed25519 verify of the same run.
+  the relay and its nats-server, next to the CPU cost of one Ed25519 verify of the same
+  run (thread CPU time, which a busy machine does not skew as it skews a wall clock).
   Target: edge <= 1.5x one verify (it must verify every signature, and do little else).
 - latency: producer POST to edge inbox commit at a steady rate (default 200/s); p50 and
   p99. Target p99 <= 10 ms on loopback. A fixed set of senders, one pooled keep-alive

@@ -78,7 +78,7 @@ class TooLarge(RemoteProtocolError):
 
 class LimitExceeded(RemoteProtocolError):
     """A value outside ``shared.limits``: ``too_deep``, ``non_finite_number``,
-    ``number_out_of_range``, ``invalid_string``, ``invalid_value``, ``clock_skew``."""
+    ``number_out_of_range``, ``invalid_string``, ``clock_skew``."""
 
     status, code = 422, "limit_exceeded"
 

@@ -8,19 +8,29 @@ Two profiles, picked by ``MAILSLOT_FUZZ_PROFILE``:
 - ``long`` (``scripts/fuzz``): random, many examples; ``scripts/fuzz`` runs the suite
   over and over with fresh seeds for as long as it is told.
 
-No example database is written into the repository (``database=None``): a failure is
-reported with the example that caused it, and the ``ci`` profile finds it again.
+No example database is written (``database=None``): a failure is reported with the
+example that caused it, and the ``ci`` profile finds it again. Hypothesis's other caches
+(Unicode tables, constants) go to a folder under the system's temp dir, not into the
+repository (``HYPOTHESIS_STORAGE_DIRECTORY`` overrides it).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from fuzz.fuzz_support import Harness
+
+set_hypothesis_home_dir(
+    os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY")
+    or Path(tempfile.gettempdir()) / "mailslot-hypothesis"
+)
 
 _COMMON = {
     "database": None,

@@ -77,10 +77,24 @@ def read_until_closed(ws: ClientConnection) -> tuple[int | None, list[dict[str, 
 
 
 def allowed_after(frames: list[str | bytes], allowed: set[int]) -> set[int | None]:
-    """``allowed``, and for an oversized frame also no close frame at all: the WebSocket
-    layer closes the socket while the frame is still arriving, and the kernel's reset
-    can overtake its 1009 (TCP, not the relay: no handler ever sees that frame)."""
-    return {*allowed, None} if BIG in frames else set(allowed)
+    """``allowed``, plus what the WebSocket layer itself does before any handler sees a
+    frame: 1007 for a text frame that is not UTF-8, and for an oversized frame no close
+    frame at all (the socket is closed while the frame still arrives, and the kernel's
+    reset can overtake the 1009)."""
+    codes: set[int | None] = set(allowed)
+    if BIG in frames:
+        codes.add(None)
+    if any(isinstance(f, str) and not is_utf8(f) for f in frames):
+        codes.add(1007)
+    return codes
+
+
+def is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def assert_refused(code: int | None, frames: list[dict[str, Any]], allowed: set[int | None]

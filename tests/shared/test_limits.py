@@ -82,9 +82,15 @@ def test_strings_and_keys_must_be_unicode_text() -> None:
     assert loads('{"a": "\\ud83d\\ude42"}') == {"a": "🙂"}  # a pair is one character
 
 
-def test_values_that_json_cannot_hold_are_refused() -> None:
-    assert code_of(lambda: check_json({"a": b"x"})) == "invalid_value"
-    assert code_of(lambda: check_json({1: "x"})) == "invalid_value"
+def test_python_containers_are_checked_like_json_ones() -> None:
+    """Tuples and dict subclasses (from the edge's own code, never from a parser) are
+    walked like lists and objects."""
+    from collections import OrderedDict
+
+    check_json({"a": (1, "x"), "b": OrderedDict(c=[1])})
+    assert code_of(lambda: check_json({"a": (1, float("nan"))})) == "non_finite_number"
+    assert code_of(lambda: check_json(OrderedDict(a=(("\ud800",),)))) == "invalid_string"
+    assert code_of(lambda: check_json({"a": ((((),),),)}, 3)) == "too_deep"
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"\xff", b"[1,]", b"{'a': 1}"])
@@ -101,15 +107,11 @@ def test_created_at_may_be_old_but_not_in_the_future() -> None:
     assert code_of(lambda: check_created_at(later, NOW)) == "clock_skew"
 
 
-def test_the_edge_refuses_an_envelope_from_the_future() -> None:
-    """A ``created_at`` in the year 2999 used to be delivered."""
-    for created_at, refused in ((NOW + timedelta(seconds=60), False),
-                                (datetime(2999, 1, 1, tzinfo=UTC), True)):
+def test_the_edge_takes_what_the_relay_dated_ahead_of_its_clock() -> None:
+    """The relay bounds ``created_at`` by its own clock before 2xx; an edge whose clock
+    is behind must still take the interrupt, or a 202 would be lost."""
+    for created_at in (NOW + timedelta(seconds=60), NOW + timedelta(hours=2)):
         envelope = Envelope.model_validate(envelope_doc(created_at=created_at.isoformat()))
         signed = sign_envelope(envelope, alice)
         trusted = {alice.id: alice.public.verifier()}
-        if refused:
-            assert code_of(lambda s=signed, t=trusted: verify_envelope(  # type: ignore[misc]
-                s, trusted=t, recipient=bob.id, now=NOW)) == "clock_skew"
-        else:
-            assert verify_envelope(signed, trusted=trusted, recipient=bob.id, now=NOW)
+        assert verify_envelope(signed, trusted=trusted, recipient=bob.id, now=NOW)
