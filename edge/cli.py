@@ -40,6 +40,7 @@ from edge.timecli import add_time_commands
 from edge.watchcli import add_watch_commands
 from relay.cli import add_relay_commands
 from relay.errors import ExitCode, RelayError
+from relay.lockfile import pid_alive
 from relay.signals import stop_on_signals
 from shared.envelope import Envelope, Source
 from shared.errors import MailslotError, MalformedInput, RemoteProtocolError
@@ -490,7 +491,7 @@ def edge_status(paths: EdgePaths) -> dict[str, Any]:
         status = inbox.status()
         pending = inbox.counts()
         rejected = len(inbox.rejections(limit=1000))
-    running = _alive(status.get("pid"))
+    running = pid_alive(status.get("pid"))
     return {
         "identity": config.identity,
         "relay": config.relay_url,
@@ -549,18 +550,6 @@ def metrics_text(status: dict[str, Any]) -> str:
     registry = CollectorRegistry()
     registry.register(StatusCollector())
     return generate_latest(registry).decode()
-
-
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -31,15 +31,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge.enginestate import EngineState, new_delivery_key
+from edge.enginestate import EngineState, new_delivery_key, write_transaction
 from edge.intents import Intent
 
 #: Backoff between attempts: doubles from this, capped.
@@ -165,7 +164,7 @@ class DeliveryQueue:
         at = now.timestamp()
         marks = ",".join("?" * len(kinds))
         claimed: list[Delivery] = []
-        with self._write():
+        with write_transaction(self.db):
             rows = self.db.execute(
                 f"SELECT {_COLUMNS} FROM deliveries WHERE kind IN ({marks})"
                 " AND (status = 'pending' OR (status = 'claimed' AND claim_until <= ?))"
@@ -252,7 +251,7 @@ class DeliveryQueue:
             return []
         marks = ",".join("?" * len(instances))
         where = (f"status = 'claimed' AND coalesce(claim_instance, '') IN ({marks})")
-        with self._write():
+        with write_transaction(self.db):
             rows = self.db.execute(
                 f"SELECT {_COLUMNS} FROM deliveries WHERE {where} ORDER BY seq",
                 tuple(instances)).fetchall()
@@ -298,20 +297,6 @@ class DeliveryQueue:
         where, params = ("WHERE status = ?", (status,)) if status else ("", ())
         return [_delivery(r) for r in self.db.execute(
             f"SELECT {_COLUMNS} FROM deliveries {where} ORDER BY seq", params).fetchall()]
-
-    @contextmanager
-    def _write(self) -> Iterator[None]:
-        """One write transaction, or the caller's if one is open (the engine's batch)."""
-        if self.db.in_transaction:
-            yield
-            return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
 
     # -- routes a runtime turned away (HTTP 410) --------------------------------------
 

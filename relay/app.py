@@ -186,10 +186,10 @@ def guarded(handler: Handler) -> Handler:
 
 
 def build_app(services: Services) -> Starlette:
-    async def read_json(request: Request) -> tuple[bytes, Any]:
-        """The body, size-capped, labelled JSON and JSON within ``shared.limits`` (else
-        a refusal). Read before the label is checked, so that a 415 leaves the keep-alive
-        connection usable (a partly read request body would make uvicorn close it)."""
+    async def read_body(request: Request) -> bytes:
+        """The whole body, size-capped. Read before any other check refuses the request,
+        so that a refusal leaves the keep-alive connection usable (a partly read request
+        body would make uvicorn close it)."""
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
@@ -197,8 +197,13 @@ def build_app(services: Services) -> Starlette:
                 raise TooLarge(
                     f"body is larger than {services.max_body_bytes} bytes", code="body_too_large"
                 )
+        return bytes(body)
+
+    async def read_json(request: Request) -> tuple[bytes, Any]:
+        """The body, labelled JSON and JSON within ``shared.limits`` (else a refusal)."""
+        body = await read_body(request)
         check_json_media(request)
-        return bytes(body), loads(bytes(body))
+        return body, loads(body)
 
     def bearer(request: Request) -> str | None:
         header = request.headers.get("authorization")
@@ -261,6 +266,7 @@ def build_app(services: Services) -> Starlette:
         parsed strictly, the time within the skew, the signature, then the nonce spent
         (atomically, in the shared nonce bucket) so that a captured request cannot be
         replayed. All of it before the caller changes anything."""
+        body = await read_body(request)
         recipient = check_identity(request.path_params["id"])
         signer = check_identity(request.path_params["signer"])
         header = request.headers.get("authorization")
@@ -275,15 +281,8 @@ def build_app(services: Services) -> Starlette:
                 "clock",
                 code="stale_request",
             )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > services.max_body_bytes:
-                raise TooLarge(
-                    f"body is larger than {services.max_body_bytes} bytes", code="body_too_large"
-                )
         public, _ = await services.registry.require_identity(recipient)
-        message = request_message(request.method, request.url.path, ts, nonce, bytes(body))
+        message = request_message(request.method, request.url.path, ts, nonce, body)
         check_b64_signature(public.verifier(), sig, message)
         await services.registry.spend_request_nonce(recipient, nonce)
         return recipient, signer

@@ -103,3 +103,23 @@ def _read_pid(fd: int) -> int | None:
         text = os.pread(fd, 32, 0).decode().strip()
         return int(text) if text else None
     return None
+
+
+def pid_alive(pid: object) -> bool:
+    """Whether ``pid`` (as read from a file: anything) is a running process, not a
+    zombie (a zombie holds no port, no lock and no store files)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc here (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.errors import StoreLost, StoreUnavailable
+from relay.lockfile import pid_alive
 
 log = logging.getLogger("mailslot.relay.nats")
 
@@ -251,7 +252,7 @@ def servers_on(conf_file: Path) -> list[int]:
             continue
         nats = any(Path(a).name == "nats-server" for a in argv[:1])
         wrapper = "relay.natswatch" in argv
-        if (nats or wrapper) and _alive(int(entry.name)):
+        if (nats or wrapper) and pid_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 
@@ -269,7 +270,7 @@ async def stop_stale_servers(conf_file: Path, timeout: float = 10.0) -> None:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     delay = 0.01
-    while pids := [pid for pid in pids if _alive(pid)]:
+    while pids := [pid for pid in pids if pid_alive(pid)]:
         if time.monotonic() > deadline:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -278,23 +279,6 @@ async def stop_stale_servers(conf_file: Path, timeout: float = 10.0) -> None:
         # Another process's exit has no event we can await (it is not our child).
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (a zombie holds no port and no store files)."""
-    if not Path("/proc").is_dir():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _load_or_make_token(path: Path) -> str:
