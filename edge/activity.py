@@ -47,7 +47,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +70,7 @@ STEPS = (
 _STEP_SET = frozenset(STEPS)
 ZERO_HASH = "0" * 64
 KEY_SIZE = 32
+_SHA256_BLOCK = 64
 _FIELDS = frozenset({"seq", "at", "step", "interrupt", "intent", "type", "detail", "prev", "mac"})
 _HEX = frozenset("0123456789abcdef")
 _CHUNK = 1 << 20
@@ -103,6 +104,8 @@ class NoRecord(EdgeError):
 #: half the cost of a log entry while draining (three entries per interrupt).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                               allow_nan=False)
+#: What ``_CANONICAL`` writes for a ``str`` (``ensure_ascii=False``), as one C call.
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def canonical(obj: Any) -> str:
@@ -110,23 +113,33 @@ def canonical(obj: Any) -> str:
     return _CANONICAL.encode(obj)
 
 
-def _with_mac(text: str, body: dict[str, Any], mac: str) -> str:
-    """``canonical({**body, "mac": mac})`` from ``text = canonical(body)`` without
-    encoding the body again: in sorted order ``mac`` comes right before ``prev``, and
-    what follows (prev, seq, step, type) is short and known."""
-    prev, type_ = body["prev"], body["type"]
-    # prev is a hex digest (or null) and step one of STEPS: neither needs escaping; the
-    # check below falls back to a full encoding if that ever stops being true.
-    prev_text = "null" if prev is None else f'"{prev}"'
-    type_text = "null" if type_ is None else canonical(type_)
-    tail = f'"prev":{prev_text},"seq":{body["seq"]:d},"step":"{body["step"]}","type":{type_text}}}'
-    if not text.endswith("," + tail) or len(body) != len(_BODY_KEYS):
-        body = {**body, "mac": mac}
-        return canonical(body)
-    return f'{text[:-len(tail)]}"mac":"{mac}",{tail}'
+def _json_text(value: str | None) -> str:
+    """``canonical(value)`` for the plain-string fields of an entry (or null)."""
+    return "null" if value is None else _encode_str(value)
 
 
-_BODY_KEYS = frozenset({"seq", "at", "step", "interrupt", "intent", "type", "detail", "prev"})
+def _entry_texts(seq: int, at: str, event: Event, prev: str) -> tuple[str, str] | None:
+    """The canonical JSON of an entry split around where ``mac`` goes: ``head + "," +
+    tail`` is ``canonical(body)`` (what the MAC covers) and ``head + ',"mac":"…",' +
+    tail`` is the stored line (sorted keys put ``mac`` between ``interrupt`` and
+    ``prev``). Built from the fields, so that an entry costs one encoding of its
+    ``detail`` rather than two of the whole entry: the log is written three times per
+    drained interrupt. ``None`` when a field is not a plain string (or null), which only
+    ``canonical`` itself may encode; the caller then falls back to it. Raises what
+    ``canonical`` raises for a ``detail`` that is not JSON."""
+    interrupt, intent, type_, step = event.interrupt, event.intent, event.type, event.step
+    if not (_plain(interrupt) and _plain(intent) and _plain(type_) and type(step) is str
+            and type(prev) is str):
+        return None
+    head = (f'{{"at":{_encode_str(at)},"detail":{canonical(event.detail)},'
+            f'"intent":{_json_text(intent)},"interrupt":{_json_text(interrupt)}')
+    tail = (f'"prev":{_encode_str(prev)},"seq":{seq:d},"step":{_encode_str(step)},'
+            f'"type":{_json_text(type_)}}}')
+    return head, tail
+
+
+def _plain(value: object) -> bool:
+    return value is None or type(value) is str
 
 
 def to_text(at: datetime) -> str:
@@ -304,7 +317,11 @@ class ActivityLog:
         self.path = path
         self.key_file = key_file
         self.head_path = head_file(path)
-        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+        if len(key) > _SHA256_BLOCK:  # RFC 2104; the log's own keys are 32 bytes
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
         self._fd = fd
         self._lock = threading.Lock()
         self._tail: tuple[int, _Link] | None = None  # (file size, link) after our last write
@@ -369,21 +386,27 @@ class ActivityLog:
             seq, prev = self._sync(fd, writing=True)
             lines: list[str] = []
             entries: list[Entry] = []
-            last_at: tuple[datetime, str] | None = None
+            stamp: tuple[datetime, datetime, str] | None = None  # an interrupt's steps share it
             for event in events:
                 seq += 1
-                if last_at is None or last_at[0] != event.at:  # an interrupt's steps share it
-                    last_at = (event.at, to_text(event.at.astimezone(UTC)))
-                at = event.at.astimezone(UTC)
-                body = {"seq": seq, "at": last_at[1], "step": event.step,
-                        "interrupt": event.interrupt, "intent": event.intent,
-                        "type": event.type, "detail": event.detail, "prev": prev}
+                if stamp is None or stamp[0] != event.at:
+                    utc = event.at.astimezone(UTC)
+                    stamp = (event.at, utc, to_text(utc))
+                _, at, at_text = stamp
                 try:
-                    text = canonical(body)
+                    texts = _entry_texts(seq, at_text, event, prev)
+                    if texts is None:
+                        body = {"seq": seq, "at": at_text, "step": event.step,
+                                "interrupt": event.interrupt, "intent": event.intent,
+                                "type": event.type, "detail": event.detail, "prev": prev}
+                        mac = self._mac(canonical(body).encode())
+                        line = canonical({**body, "mac": mac})
+                    else:
+                        head, tail = texts
+                        mac = self._mac(f"{head},{tail}".encode())
+                        line = f'{head},"mac":"{mac}",{tail}'
                 except (TypeError, ValueError) as exc:
                     raise ValueError(f"detail of a {event.step!r} activity is not JSON: {exc}") from None
-                mac = self._mac(text.encode())
-                line = _with_mac(text, body, mac)
                 lines.append(line)
                 entries.append(Entry(seq, at, event.step, event.interrupt, event.intent,
                                      event.type, event.detail, prev, mac))
@@ -393,9 +416,16 @@ class ActivityLog:
         return entries
 
     def _mac(self, data: bytes) -> str:
-        h = self._hmac.copy()
-        h.update(data)
-        return h.hexdigest()
+        """HMAC-SHA256 of ``data`` under the log's key, as hex (RFC 2104: the hash of the
+        outer key block and the hash of the inner key block and ``data``). Both key
+        blocks are hashed once at open; each MAC copies the two states, which is what
+        ``hmac.HMAC.copy`` does too, minus its Python-level overhead (three MACs and
+        hashes per drained interrupt)."""
+        inner = self._inner.copy()
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
     def _write(self, fd: int, data: bytes, link: _Link) -> None:
         size = os.fstat(fd).st_size

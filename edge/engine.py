@@ -29,6 +29,7 @@ the activity log.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -51,6 +52,10 @@ JudgeFn = Callable[[Intent, dict[str, Any]], Awaitable[Verdict]]
 Recorder = Callable[[list[Event]], object]
 Clock = Callable[[], datetime]
 BATCH = 512
+#: Most interrupts ``Engine.offer`` keeps waiting to be decided; past that the engine
+#: reads them from the inbox when it gets there (an engine held up, e.g. by a judge,
+#: while the link drains a backlog does not hold the backlog in memory).
+OFFERED_MAX = 8 * BATCH
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -137,6 +142,8 @@ class Engine:
         self.deliveries = DeliveryQueue(state.db)
         #: Set when a delivery for a runtime was queued (the deliverer waits on it).
         self.queued = asyncio.Event()
+        #: Newly committed interrupts handed over by the link, in ``seq`` order.
+        self._offered: collections.deque[InboxItem] = collections.deque()
         self.set_intents(intents)
 
     def set_intents(self, intents: IntentSet) -> None:
@@ -152,12 +159,11 @@ class Engine:
                 for t in types:
                     self._by_type.setdefault(t, []).append(index)
 
-    def _candidates(self, doc: dict[str, Any]) -> Iterator[Intent]:
-        indexes = sorted({*self._always, *self._by_type.get(doc.get("type", ""), ())})
-        for index in indexes:
-            intent = self.intents.intents[index]
-            if not intent.paused:
-                yield intent
+    def _candidates(self, type_: str) -> list[Intent]:
+        """The unpaused intents that may match an interrupt of ``type_``, in file order."""
+        indexes = sorted({*self._always, *self._by_type.get(type_, ())})
+        intents = self.intents.intents
+        return [intents[i] for i in indexes if not intents[i].paused]
 
     # -- deciding ---------------------------------------------------------------------
 
@@ -177,9 +183,7 @@ class Engine:
                 if next_due is not None and next_due <= at:
                     self._dispatch_due(at, events)
                     next_due = self.state.next_due()
-                before = len(events)
-                await self._decide_one(item, at, events)
-                if any(event.step == "matched" for event in events[before:]):
+                if await self._decide_one(item, at, events):
                     next_due = self.state.next_due()
                 last = item.seq
             self.state.set_cursor(max(last, self.state.cursor))
@@ -206,17 +210,20 @@ class Engine:
             for callback in self.on_woken:
                 callback(wake)
 
-    async def _decide_one(self, item: InboxItem, at: float, events: list[Event]) -> None:
-        doc = interrupt_doc(item)
+    async def _decide_one(self, item: InboxItem, at: float, events: list[Event]) -> bool:
+        """Decide one interrupt for every intent; returns whether any matched. The
+        document is built only if some intent may match its type (the stored columns
+        say everything the first two records need)."""
         when = _at(at)
-        source = doc.get("source") or {}
         events.append(Event("received", when, item.id, None, item.type, {
-            "priority": item.priority, "source": f"{source.get('kind')}/{source.get('name')}",
+            "priority": item.priority, "source": f"{item.source_kind}/{item.source_name}",
             "session": item.session,
         }))
         events.append(Event("verified", when, item.id, None, item.type, {"signer": item.signer}))
         matched = False
-        for intent in self._candidates(doc):
+        candidates = self._candidates(item.type)
+        doc = interrupt_doc(item) if candidates else {}
+        for intent in candidates:
             if matches(intent.match, doc) is not None:
                 continue
             matched = True
@@ -226,6 +233,7 @@ class Engine:
             events.append(Event("unmatched", when, item.id, None, item.type,
                                 {"reason": "no intent matched"}))
             self._decided(item.id, None, "unmatched", "no intent matched")
+        return matched
 
     async def _apply_policy(
         self, intent: Intent, item: InboxItem, doc: dict[str, Any], at: float,
@@ -457,11 +465,36 @@ class Engine:
 
     # -- the daemon loop --------------------------------------------------------------
 
+    def offer(self, items: list[InboxItem]) -> None:
+        """Interrupts just committed to the inbox (``Inbox.commit``), in ``seq`` order,
+        so that ``catch_up`` decides them without reading them back. Only a shortcut: the
+        inbox stays the source of truth. ``catch_up`` uses offered items only while they
+        continue its cursor exactly (the next ``seq``, then consecutive ones), so rows
+        written by others (local watches, another process), items offered twice or late,
+        and a restart (nothing offered) all fall back to reading the inbox."""
+        if len(self._offered) + len(items) <= OFFERED_MAX:
+            self._offered.extend(items)
+
+    def _take_offered(self, cursor: int) -> list[InboxItem]:
+        """The offered items that continue ``cursor`` without a gap (up to ``BATCH``);
+        those at or below it were decided already and are dropped."""
+        offered = self._offered
+        while offered and offered[0].seq <= cursor:
+            offered.popleft()
+        items: list[InboxItem] = []
+        while offered and offered[0].seq == cursor + 1 and len(items) < BATCH:
+            cursor += 1
+            items.append(offered.popleft())
+        return items
+
     async def catch_up(self, inbox: Inbox) -> int:
         """Decide everything stored since the cursor; returns how many."""
         done = 0
         while True:
-            items = await asyncio.to_thread(inbox.after, self.state.cursor, BATCH)
+            cursor = self.state.cursor
+            items = self._take_offered(cursor)
+            if not items:
+                items = await asyncio.to_thread(inbox.after, cursor, BATCH)
             if not items:
                 return done
             await self.decide(items)

@@ -24,7 +24,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from edge.config import EdgeConfig
-from edge.inbox import Inbox
+from edge.inbox import Inbox, InboxItem
 from edge.receiver import Receiver
 from shared.auth import auth_message, sign_b64
 from shared.errors import LinkError, RemoteProtocolError
@@ -57,15 +57,19 @@ class EdgeLink:
         inbox: Inbox,
         receiver: Receiver,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_stored: Callable[[list[InboxItem]], None] | None = None,
     ) -> None:
         """``inbox`` is used on the event loop (status); ``receiver`` runs in a worker
-        thread and must own a separate ``Inbox`` connection."""
+        thread and must own a separate ``Inbox`` connection. ``on_stored`` is called on
+        the event loop with the interrupts each batch newly committed, once acked (the
+        daemon hands them to the engine: ``Engine.offer``)."""
         self.config = config
         self.identity = identity
         self.inbox = inbox
         self.relay = config.relay_public()
         self.receiver = receiver
         self.on_event = on_event or (lambda _kind, _data: None)
+        self.on_stored = on_stored or (lambda _items: None)
         self.connected = asyncio.Event()
         self.delivered = 0
 
@@ -166,6 +170,8 @@ class EdgeLink:
                 await ws.send(link.send(Credit(n=len(frame.items))))
                 self.delivered += outcome.new
                 self._status(last_delivery=_now(), delivered_total=self.delivered)
+                if outcome.stored:
+                    self.on_stored(outcome.stored)
                 self.on_event("delivered", {"new": outcome.new, "batch": len(frame.items)})
 
         tasks = [

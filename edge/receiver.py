@@ -22,7 +22,7 @@ from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.inbox import Accepted, Inbox, utc_now
+from edge.inbox import Accepted, Inbox, InboxItem, utc_now
 from shared.envelope import ULID_RE
 from shared.errors import InvalidEnvelope, RemoteProtocolError
 from shared.frames import DeliverItem
@@ -34,11 +34,16 @@ from shared.sources import source_claim_refusal
 
 @dataclass
 class Outcome:
-    """Ids to ack upstream (new or already stored) and (id, code) pairs to reject."""
+    """Ids to ack upstream (new or already stored) and (id, code) pairs to reject;
+    ``stored``: the interrupts this batch newly committed, for the decision engine."""
 
     acked: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
-    new: int = 0
+    stored: list[InboxItem] = field(default_factory=list)
+
+    @property
+    def new(self) -> int:
+        return len(self.stored)
 
 
 class Receiver:
@@ -102,7 +107,7 @@ class Receiver:
                 continue
             accepted.append(Accepted(envelope, signed, payload, now))
         if accepted:
-            outcome.new = len(self.inbox.commit_batch(accepted))
+            outcome.stored = self.inbox.commit(accepted)
             outcome.acked = [a.envelope.id for a in accepted]
         return outcome
 

@@ -93,6 +93,38 @@ def test_chain_and_macs_round_trip(log: ActivityLog, paths: tuple[Path, Path]) -
     assert (head["seq"], head["hash"]) == (5, prev)
 
 
+class _Name(str):
+    """A str subclass: only ``canonical`` itself may encode it (the general path)."""
+
+
+def test_lines_are_canonical_json_for_any_text(log: ActivityLog, paths: tuple[Path, Path]) -> None:
+    """Entries are assembled from their fields rather than encoded whole: whatever the
+    strings hold (quotes, backslashes, control characters, non-ASCII, nulls), each line
+    is still exactly the canonical JSON of its fields, and its MAC covers exactly the
+    canonical JSON of the others."""
+    path, key_file = paths
+    odd = ['quote " and \\ backslash', "tab\tnew\nline\x01\x7f", "été ✓ \u2028 😀", ""]
+    batch = [
+        Event("received", T0, odd[0], None, odd[1], {"x": odd[2], "n": [1, 2.5, None]}),
+        Event("matched", T0 + timedelta(microseconds=1), None, odd[3], None, {}),
+        Event("judged", T0.astimezone(timezone(timedelta(hours=5))), odd[2], odd[1], odd[0],
+              {odd[0]: {odd[1]: True}}),
+        Event("woken", T0, _Name("01INT"), _Name("ci"), _Name("ci.failed"), {"k": _Name("v")}),
+    ]
+    written = log.append(batch)
+    key = key_file.read_bytes()
+    for entry, row in zip(written, lines(path), strict=True):
+        assert row == canonical(entry.to_dict()).encode()
+        doc = json.loads(row)
+        body = canonical({k: v for k, v in doc.items() if k != "mac"}).encode()
+        assert doc["mac"] == hmac.new(key, body, hashlib.sha256).hexdigest()
+    assert log.verify().ok
+    assert [e.event for e in log.entries()] == [
+        Event(e.step, e.at.astimezone(UTC), e.interrupt, e.intent, e.type, e.detail)
+        for e in batch
+    ]
+
+
 def test_reopened_log_continues_the_chain(paths: tuple[Path, Path]) -> None:
     with ActivityLog.open(*paths) as first:
         first.append(events(3))

@@ -4,13 +4,18 @@ injected clock (interrupts carry their arrival time; wakes are dispatched at cho
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from engine_support import Harness, at, intent_set, minutes
+import ulid
+from engine_support import ME, PRODUCER, Harness, at, intent_set, minutes
 
+from edge.inbox import Accepted
 from edge.intents import IntentSet
 from edge.replay import final_outcomes, outcomes_from_log, replay
+from shared.envelope import Envelope, Source
+from shared.signing import sign_envelope
 
 T = at("2026-11-24 10:00")
 
@@ -325,3 +330,42 @@ async def test_replay_gives_the_live_decisions(make) -> None:
     assert result.unjudged == 0
     outcomes = set(replayed.values())
     assert {"woken", "suppressed", "skipped"} <= outcomes
+
+
+def _accepted(when: datetime, type: str = "ci.failed") -> Accepted:
+    """An interrupt as the link has it after verifying: not yet stored."""
+    envelope = Envelope(id=str(ulid.ULID()), to=ME.id, source=Source(kind="producer", name="gh"),
+                        type=type, created_at=when, payload={"n": 1, "é": [1.5, None]},
+                        signer=PRODUCER.id)
+    return Accepted(envelope, sign_envelope(envelope, PRODUCER), None, when)
+
+
+async def test_committed_items_are_what_the_inbox_reads_back(make) -> None:
+    h = make(one())
+    first, again = _accepted(T), _accepted(T)
+    stored = h.inbox.commit([first, again, first])  # a repeat within the batch: stored once
+    assert [i.id for i in stored] == [first.envelope.id, again.envelope.id]
+    assert stored == h.inbox.after(0)
+    assert h.inbox.commit([again]) == []  # a redelivery is not new
+
+
+async def test_offered_items_are_decided_once_and_gaps_are_read_from_the_inbox(make) -> None:
+    """The link hands what it committed to the engine; the engine uses it only while it
+    continues its cursor, and reads anything else (another writer's rows, a restart)
+    from the inbox: every interrupt is decided exactly once, in seq order."""
+    h = make(one())
+    linked = h.inbox.commit([_accepted(T), _accepted(T, "mail.received")])
+    h.engine.offer(linked)
+    h.engine.offer(linked)  # offered twice: the second copy is dropped
+    assert await h.engine.catch_up(h.inbox) == 2
+    local = h.commit(T)  # a watch's interrupt: committed by another writer, not offered
+    later = h.inbox.commit([_accepted(T)])
+    h.engine.offer(later)  # leaves a gap (local's seq) before it: read from the inbox
+    assert await h.engine.catch_up(h.inbox) == 2
+    h.engine.offer(linked)  # late: already decided
+    assert await h.engine.catch_up(h.inbox) == 0
+    decided = [e.interrupt for e in h.events if e.step == "received"]
+    assert decided == [linked[0].id, linked[1].id, local, later[0].id]
+    assert h.final(linked[1].id, None) == ("unmatched", "no intent matched")
+    h.restart()  # nothing offered after a restart, nothing left to decide
+    assert await h.engine.catch_up(h.inbox) == 0

@@ -12,6 +12,7 @@ import pytest
 from protocol_support import CREATED_AT, ENVELOPE_ID, alice, bob, envelope_doc, make_envelope
 
 from shared.envelope import (
+    _FITS_BYTES,
     ENVELOPE_MAX_BYTES,
     PAYLOAD_MAX_BYTES,
     PRIORITIES,
@@ -318,6 +319,25 @@ def test_payload_over_the_cap_is_refused(char: str) -> None:
     for body in (json.dumps(envelope_doc(payload=payload), ensure_ascii=False),
                  text(envelope_doc(payload=payload))):
         refused(body, TooLarge, 413, "payload_too_large")
+
+
+def test_short_envelopes_skip_measuring_the_payload_but_never_hide_an_oversize_one() -> None:
+    """``parse_envelope`` does not serialize the payload of an envelope too short to carry
+    one over the cap: floats that grow the most when written out again (``1e15``, 4 bytes
+    -> 18) stay under the cap in the longest envelope that skips the measure, and one
+    byte more is measured (and refused when over)."""
+    doc = envelope_doc(payload={"x": []})
+    numbers = (_FITS_BYTES - len(text(doc).encode()) + 1) // len(",1e15")
+    assert text(doc).count("[]") == 1
+    body = text(doc).replace("[]", "[" + ",".join(["1e15"] * numbers) + "]")
+    assert len(body.encode()) <= _FITS_BYTES
+    payload = parse_envelope(body).payload
+    compact = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    assert len(compact) <= PAYLOAD_MAX_BYTES
+    # Past the bound the payload is measured again: 1e15s that grow over the cap.
+    over = body.replace("[", "[" + "1e15," * (PAYLOAD_MAX_BYTES // 18), 1)
+    assert len(over.encode()) > _FITS_BYTES
+    refused(over, TooLarge, 413, "payload_too_large")
 
 
 def test_envelope_at_the_cap_is_accepted_and_over_it_refused() -> None:
