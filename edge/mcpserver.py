@@ -51,11 +51,11 @@ from pydantic import (
     ValidationError,
 )
 
-from edge.activity import ActivityLog, Event, head_file
+from edge.activity import ActivityLog, Event, NoRecord, head_file
 from edge.config import EdgePaths, private_dir
 from edge.errors import EdgeError, NotInitialized
 from edge.explaintext import explain
-from edge.inbox import DEFAULT_LEASE, Inbox, check_lease, check_owner
+from edge.inbox import DEFAULT_LEASE, Inbox, NotPending, check_lease, check_owner
 from edge.instances import Instance
 from edge.intentfile import (
     InvalidIntent,
@@ -126,18 +126,6 @@ class InvalidArguments(EdgeError):
     """A tool was called with arguments that do not fit its schema; nothing was done."""
 
     code = "invalid_arguments"
-
-
-class NotPending(EdgeError):
-    """``inbox_ack``/``inbox_nack`` of an interrupt that is unknown or already acked."""
-
-    code = "not_pending"
-
-
-class NoRecord(EdgeError):
-    """``explain`` of an interrupt the activity log says nothing about."""
-
-    code = "no_record"
 
 
 # -- configuration --------------------------------------------------------------------
@@ -374,13 +362,13 @@ class Tools:
     def inbox_ack(self, args: InboxAckArgs) -> dict[str, Any]:
         with self._inbox() as inbox:
             if not inbox.ack(args.id, args.owner or self.owner):
-                raise NotPending(f"{args.id}: not pending (unknown, or already acked)")
+                raise NotPending(args.id)
         return {"id": args.id, "acked": True}
 
     def inbox_nack(self, args: InboxNackArgs) -> dict[str, Any]:
         with self._inbox() as inbox:
             if not inbox.nack(args.id, args.delay, args.owner or self.owner):
-                raise NotPending(f"{args.id}: not pending (unknown, or already acked)")
+                raise NotPending(args.id)
         return {"id": args.id, "nacked": True, "delay": args.delay}
 
     # -- time, activity, the log --------------------------------------------------------
