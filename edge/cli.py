@@ -357,12 +357,12 @@ def _line(item: Any, now: datetime | None = None) -> str:
     """One item; with ``now``, a live claim is shown (``claimed OWNER until T``) in place
     of the state, so ``inbox list`` tells who holds what."""
     payload = json.dumps(item.payload, separators=(",", ":")) if item.payload else ""
-    line = f"{item.id}  {item.priority:<5}  {item.state:<7}  {item.type}  {payload[:80]}"
+    line = f"{item.id}  {item.priority:<5}  {item.state:<7}  {item.type}  {payload[:80]}".rstrip()
     if now is not None and item.state == "pending" and item.claim_until is not None \
             and item.claim_until > now:
         until = item.claim_until.astimezone(UTC).isoformat(timespec="seconds")
-        line = f"{line.rstrip()}  [claimed by {item.claim_owner} until {until}]"
-    return line.rstrip()
+        line = f"{line}  [claimed by {item.claim_owner} until {until}]"
+    return line
 
 
 def cmd_inbox_list(args: argparse.Namespace) -> int:
@@ -397,8 +397,7 @@ def _lease_arg(value: str) -> float:
 
 def cmd_inbox_next(args: argparse.Namespace) -> int:
     if not args.claim and (args.lease is not None or args.owner is not None):
-        _fail(args, "usage_error", "--lease and --owner apply only with --claim")
-        return 2
+        raise UsageError("--lease and --owner apply only with --claim")
     with _inbox() as inbox:
         if args.claim:
             owner = args.owner or default_owner()

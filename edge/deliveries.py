@@ -135,23 +135,17 @@ class DeliveryQueue:
 
     def enqueue(self, *, wake: int, intent: str, route: dict[str, Any], session: str,
                 interrupts: list[str], permissions: dict[str, Any], wake_doc: dict[str, Any],
-                at: float) -> int:
+                at: float, key: str | None = None) -> int:
+        """Queue a delivery (in the caller's transaction, if one is open) under ``key``
+        (a fresh ``new_delivery_key()`` if not given); returns its ``seq``."""
         cur = self.db.execute(
             "INSERT INTO deliveries (wake, intent, kind, route, session, interrupts,"
             " permissions, wake_doc, next_attempt, created, delivery_key)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (wake, intent, route["kind"], json.dumps(route), session, json.dumps(interrupts),
-             json.dumps(permissions), json.dumps(wake_doc), at, at, new_delivery_key()),
+             json.dumps(permissions), json.dumps(wake_doc), at, at, key or new_delivery_key()),
         )
         return int(cur.lastrowid or 0)
-
-    def key(self, seq: int) -> str:
-        """The delivery key of row ``seq``."""
-        row = self.db.execute("SELECT delivery_key FROM deliveries WHERE seq = ?",
-                              (seq,)).fetchone()
-        if row is None:
-            raise KeyError(seq)
-        return str(row[0])
 
     def claim(self, kind: str | Sequence[str], holder: Holder,
               lease: float | Callable[[dict[str, Any]], float], now: datetime,

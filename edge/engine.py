@@ -41,7 +41,7 @@ from zoneinfo import ZoneInfo
 
 from edge.activity import Event
 from edge.deliveries import DeliveryQueue, permission_envelope
-from edge.enginestate import EngineState, PendingWake
+from edge.enginestate import EngineState, PendingWake, new_delivery_key
 from edge.inbox import Inbox, InboxItem
 from edge.intents import ActiveHours, Intent, IntentSet, describe, holds, matches
 from edge.judge import Verdict, ask_judge
@@ -437,13 +437,14 @@ class Engine:
             "interrupts": docs,
             "permissions": envelope,
         }
-        seq = self.deliveries.enqueue(
+        key = new_delivery_key()
+        self.deliveries.enqueue(
             wake=wake.seq, intent=intent.id, route=intent.route.model_dump(mode="json"),
             session=wake.session, interrupts=wake.interrupts, permissions=envelope,
-            wake_doc=wake_doc, at=at,
+            wake_doc=wake_doc, at=at, key=key,
         )
         self.queued.set()
-        return self.deliveries.key(seq), envelope
+        return key, envelope
 
     def _documents(self, interrupts: list[str]) -> list[dict[str, Any]]:
         docs = []

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from edge.config import EdgePaths, load_config
 from edge.daemon import EdgeDaemon
 from edge.errors import EdgeError
+from relay.cli import listen_arg
 from relay.config import DEFAULT_LISTEN, RelayConfig, relay_data_dir
 from relay.errors import Conflict
 from relay.lockfile import edge_lock
@@ -38,7 +39,8 @@ LOCAL_ACCOUNT = "local"
 def add_up_command(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command("up", cmd_up, "embedded JetStream + relay + a local edge, in one process")
     p.add_argument(
-        "--listen", default=DEFAULT_LISTEN, help=f"relay HOST:PORT (default {DEFAULT_LISTEN})"
+        "--listen", default=DEFAULT_LISTEN, type=listen_arg,
+        help=f"relay HOST:PORT (default {DEFAULT_LISTEN})",
     )
 
 

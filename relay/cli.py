@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from relay.config import DEFAULT_LISTEN, RelayConfig, StreamSettings, relay_data_dir
+from relay.config import DEFAULT_LISTEN, RelayConfig, StreamSettings, check_listen, relay_data_dir
 from relay.signals import stop_on_signals
 
 if TYPE_CHECKING:
@@ -97,10 +97,10 @@ def add_relay_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]
 
 def listen_arg(value: str) -> str:
     """``--listen``: HOST:PORT, checked while parsing so a typo is a usage error (exit 2)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"must be HOST:PORT with a port 0-65535, not {value!r}")
-    return value
+    try:
+        return check_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def sync_arg(value: str) -> str:

@@ -23,6 +23,14 @@ def relay_data_dir(environ: Mapping[str, str] = os.environ) -> Path:
     return Path(platformdirs.user_data_dir("mailslot")) / "relay"
 
 
+def check_listen(value: str) -> str:
+    """``HOST:PORT`` with a port 0-65535 (0: any free port); else ``ValueError``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"must be HOST:PORT with a port 0-65535, not {value!r}")
+    return value
+
+
 class StreamSettings(BaseModel):
     """How interrupts are kept in JetStream (see README, "Operations")."""
 
@@ -61,10 +69,7 @@ class RelayConfig(BaseModel):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError("listen must be HOST:PORT")
-        return value
+        return check_listen(value)
 
     @property
     def host(self) -> str:

@@ -169,6 +169,8 @@ def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
         ("relay", "serve", "--sync", "sometimes"),
         ("relay", "serve", "--replicas", "9"),
         ("relay", "serve", "--nats-restart-timeout", "-1"),
+        ("up", "--listen", "nowhere"),
+        ("inbox", "next", "--lease", "5m"),  # --lease needs --claim
         ("inbox", "list", "--no-such-flag"),
     ],
     ids=lambda argv: " ".join(argv),
