@@ -26,7 +26,7 @@ from edge.activity import ActivityLog, Entry, Event
 from edge.config import EdgeConfig, EdgePaths, load_config
 from edge.deliverer import Deliverer
 from edge.engine import Engine
-from edge.enginestate import EngineState
+from edge.enginestate import EngineState, append_anchored
 from edge.inbox import Inbox, InboxItem
 from edge.instances import Instance
 from edge.intentfile import IntentFileError, IntentWatcher
@@ -155,10 +155,7 @@ class EdgeDaemon:
         the engine's open transaction, so the anchor commits with the batch (never before
         the entries are on disk) and a vanished log is detected (``edge.activity``)."""
         assert self.activity is not None and self._state is not None
-        entries = self.activity.append(events)
-        if entries:
-            self._state.advance_log_anchor(entries[-1].anchor)
-        return entries
+        return append_anchored(self._state, self.activity, events)
 
     def _record(self, step: str, **detail: Any) -> None:
         if self.activity is not None:

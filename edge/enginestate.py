@@ -301,6 +301,14 @@ def anchored_append(state: EngineState, log: ActivityLog, events: list[Event]) -
     vanished, so that a command's entries are covered by ``mailslot log --verify`` too.
     The anchor commits with the caller's transaction, after the entries are on disk."""
     log.continue_after(state.log_anchor())
+    return append_anchored(state, log, events)
+
+
+def append_anchored(state: EngineState, log: ActivityLog, events: list[Event]) -> list[Entry]:
+    """Append ``events``, then move the anchor inside the caller's open ``state``
+    transaction, so the anchor commits with it and never before the entries are on disk.
+    For a long-lived writer (the daemon's engine) that ran ``log.continue_after`` once at
+    start; a short-lived command uses ``anchored_append``."""
     entries = log.append(events)
     if entries:
         state.advance_log_anchor(entries[-1].anchor)

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from shared.encoding import b64d, b64e
 from shared.errors import BadSignature, MalformedInput
 from shared.identity import Identity
+from shared.tokens import IDENTITY_RE
 
 AUTH_DOMAIN = b"mailslot.auth.v1\n"
 ENROLL_DOMAIN = b"mailslot.enroll.v1\n"
@@ -45,7 +46,7 @@ _FIELDS = ("id", "ts", "nonce", "sig")
 #: overflow or blow up a later step: ``ts`` is at most 12 ASCII digits (no sign, no
 #: ``_``, no other script's digits, all of which ``int()`` would take).
 _FIELD_RES = {
-    "id": re.compile(r"[a-z2-7]{32}"),
+    "id": IDENTITY_RE,
     "ts": re.compile(r"[0-9]{1,12}"),
     "nonce": re.compile(r"[A-Za-z0-9_-]{16,64}"),
     "sig": re.compile(r"[A-Za-z0-9_-]{1,128}"),

@@ -64,7 +64,7 @@ MAX_DEPTH = 32
 #: Largest magnitude of a JSON integer: every JSON parser (JavaScript's included) reads
 #: integers up to this exactly, so the agent sees the number the producer sent.
 MAX_SAFE_INTEGER = 2**53 - 1
-#: How far in the future (by the checker's clock) an envelope's ``created_at`` may be.
+#: How far ahead of the relay's clock an envelope's ``created_at`` may be (checked at the door).
 CLOCK_SKEW_SECONDS = 300
 #: Longest time the relay's store keeps an unacknowledged interrupt by its ``expires_at``
 #: (10 years): a later ``expires_at`` is allowed, and the edge still honours it, but
