@@ -150,7 +150,7 @@ def add_watch_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]
         "--no-default-ignores", action="store_true", help="do not ignore .git, *.swp, *~ …"
     )
     f.add_argument("--change", action="append", metavar="C", help="created | modified | deleted")
-    f.add_argument("--debounce", metavar="DURATION", help="merge changes within (default 0.2s)")
+    f.add_argument("--debounce", metavar="DURATION", help="merge changes within (default 20ms)")
     f.add_argument("--include-content", action="store_true", help="put the file's text in it")
     f.add_argument("--content-max", metavar="N", help="bytes of content (default 4096)")
 
