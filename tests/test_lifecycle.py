@@ -115,6 +115,15 @@ def serves() -> Iterator[list[Serve]]:
         serve.close()
 
 
+def started(serves: list[Serve], home: Path, data_dir: Path, *extra: str,
+            port: int | None = None) -> Serve:
+    """A ``Serve`` that is listening (its banner read), stopped after the test."""
+    serve = Serve(home, data_dir, *extra, port=port)
+    serves.append(serve)
+    serve.banner()
+    return serve
+
+
 async def ready(url: str) -> int:
     async with httpx.AsyncClient() as client:
         try:
@@ -235,17 +244,13 @@ async def test_relay_kill9_then_restart_leaves_exactly_one_nats_server(
     tmp_path: Path, serves: list[Serve]
 ) -> None:
     data = tmp_path / "relay"
-    first = Serve(tmp_path, data)
-    serves.append(first)
-    first.banner()
+    first = started(serves, tmp_path, data)
     (old,) = nats_servers(conf_of(data))
     first.kill9()
     # Nothing orphaned: the nats-server goes with its relay, without anyone's help.
     await wait_until(lambda: nats_servers(conf_of(data)) == [], 20, "nats-server gone")
 
-    second = Serve(tmp_path, data, port=first.port)
-    serves.append(second)
-    second.banner()
+    second = started(serves, tmp_path, data, port=first.port)
     assert await ready(second.url) == 200
     servers = nats_servers(conf_of(data))
     assert len(servers) == 1 and servers != [old]
@@ -258,9 +263,7 @@ async def test_a_stale_nats_server_on_the_store_is_stopped_first(
     """A nats-server left on the store (by a crash the wrapper could not see) is stopped
     before the new one starts: never two servers on one store."""
     data = tmp_path / "relay"
-    first = Serve(tmp_path, data)
-    serves.append(first)
-    first.banner()
+    first = started(serves, tmp_path, data)
     first.close()
     await wait_until(lambda: nats_servers(conf_of(data)) == [], 20, "clean stop")
     stale = subprocess.Popen(
@@ -271,9 +274,7 @@ async def test_a_stale_nats_server_on_the_store_is_stopped_first(
     decoy = subprocess.Popen(["sh", "-c", "sleep 60", "sh", "-c", str(conf_of(data))])
     try:
         await wait_until(lambda: nats_servers(conf_of(data)) == [stale.pid], 20, "stale one up")
-        second = Serve(tmp_path, data)
-        serves.append(second)
-        second.banner()
+        started(serves, tmp_path, data)
         assert stale.wait(20) is not None  # stopped by the new relay
         servers = nats_servers(conf_of(data))
         assert len(servers) == 1 and stale.pid not in servers
@@ -305,9 +306,7 @@ async def test_a_killed_watcher_takes_its_nats_server_along(
     """kill -9 of the wrapper between the relay and nats-server: nats-server gets its
     parent-death signal and exits, and the relay starts exactly one new pair."""
     data = tmp_path / "relay"
-    serve = Serve(tmp_path, data)
-    serves.append(serve)
-    serve.banner()
+    serve = started(serves, tmp_path, data)
     (server,) = nats_servers(conf_of(data))
     (watcher,) = _watchers(conf_of(data))
     os.kill(watcher, signal.SIGKILL)
@@ -365,9 +364,7 @@ async def test_the_watcher_never_lets_nats_server_outlive_it(how: str) -> None:
 
 async def test_a_second_relay_on_the_folder_is_refused(tmp_path: Path, serves: list[Serve]) -> None:
     data = tmp_path / "relay"
-    first = Serve(tmp_path, data)
-    serves.append(first)
-    first.banner()
+    first = started(serves, tmp_path, data)
     runtime = (data / "relay.json").read_bytes()
     (server,) = nats_servers(conf_of(data))
 
@@ -397,8 +394,9 @@ async def test_one_mailslot_up_and_one_edge_per_home(tmp_path: Path) -> None:
     )
     try:
         assert up.stdout is not None
-        assert json.loads(up.stdout.readline())["identity"]
+        announced = json.loads(up.stdout.readline())["identity"]
         edge_json = home / "config" / "edge.json"
+        assert announced == json.loads(edge_json.read_text())["identity"]  # the home's edge
         before = (edge_json.read_bytes(), edge_json.stat().st_mtime_ns)
 
         for argv in (("up", "--listen", f"127.0.0.1:{free_port()}"), ("edge", "run")):
@@ -499,9 +497,7 @@ async def test_a_killed_nats_server_is_restarted_and_nothing_is_lost_or_doubled(
     tmp_path: Path, serves: list[Serve]
 ) -> None:
     data = tmp_path / "relay"
-    serve = Serve(tmp_path, data)
-    serves.append(serve)
-    serve.banner()
+    serve = started(serves, tmp_path, data)
     edge_home = tmp_path / "edge"
     identity, token = _enroll_edge(edge_home, serve)
     edge = EdgeProcess(edge_home)
@@ -534,9 +530,7 @@ async def test_a_store_that_cannot_come_back_fails_health_and_exits(
     tmp_path: Path, serves: list[Serve]
 ) -> None:
     data = tmp_path / "relay"
-    serve = Serve(tmp_path, data, "--nats-restart-timeout", "2")
-    serves.append(serve)
-    serve.banner()
+    serve = started(serves, tmp_path, data, "--nats-restart-timeout", "2")
     (server,) = nats_servers(conf_of(data))
     # The store folder becomes a file: no nats-server can start on it again.
     (data / "jetstream").rename(data / "jetstream.moved")

@@ -12,6 +12,7 @@ import socket
 import stat
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -269,6 +270,28 @@ def enqueue(queue: DeliveryQueue, n: int, kind: str = "mcp", **route: Any) -> li
                           at=T.timestamp()) for i in range(n)]
 
 
+@pytest.fixture
+def queue(tmp_path: Path) -> Iterator[DeliveryQueue]:
+    """The delivery queue in ``tmp_path / "engine.sqlite3"``, closed after the test."""
+    opened = DeliveryQueue.open(tmp_path / "engine.sqlite3")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[Callable[[str], Instance]]:
+    """Start instances in ``tmp_path / "instances"``; each is stopped after the test."""
+    started: list[Instance] = []
+
+    def start(owner: str) -> Instance:
+        started.append(Instance.start(tmp_path / "instances", owner))
+        return started[-1]
+
+    yield start
+    for one in started:
+        one.stop()
+
+
 CLAIMER = """
 import json, sys
 from datetime import datetime, UTC
@@ -283,14 +306,15 @@ sys.stdin.read()  # hold the claims until killed
 """
 
 
-def test_a_dead_instances_claims_are_released_at_once(tmp_path: Path) -> None:
+def test_a_dead_instances_claims_are_released_at_once(
+    tmp_path: Path, queue: DeliveryQueue, instance: Callable[[str], Instance]
+) -> None:
     """A real process claims with an hour's lease and is killed -9: the next claimer
     gets the rows back at once (pending, due now, attempt counted, same key)."""
     import subprocess
 
     path, folder = tmp_path / "engine.sqlite3", tmp_path / "instances"
-    queue = DeliveryQueue.open(path)
-    me = Instance.start(folder, "me")
+    me = instance("me")
     enqueue(queue, 3)
     keys = {d.seq: d.key for d in queue.rows()}
     with subprocess.Popen([sys.executable, "-c", CLAIMER, str(folder), str(path)],
@@ -319,14 +343,12 @@ def test_a_dead_instances_claims_are_released_at_once(tmp_path: Path) -> None:
     assert not (folder / f"{held['id']}.lock").exists()
     again = queue.claim("mcp", me, 60, now, limit=5)
     assert [(d.seq, d.attempts, d.key) for d in again] == [(1, 2, keys[1]), (2, 2, keys[2])]
-    me.stop()
-    queue.close()
 
 
-def test_only_the_claims_holder_can_finish_it(tmp_path: Path) -> None:
-    queue = DeliveryQueue.open(tmp_path / "engine.sqlite3")
-    a = Instance.start(tmp_path / "instances", "a")
-    b = Instance.start(tmp_path / "instances", "b")
+def test_only_the_claims_holder_can_finish_it(
+    queue: DeliveryQueue, instance: Callable[[str], Instance]
+) -> None:
+    a, b = instance("a"), instance("b")
     enqueue(queue, 1)
     (mine,) = queue.claim("mcp", a, 1, T)
     (theirs,) = queue.claim("mcp", b, 60, T + timedelta(seconds=2))  # a's lease lapsed
@@ -340,31 +362,26 @@ def test_only_the_claims_holder_can_finish_it(tmp_path: Path) -> None:
     assert queue.claim("mcp", a, 60, T + timedelta(days=1)) == []
     assert queue.release_instances({a.id, b.id, ""}, T + timedelta(days=1)) == []
     assert [d.status for d in queue.rows()] == ["done"]
-    a.stop()
-    b.stop()
-    queue.close()
 
 
-def test_claimers_look_again_soon_while_someone_else_holds_claims(tmp_path: Path) -> None:
+def test_claimers_look_again_soon_while_someone_else_holds_claims(
+    queue: DeliveryQueue, instance: Callable[[str], Instance]
+) -> None:
     from edge.deliveries import SWEEP_EVERY
 
-    queue = DeliveryQueue.open(tmp_path / "engine.sqlite3")
-    me = Instance.start(tmp_path / "instances", "me")
-    other = Instance.start(tmp_path / "instances", "other")
+    me, other = instance("me"), instance("other")
     assert queue.next_look(("exec", "webhook"), me, T) is None  # nothing queued: sleep
     enqueue(queue, 1)
     queue.claim("mcp", other, 3600, T)
     # nothing of mine is due, but if ``other`` dies I must notice within SWEEP_EVERY
     assert queue.next_look(("exec", "webhook"), me, T) == T + timedelta(seconds=SWEEP_EVERY)
     assert queue.next_look(("exec", "webhook"), other, T) is None  # its own claim
-    other.stop()
-    me.stop()
-    queue.close()
 
 
-def test_each_claim_is_sized_to_its_route(tmp_path: Path) -> None:
-    queue = DeliveryQueue.open(tmp_path / "engine.sqlite3")
-    me = Instance.start(tmp_path / "instances", "me")
+def test_each_claim_is_sized_to_its_route(
+    queue: DeliveryQueue, instance: Callable[[str], Instance]
+) -> None:
+    me = instance("me")
     enqueue(queue, 1, "exec", argv=["true"], timeout=600.0)
     enqueue(queue, 1, "webhook", url="http://127.0.0.1:9/x", timeout=10.0)
     from edge.deliveries import LEASE_MARGIN, lease_for
@@ -372,8 +389,6 @@ def test_each_claim_is_sized_to_its_route(tmp_path: Path) -> None:
     claimed = queue.claim(("exec", "webhook"), me, lease_for, T, limit=5)
     assert [(d.claim_until - T).total_seconds() for d in claimed if d.claim_until] == [
         600 + LEASE_MARGIN, 10 + LEASE_MARGIN]
-    me.stop()
-    queue.close()
 
 
 def blocking_exec(tmp_path: Path) -> tuple[dict[str, Any], Path]:

@@ -68,7 +68,8 @@ def test_inbox_list_text_shows_who_holds_a_claim(tmp_path: Path) -> None:
     until = datetime.fromisoformat(claimed["claim_until"]).isoformat(timespec="seconds")
     assert lines[first].endswith(f"[claimed by agent-7 until {until}]")
     assert "claimed" not in lines[second]
-    assert json_out(mailslot(tmp_path, "inbox", "ack", first, "--owner", "agent-7", "--json"))
+    assert json_out(mailslot(tmp_path, "inbox", "ack", first, "--owner", "agent-7",
+                             "--json")) == {"id": first, "acked": True}
     assert "claimed" not in mailslot(tmp_path, "inbox", "list", "--all").stdout
 
 

@@ -156,7 +156,7 @@ async def test_forged_sources_never_reach_the_inbox_and_grants_work_end_to_end(
         "revoked": sender.id}
     assert not await registry.is_granted(me.id, sender.id)
     refused = await cli(sender.home, "send", "--to", me.id, "--type", "ci.done", "--json")
-    assert refused.returncode != 0
+    assert refused.returncode == 1  # ExitCode.ERROR: a refusal
     assert json.loads(refused.stdout)["error"] == "untrusted_signer"
 
 

@@ -94,6 +94,8 @@ def test_a_pinned_relay_identity_with_one_key_replaced(key: str, value: Any) -> 
 def test_non_finite_and_huge_numbers_are_refused(field: str, number: str) -> None:
     text = json.dumps(VALID)[:-1] + f', "{field}": {number}}}'
     config = _load(text.encode())
+    if not math.isfinite(float(number)):  # NaN, ±Infinity, ±1e400: never a config
+        assert config is None, (field, number, config)
     if config is not None:
         _finite(config)
         assert config.initial_credit <= 16384
@@ -105,8 +107,6 @@ def test_nesting_deeper_than_the_parser_goes(depth: int, opener: str) -> None:
     closer = {"[": "]", "{": "}"}[opener]
     inner = '"a":' if opener == "{" else ""
     body = (opener + inner) * depth + "1" + closer * depth
-    if opener == "{":
-        body = body.replace('"a":1', '"a":1', 1)
     assert _load(body.encode()) is None
 
 

@@ -36,6 +36,7 @@ from ulid import ULID
 from websockets.asyncio.client import ClientConnection
 
 from relay.config import RelayConfig, StreamSettings
+from relay.registry import Registry
 from relay.server import RelayServer
 from relay.store import STREAM, consumer_name
 from shared.auth import auth_message, new_request_nonce, request_message, sign_b64
@@ -200,13 +201,24 @@ def grant_header(
     return f"Mailslot-Signature id={claimed or signer.id},ts={ts},nonce={nonce},sig={sig}"
 
 
+def grant_path(recipient: str, signer_id: str) -> str:
+    """The path of ``recipient``'s grant to ``signer_id``, as the relay decodes it (and
+    as a ``Mailslot-Signature`` covers it)."""
+    return f"/v1/identities/{recipient}/grants/{signer_id}"
+
+
+async def granted(relay: RelayServer, recipient: str, signer_id: str) -> bool:
+    """Whether the registry holds ``recipient``'s grant to ``signer_id``."""
+    return bool(await Registry(relay.store).is_granted(recipient, signer_id))
+
+
 async def grant_request(
     relay: RelayServer, method: str, recipient: str, signer_id: str,
     header: str | None, *, signed_by: Identity | None = None,
 ) -> httpx.Response:
     """PUT/DELETE a grant. ``header`` None: no Authorization; "sign": signed by
     ``signed_by`` as the recipient would; anything else is sent as it is."""
-    path = f"/v1/identities/{recipient}/grants/{signer_id}"  # as the relay decodes it
+    path = grant_path(recipient, signer_id)
     url = f"/v1/identities/{quote(recipient, safe='')}/grants/{quote(signer_id, safe='')}"
     headers = {}
     if header == "sign":

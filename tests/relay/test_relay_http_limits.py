@@ -184,9 +184,10 @@ async def test_an_unexpected_exception_is_a_500_with_a_body_and_the_connection_l
                                            log_config=None, access_log=False))
     task = asyncio.create_task(server.serve())
     try:
-        while not server.started:  # start-up only: uvicorn exposes no started event
-            assert not task.done()
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(SOON):  # uvicorn exposes no started event: poll
+            while not server.started:
+                assert not task.done()
+                await asyncio.sleep(0.01)
         caplog.set_level(logging.ERROR, "mailslot.relay.http")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=SOON) as client:
             first = await client.get("/boom")

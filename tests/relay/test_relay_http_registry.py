@@ -14,6 +14,7 @@ from relay_support import (  # noqa: F401  (fixtures: alice, bob, producer, rela
     bob_fixture,
     grant_header,
     grant_request,
+    granted,
     pending,
     post,
     producer_fixture,
@@ -153,10 +154,6 @@ async def test_health_and_readiness(relay):
 
 
 # -- grants ---------------------------------------------------------------------------------
-
-
-async def granted(relay, recipient: str, signer: str) -> bool:
-    return await Registry(relay.store).is_granted(recipient, signer)
 
 
 async def test_grant_refusals_change_nothing(relay, alice, bob, make_member):

@@ -18,7 +18,9 @@ from relay_support import (  # noqa: F401  (fixtures: alice, bob, producer, rela
     assert_still_serving,
     bob_fixture,
     grant_header,
+    grant_path,
     grant_request,
+    granted,
     post,
     producer_fixture,
     refused,
@@ -26,18 +28,9 @@ from relay_support import (  # noqa: F401  (fixtures: alice, bob, producer, rela
     signed_doc,
 )
 
-from relay.registry import Registry
 from relay.server import RelayServer
 from relay.store import NONCE_BUCKET
 from shared.auth import NONCE_MEMORY_SECONDS, request_message, sign_b64
-
-
-async def granted(relay, recipient: str, signer: str) -> bool:
-    return bool(await Registry(relay.store).is_granted(recipient, signer))
-
-
-def grant_path(recipient: str, signer: str) -> str:
-    return f"/v1/identities/{recipient}/grants/{signer}"
 
 
 async def test_a_replayed_grant_after_a_revoke_is_refused(relay, alice, make_member):
