@@ -1,5 +1,5 @@
 """``python -m edge`` is ``mailslot``."""
 
-from edge.cli import main
+from edge.cli.main import main
 
 main()

@@ -7,12 +7,12 @@ one frozen ``EdgeConfig`` handed to the daemon and the CLI commands. Nothing her
 Layout::
 
     config_dir/edge.json            EdgeConfig (0600)
-    config_dir/keys/identity.key    private identity (0600, see ``edge.keystore``)
-    data_dir/inbox.sqlite3          the inbox (0600, see ``edge.inbox``)
-    data_dir/engine.sqlite3         the decision engine's state (see ``edge.enginestate``)
-    data_dir/instances/ID.lock      one per running claimer of deliveries (see ``edge.instances``)
-    data_dir/watches.sqlite3        the watches' runtime state (see ``edge.watchstate``)
-    config_dir/intents.toml         the user's intents (see ``edge.intentfile``)
+    config_dir/keys/identity.key    private identity (0600, see ``edge.link.keystore``)
+    data_dir/inbox.sqlite3          the inbox (0600, see ``edge.store.inbox``)
+    data_dir/engine.sqlite3         the decision engine's state (see ``edge.store.enginestate``)
+    data_dir/instances/ID.lock      one per running claimer of deliveries (see ``edge.store.instances``)
+    data_dir/watches.sqlite3        the watches' runtime state (see ``edge.store.watchstate``)
+    config_dir/intents.toml         the user's intents (see ``edge.intents.file``)
     data_dir/activity.log           hash-chained, HMAC-signed activity log (0600)
     config_dir/keys/activity.key    the activity log's HMAC key (0600)
 """

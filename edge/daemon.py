@@ -22,24 +22,24 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.activity import ActivityLog, Entry, Event
+from edge.cli.sleep import POKE_FILE
 from edge.config import EdgeConfig, EdgePaths, load_config
-from edge.deliverer import Deliverer
-from edge.engine import Engine
-from edge.enginestate import EngineState, append_anchored
-from edge.inbox import Inbox, InboxItem
-from edge.instances import Instance
-from edge.intentfile import IntentFileError, IntentWatcher
-from edge.intents import IntentSet
-from edge.keystore import load_identity
-from edge.link import EdgeLink
-from edge.localevents import LocalRaiser
-from edge.receiver import Receiver
-from edge.timecli import POKE_FILE
-from edge.watches import Declarations
-from edge.watchrunner import WatchRunner
-from edge.watchstate import WatchState
-from relay.lockfile import FolderLock, edge_lock
+from edge.delivery.deliverer import Deliverer
+from edge.engine.decide import Engine
+from edge.intents.declarations import Declarations
+from edge.intents.file import IntentFileError, IntentWatcher
+from edge.intents.model import IntentSet
+from edge.link.client import EdgeLink
+from edge.link.keystore import load_identity
+from edge.link.receiver import Receiver
+from edge.store.activity import ActivityLog, Entry, Event
+from edge.store.enginestate import EngineState, append_anchored
+from edge.store.inbox import Inbox, InboxItem
+from edge.store.instances import Instance
+from edge.store.watchstate import WatchState
+from edge.watches.events import LocalRaiser
+from edge.watches.runner import WatchRunner
+from shared.host.lockfile import FolderLock, edge_lock
 from shared.identity import Identity
 
 log = logging.getLogger("mailslot.edge")
@@ -153,7 +153,7 @@ class EdgeDaemon:
     def _record_decisions(self, events: list[Event]) -> list[Entry]:
         """The engine's recorder: append, then anchor the chain in the engine state inside
         the engine's open transaction, so the anchor commits with the batch (never before
-        the entries are on disk) and a vanished log is detected (``edge.activity``)."""
+        the entries are on disk) and a vanished log is detected (``edge.store.activity``)."""
         assert self.activity is not None and self._state is not None
         return append_anchored(self._state, self.activity, events)
 

@@ -3,7 +3,7 @@
 ::
 
     EdgeError
-    ├── ActivityLogError    activity_log_error: the activity log cannot be written or trusted (edge.activity)
+    ├── ActivityLogError    activity_log_error: the activity log cannot be written or trusted (edge.store.activity)
     ├── EdgeConfigError     config_error: edge.json missing, not JSON, or a field is invalid
     ├── KeyFileError        key_file_error: identity key file unsafe (mode), unreadable or not a key
     ├── NotInitialized      not_initialized: no identity yet: the user must run ``mailslot edge init``

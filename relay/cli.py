@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay.config import DEFAULT_LISTEN, RelayConfig, StreamSettings, check_listen, relay_data_dir
-from relay.signals import stop_on_signals
+from shared.host.signals import stop_on_signals
 
 if TYPE_CHECKING:
     from relay.registry import Registry

@@ -90,7 +90,7 @@ class StoreUnavailable(RelayError):
 
 
 class AlreadyRunning(RelayError):
-    """Another live process holds the folder's lock (``relay.lockfile``)."""
+    """Another live process holds the folder's lock (``shared.host.lockfile``)."""
 
     status, code, exit_code = 409, "already_running", ExitCode.ALREADY_RUNNING
     #: The pid written in the lock file by its holder (None if it could not be read).

@@ -12,7 +12,7 @@ Three rules keep exactly one nats-server on a store:
 * before one starts, any nats-server still running on *this* store's config (a previous
   crash, a wrapper not done stopping) is stopped; a process is only ever signalled after
   its ``/proc/<pid>/cmdline`` shows it is a nats-server (or its wrapper) on this config;
-* the caller holds the data folder's lock (``relay.lockfile``), so no other relay is
+* the caller holds the data folder's lock (``shared.host.lockfile``), so no other relay is
   doing the same at the same time.
 
 ``supervise`` restarts a server that exited, with backoff, on the same port and token, so
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.errors import StoreLost, StoreUnavailable
-from relay.lockfile import pid_alive
+from shared.host.lockfile import pid_alive
 
 log = logging.getLogger("mailslot.relay.nats")
 

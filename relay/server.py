@@ -10,7 +10,7 @@ embedded server is supervised: restarted if it exits (``/readyz`` is 503 meanwhi
 if it cannot come back ``wait`` raises ``StoreLost`` (``/healthz`` is 503 by then).
 
 ``RelayServer`` never installs signal handlers itself, so that ``mailslot up`` can run a
-relay and an edge in one process under one handler (``relay.signals``).
+relay and an edge in one process under one handler (``shared.host.signals``).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from relay.app import Services, build_app
 from relay.config import RelayConfig
 from relay.errors import AlreadyRunning, StartupFailed, StoreUnavailable
 from relay.ingest import Ingest
-from relay.lockfile import FolderLock, relay_lock
 from relay.natsserver import EmbeddedNats
 from relay.registry import Registry
 from relay.store import Store
 from shared.frames import EDGE_FRAME_MAX_BYTES
+from shared.host.lockfile import FolderLock, relay_lock
 from shared.identity import Identity
 
 log = logging.getLogger("mailslot.relay")

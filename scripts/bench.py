@@ -392,7 +392,7 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
 def bench_intents() -> Any:
     """100 intents of the kinds people write: exact types with payload predicates, a few
     globs, cooldowns, coalescing, dedupe, conditions, active hours."""
-    from edge.intents import IntentSet
+    from edge.intents.model import IntentSet
 
     intents: list[dict[str, Any]] = []
     for i in range(90):
@@ -422,10 +422,10 @@ async def engine_rate(n: int, workdir: Path) -> float:
 
     import ulid
 
-    from edge.activity import ActivityLog
-    from edge.engine import Engine
-    from edge.enginestate import EngineState
-    from edge.inbox import Accepted, Inbox
+    from edge.engine.decide import Engine
+    from edge.store.activity import ActivityLog
+    from edge.store.enginestate import EngineState
+    from edge.store.inbox import Accepted, Inbox
     from shared.envelope import Source
 
     workdir.mkdir(parents=True)

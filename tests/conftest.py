@@ -22,8 +22,8 @@ import pytest
 
 from edge.config import EdgeConfig, EdgePaths, save_config
 from edge.daemon import EdgeDaemon
-from edge.inbox import Inbox
-from edge.keystore import save_identity
+from edge.link.keystore import save_identity
+from edge.store.inbox import Inbox
 from relay.config import RelayConfig, StreamSettings
 from relay.natsserver import nats_server_binary
 from relay.registry import Registry

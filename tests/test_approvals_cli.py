@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from conftest import json_out, mailslot, running_edge, wait_until
 
-from edge.deliveries import permission_envelope, write_envelope_file
-from edge.intents import Intent
+from edge.intents.model import Intent
+from edge.store.deliveries import permission_envelope, write_envelope_file
 
 INTENTS = """\
 # approvals wake the runtime's session

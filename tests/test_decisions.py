@@ -10,8 +10,8 @@ from pathlib import Path
 
 from conftest import json_out, mailslot, post_drafts, running_edge, wait_until
 
-from edge.activity import ActivityLog
-from edge.replay import outcomes_from_log
+from edge.engine.replay import outcomes_from_log
+from edge.store.activity import ActivityLog
 
 GOOD = """\
 [settings]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from conftest import EdgeProcess, post_drafts, wait_until
 
-from edge.deliveries import Delivery, DeliveryQueue
+from edge.store.deliveries import Delivery, DeliveryQueue
 
 WAKES = 10
 #: The runtime of the wake after this many finished ones blocks until the edge is killed.

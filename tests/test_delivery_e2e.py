@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import post_drafts, running_edge, wait_until
 
-from edge.activity import ActivityLog
+from edge.store.activity import ActivityLog
 
 
 async def test_exec_route_end_to_end(relay, make_member, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from edge.cli import build_parser
+from edge.cli.main import build_parser
 
 
 def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

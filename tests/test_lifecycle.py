@@ -23,9 +23,9 @@ import pytest
 from conftest import EdgeProcess, free_port, mailslot, wait_until
 from ulid import ULID
 
-from edge.cli import main
+from edge.cli.main import main
 from edge.config import EdgePaths
-from edge.inbox import Inbox
+from edge.store.inbox import Inbox
 from relay.natsserver import nats_server_binary
 
 EXIT_USAGE, EXIT_ALREADY_RUNNING, EXIT_STARTUP_FAILED, EXIT_STORE_LOST = 2, 5, 6, 7

@@ -24,13 +24,13 @@ from mcp import ClientSession, StdioServerParameters, stdio_client, types
 from mcp.client.extension import NotificationBinding
 from pydantic import BaseModel
 
-from edge.activity import ActivityLog, Event
 from edge.config import EdgeConfig, EdgePaths, save_config
-from edge.deliveries import Delivery, DeliveryQueue
-from edge.enginestate import EngineState
-from edge.inbox import Accepted, Inbox
-from edge.keystore import save_identity
-from edge.watchstate import WatchState
+from edge.link.keystore import save_identity
+from edge.store.activity import ActivityLog, Event
+from edge.store.deliveries import Delivery, DeliveryQueue
+from edge.store.enginestate import EngineState
+from edge.store.inbox import Accepted, Inbox
+from edge.store.watchstate import WatchState
 from shared.envelope import Envelope, Priority, Source
 from shared.identity import Identity
 from shared.signing import sign_envelope
@@ -373,8 +373,8 @@ _DYING_CLAIMER = """
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from edge.deliveries import DeliveryQueue
-from edge.instances import Instance
+from edge.store.deliveries import DeliveryQueue
+from edge.store.instances import Instance
 instance = Instance.start(Path(sys.argv[1]), "channel-that-dies")
 queue = DeliveryQueue.open(sys.argv[2])
 print(len(queue.claim("mcp", instance, 3600, datetime.now(UTC))), flush=True)

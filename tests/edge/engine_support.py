@@ -8,11 +8,11 @@ from typing import Any
 
 import ulid
 
-from edge.activity import Event
-from edge.engine import Engine, JudgeFn
-from edge.enginestate import EngineState
-from edge.inbox import Accepted, Inbox
-from edge.intents import IntentSet
+from edge.engine.decide import Engine, JudgeFn
+from edge.intents.model import IntentSet
+from edge.store.activity import Event
+from edge.store.enginestate import EngineState
+from edge.store.inbox import Accepted, Inbox
 from shared.envelope import Envelope, Priority, Source
 from shared.identity import Identity
 from shared.signing import sign_envelope

@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from edge.activity import (
+from edge.engine.explain import explain
+from edge.errors import EdgeError, KeyFileError
+from edge.store.activity import (
     STEPS,
     ZERO_HASH,
     ActivityLog,
@@ -29,8 +31,6 @@ from edge.activity import (
     canonical,
     head_file,
 )
-from edge.errors import EdgeError, KeyFileError
-from edge.explaintext import explain
 
 T0 = datetime(2026, 11, 25, 14, 3, 7, 250_000, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
@@ -354,7 +354,7 @@ _WRITER = """
 import sys, time
 from datetime import UTC, datetime
 from pathlib import Path
-from edge.activity import ActivityLog
+from edge.store.activity import ActivityLog
 name, path, key, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
 with ActivityLog.open(path, key) as log:
     print("ready", flush=True)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import mailslot, post_drafts, running_edge, wait_until
 
-from edge.activity import ActivityLog, Anchor, Entry, Event, head_file
-from edge.activitycli import verify_log
+from edge.cli.log import verify_log
 from edge.config import EdgeConfig, EdgePaths, save_config
-from edge.enginestate import EngineState
+from edge.store.activity import ActivityLog, Anchor, Entry, Event, head_file
+from edge.store.enginestate import EngineState
 from shared.identity import Identity
 
 T0 = datetime(2026, 11, 25, 14, 3, 7, tzinfo=UTC)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from conftest import json_out, mailslot
 
-from edge.activity import ActivityLog, Event, canonical
-from edge.activitycli import since_time
+from edge.cli.log import since_time
 from edge.config import EdgePaths
+from edge.store.activity import ActivityLog, Event, canonical
 
 T0 = datetime(2026, 11, 25, 14, 3, 7, tzinfo=UTC)
 

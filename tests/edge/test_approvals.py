@@ -1,4 +1,4 @@
-"""Approvals and the autonomy dial (``edge.approvals``): the pure decision at each level,
+"""Approvals and the autonomy dial (``edge.approvals.desk``): the pure decision at each level,
 the envelope short-circuit, and the desk on real files — a real SQLite engine database,
 a real activity log, a real inbox signed with a real edge key, real inotify for
 ``wait``."""
@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge.activity import ActivityLog, Entry
-from edge.approvals import (
+from edge.approvals.desk import (
     AlreadyDecided,
     ApprovalDesk,
     ApprovalSettings,
@@ -32,13 +31,14 @@ from edge.approvals import (
     promote,
     read_permissions,
 )
+from edge.cli.sleep import POKE_FILE
 from edge.config import EdgePaths
-from edge.deliveries import permission_envelope, write_envelope_file
-from edge.inbox import Inbox, InboxItem
-from edge.intentfile import IntentFileError, load_intents, parse_intents
-from edge.intents import Intent
-from edge.keystore import save_identity
-from edge.timecli import POKE_FILE
+from edge.intents.file import IntentFileError, load_intents, parse_intents
+from edge.intents.model import Intent
+from edge.link.keystore import save_identity
+from edge.store.activity import ActivityLog, Entry
+from edge.store.deliveries import permission_envelope, write_envelope_file
+from edge.store.inbox import Inbox, InboxItem
 from shared.identity import Identity
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)

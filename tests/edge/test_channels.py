@@ -1,4 +1,4 @@
-"""``edge.channels``: real subprocesses and process groups for exec, a real HTTP server
+"""``edge.delivery.channels``: real subprocesses and process groups for exec, a real HTTP server
 on a real socket for webhooks (no mocks of httpx), verified with the official Standard
 Webhooks library."""
 
@@ -22,7 +22,7 @@ import pytest
 from conftest import free_port, wait_until
 from standardwebhooks.webhooks import Webhook
 
-from edge.channels import (
+from edge.delivery.channels import (
     OUTCOMES,
     STDOUT_MAX_BYTES,
     ChannelResult,
@@ -30,7 +30,7 @@ from edge.channels import (
     deliver_webhook,
     wake_bytes,
 )
-from edge.intents import ExecRoute, WebhookRoute
+from edge.intents.model import ExecRoute, WebhookRoute
 
 PY = sys.executable
 
@@ -48,7 +48,7 @@ MAILSLOT_ENV = {
     "MAILSLOT_PERMISSIONS": "/tmp/mailslot-permissions.json",
     "MAILSLOT_DELIVERY": "msg_01JDQ8Z9X4DDDDDDDDDDDDDDDD",
 }
-#: A delivery key as the queue makes them (``edge.enginestate.new_delivery_key``).
+#: A delivery key as the queue makes them (``edge.store.enginestate.new_delivery_key``).
 KEY = "msg_01JDQ8Z9X4EEEEEEEEEEEEEEEE"
 
 

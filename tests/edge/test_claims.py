@@ -20,7 +20,7 @@ from conftest import json_out, mailslot
 
 from edge.config import EdgePaths
 from edge.errors import InboxError
-from edge.inbox import (
+from edge.store.inbox import (
     _INSERT,
     _SCHEMA,
     LEASE_MAX,
@@ -305,7 +305,7 @@ def test_schema_1_file_is_upgraded(inbox_path: Path) -> None:
 _PULLER = r"""
 import json, sys, time
 from pathlib import Path
-from edge.inbox import Inbox
+from edge.store.inbox import Inbox
 
 path, owner, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 print("ready", flush=True)

@@ -1,4 +1,4 @@
-"""``edge.commandwatch``: real subprocesses, real process groups, real pipes."""
+"""``edge.watches.commands``: real subprocesses, real process groups, real pipes."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from conftest import wait_until
 
-from edge.commandwatch import CommandResult, run_command
-from edge.intents import Predicate
-from edge.watches import CommandWatch, Schedule
+from edge.intents.declarations import CommandWatch, Schedule
+from edge.intents.model import Predicate
+from edge.watches.commands import CommandResult, run_command
 
 PY = sys.executable
 

@@ -23,10 +23,10 @@ from conftest import wait_until
 from engine_support import Harness, at, intent_set
 from standardwebhooks.webhooks import Webhook
 
-from edge.deliverer import Deliverer
-from edge.deliveries import DeliveryQueue, permission_envelope
-from edge.instances import Instance
-from edge.intents import Intent
+from edge.delivery.deliverer import Deliverer
+from edge.intents.model import Intent
+from edge.store.deliveries import DeliveryQueue, permission_envelope
+from edge.store.instances import Instance
 
 T = at("2026-11-24 10:00")
 SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -296,8 +296,8 @@ CLAIMER = """
 import json, sys
 from datetime import datetime, UTC
 from pathlib import Path
-from edge.deliveries import DeliveryQueue
-from edge.instances import Instance
+from edge.store.deliveries import DeliveryQueue
+from edge.store.instances import Instance
 instance = Instance.start(Path(sys.argv[1]), "crashy")
 queue = DeliveryQueue.open(sys.argv[2])
 claimed = queue.claim("mcp", instance, 3600, datetime.now(UTC), limit=2)
@@ -367,7 +367,7 @@ def test_only_the_claims_holder_can_finish_it(
 def test_claimers_look_again_soon_while_someone_else_holds_claims(
     queue: DeliveryQueue, instance: Callable[[str], Instance]
 ) -> None:
-    from edge.deliveries import SWEEP_EVERY
+    from edge.store.deliveries import SWEEP_EVERY
 
     me, other = instance("me"), instance("other")
     assert queue.next_look(("exec", "webhook"), me, T) is None  # nothing queued: sleep
@@ -384,7 +384,7 @@ def test_each_claim_is_sized_to_its_route(
     me = instance("me")
     enqueue(queue, 1, "exec", argv=["true"], timeout=600.0)
     enqueue(queue, 1, "webhook", url="http://127.0.0.1:9/x", timeout=10.0)
-    from edge.deliveries import LEASE_MARGIN, lease_for
+    from edge.store.deliveries import LEASE_MARGIN, lease_for
 
     claimed = queue.claim(("exec", "webhook"), me, lease_for, T, limit=5)
     assert [(d.claim_until - T).total_seconds() for d in claimed if d.claim_until] == [
@@ -527,7 +527,7 @@ def test_a_dead_claimers_runtime_is_stopped_and_only_it(tmp_path: Path) -> None:
     that is not that process any more is never signalled."""
     import subprocess
 
-    from edge.instances import runner_mark, stop_runner
+    from edge.store.instances import runner_mark, stop_runner
 
     with subprocess.Popen(["sleep", "30"], start_new_session=True) as runtime:
         mark = runner_mark(runtime.pid)

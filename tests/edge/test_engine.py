@@ -11,9 +11,9 @@ import pytest
 import ulid
 from engine_support import ME, PRODUCER, Harness, at, intent_set, minutes
 
-from edge.inbox import Accepted
-from edge.intents import IntentSet
-from edge.replay import final_outcomes, outcomes_from_log, replay
+from edge.engine.replay import final_outcomes, outcomes_from_log, replay
+from edge.intents.model import IntentSet
+from edge.store.inbox import Accepted
 from shared.envelope import Envelope, Source
 from shared.signing import sign_envelope
 

@@ -1,4 +1,4 @@
-"""``edge.filewatch``: real files, real inotify. Events are awaited, never slept for."""
+"""``edge.watches.files``: real files, real inotify. Events are awaited, never slept for."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from edge.errors import EdgeError
-from edge.filewatch import (
+from edge.intents.declarations import FileWatch
+from edge.watches.files import (
     FileEvent,
     FileWatcher,
     WatchDefinitionError,
@@ -23,7 +24,6 @@ from edge.filewatch import (
     merge,
     ordered,
 )
-from edge.watches import FileWatch
 from shared.envelope import PAYLOAD_MAX_BYTES
 
 

@@ -13,7 +13,7 @@ import pytest
 import ulid
 
 from edge.errors import InboxError
-from edge.inbox import Accepted, Inbox
+from edge.store.inbox import Accepted, Inbox
 from shared.envelope import Envelope, Priority, Source
 from shared.identity import Identity
 from shared.sealing import open_sealed, seal
@@ -446,7 +446,7 @@ def test_close_is_idempotent(inbox_path: Path) -> None:
 
 
 def test_only_the_newest_rejections_are_kept(inbox: Inbox, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("edge.inbox.REJECTIONS_KEPT", 3)
+    monkeypatch.setattr("edge.store.inbox.REJECTIONS_KEPT", 3)
     for n in range(5):
         inbox.record_rejection(
             envelope_text=f"junk {n}",
@@ -471,7 +471,7 @@ def test_second_connection_in_one_process_keeps_the_wal_alive(tmp_path):
     daemon_receiver = Inbox.open(path)
     try:
         daemon_receiver.set_status(marker=1)
-        reader = "from edge.inbox import Inbox; import sys; i = Inbox.open(sys.argv[1]); print(i.status()); i.close()"
+        reader = "from edge.store.inbox import Inbox; import sys; i = Inbox.open(sys.argv[1]); print(i.status()); i.close()"
         subprocess.run([sys.executable, "-c", reader, str(path)], check=True, capture_output=True)
         assert (tmp_path / "inbox.sqlite3-wal").exists()
         daemon_receiver.set_status(marker=2)

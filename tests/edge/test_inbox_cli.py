@@ -13,9 +13,9 @@ import ulid
 from conftest import json_out, mailslot
 
 from edge.config import EdgePaths
-from edge.inbox import Accepted, Inbox
-from edge.intentfile import load_intents
-from edge.watches import AbsenceWatch
+from edge.intents.declarations import AbsenceWatch
+from edge.intents.file import load_intents
+from edge.store.inbox import Accepted, Inbox
 from shared.envelope import Envelope, Priority, Source
 from shared.identity import Identity
 from shared.signing import sign_envelope

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from conftest import json_out, mailslot
 
-from edge.intentcli import add_intent_commands, intent_from_args
-from edge.intentfile import InvalidIntent, load_intents
-from edge.intents import ActiveHours, Intent, Judge, Match, Policy, Predicate
+from edge.cli.intents import add_intent_commands, intent_from_args
+from edge.intents.file import InvalidIntent, load_intents
+from edge.intents.model import ActiveHours, Intent, Judge, Match, Policy, Predicate
 
 
 def intents_file(home: Path) -> Path:

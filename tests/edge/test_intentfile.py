@@ -1,4 +1,4 @@
-"""``edge.intentfile``: real files on disk, real inotify for the watcher."""
+"""``edge.intents.file``: real files on disk, real inotify for the watcher."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.intentfile import (
+from edge.intents.declarations import Declarations
+from edge.intents.file import (
     HEADER,
     DuplicateIntent,
     IntentFileError,
@@ -23,7 +24,7 @@ from edge.intentfile import (
     render_intent,
     set_paused,
 )
-from edge.intents import (
+from edge.intents.model import (
     ActiveHours,
     Intent,
     IntentSet,
@@ -33,7 +34,6 @@ from edge.intents import (
     Predicate,
     Settings,
 )
-from edge.watches import Declarations
 
 GOOD = """\
 [settings]

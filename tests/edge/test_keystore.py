@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import EdgeError, KeyFileError, NotInitialized
-from edge.keystore import load_identity, save_identity
+from edge.link.keystore import load_identity, save_identity
 from shared.identity import Identity
 
 

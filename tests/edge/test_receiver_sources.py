@@ -21,9 +21,9 @@ import pytest
 from conftest import json_out, mailslot, running_edge, wait_until
 from ulid import ULID
 
-from edge.inbox import Inbox
-from edge.localevents import LocalRaiser
-from edge.receiver import Receiver
+from edge.link.receiver import Receiver
+from edge.store.inbox import Inbox
+from edge.watches.events import LocalRaiser
 from relay.registry import Registry
 from shared.envelope import Envelope, Priority, Source
 from shared.frames import DeliverItem
@@ -100,7 +100,7 @@ def test_rightful_claims_are_stored_beside_forged_ones(inbox: Inbox) -> None:
 
 
 def test_the_edges_own_local_interrupts_still_arrive(inbox: Inbox) -> None:
-    """The edge's own approvals, files, timers… (``edge.localevents``, its own key) are
+    """The edge's own approvals, files, timers… (``edge.watches.events``, its own key) are
     what the reserved kinds are for: they are stored as before."""
     raiser = LocalRaiser(ME, inbox)
     ids = {raiser.raise_event(kind, "local", f"{kind}.event", {"n": 1}): kind

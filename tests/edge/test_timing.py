@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from cronsim import CronSim
 
-from edge.timing import (
+from edge.intents.declarations import SLEEP_MAX, SLEEP_MIN, Schedule, TickWatch
+from edge.watches.timing import (
     CACHE_LONG_MS,
     CACHE_SHORT_MS,
     cache_aware,
@@ -24,7 +25,6 @@ from edge.timing import (
     next_run,
     next_tick,
 )
-from edge.watches import SLEEP_MAX, SLEEP_MIN, Schedule, TickWatch
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from conftest import mailslot
 
-from edge.commandwatch import run_command
-from edge.intentfile import load_intents, parse_intents
-from edge.intents import Predicate
-from edge.watches import CommandWatch
+from edge.intents.declarations import CommandWatch
+from edge.intents.file import load_intents, parse_intents
+from edge.intents.model import Predicate
+from edge.watches.commands import run_command
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -12,11 +12,9 @@ from typing import Any
 import pytest
 from conftest import json_out, mailslot
 
+from edge.cli.watches import add_watch_commands, watch_from_args
 from edge.config import EdgePaths
-from edge.intentfile import InvalidWatch, load_intents
-from edge.intents import Match, Predicate
-from edge.watchcli import add_watch_commands, watch_from_args
-from edge.watches import (
+from edge.intents.declarations import (
     AbsenceWatch,
     CommandWatch,
     FileWatch,
@@ -24,7 +22,9 @@ from edge.watches import (
     TickWatch,
     TimerWatch,
 )
-from edge.watchstate import WatchState
+from edge.intents.file import InvalidWatch, load_intents
+from edge.intents.model import Match, Predicate
+from edge.store.watchstate import WatchState
 from shared.envelope import Priority
 
 

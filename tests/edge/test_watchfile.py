@@ -1,4 +1,4 @@
-"""``[[watch]]`` tables in ``intents.toml`` (``edge.intentfile``): parsing with
+"""``[[watch]]`` tables in ``intents.toml`` (``edge.intents.file``): parsing with
 line-numbered errors, rendering, and edits that keep the user's comments. Real files."""
 
 from __future__ import annotations
@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from edge.intentfile import (
+from edge.intents.declarations import (
+    AbsenceWatch,
+    CommandWatch,
+    Declarations,
+    FileWatch,
+    Schedule,
+    TickWatch,
+    TimerWatch,
+    Watch,
+)
+from edge.intents.file import (
     DuplicateWatch,
     IntentFileError,
     IntentWatcher,
@@ -22,17 +32,7 @@ from edge.intentfile import (
     set_paused,
     set_watch_paused,
 )
-from edge.intents import Intent, Match, Predicate, Settings
-from edge.watches import (
-    AbsenceWatch,
-    CommandWatch,
-    Declarations,
-    FileWatch,
-    Schedule,
-    TickWatch,
-    TimerWatch,
-    Watch,
-)
+from edge.intents.model import Intent, Match, Predicate, Settings
 from shared.envelope import Priority
 
 #: One watch of every kind, with comments, after an intent.

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from engine_support import ME, at
 
-from edge.activity import Event
-from edge.enginestate import PendingWake
-from edge.inbox import Inbox
-from edge.localevents import LocalRaiser
-from edge.watches import Declarations
-from edge.watchrunner import WatchRunner
-from edge.watchstate import WatchState
+from edge.intents.declarations import Declarations
+from edge.store.activity import Event
+from edge.store.enginestate import PendingWake
+from edge.store.inbox import Inbox
+from edge.store.watchstate import WatchState
+from edge.watches.events import LocalRaiser
+from edge.watches.runner import WatchRunner
 
 T0 = at("2026-11-24 08:00", "Europe/Berlin")
 

@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from edge.errors import InboxError
-from edge.timing import catch_up, next_run
-from edge.watches import Schedule
-from edge.watchstate import Sleep, WatchRow, WatchState
+from edge.intents.declarations import Schedule
+from edge.store.watchstate import Sleep, WatchRow, WatchState
+from edge.watches.timing import catch_up, next_run
 
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
 

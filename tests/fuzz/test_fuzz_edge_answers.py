@@ -28,14 +28,14 @@ import ulid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.activity import ActivityLog, Event, canonical
-from edge.channels import ChannelResult, deliver_exec, deliver_webhook
-from edge.deliveries import OUTCOMES
-from edge.engine import Engine
-from edge.enginestate import EngineState
-from edge.inbox import Accepted, Inbox
-from edge.intents import ExecRoute, IntentSet, WebhookRoute
-from edge.judge import REASON_MAX_CHARS, TOKENS_MAX, Verdict, parse_answer
+from edge.delivery.channels import ChannelResult, deliver_exec, deliver_webhook
+from edge.engine.decide import Engine
+from edge.engine.judge import REASON_MAX_CHARS, TOKENS_MAX, Verdict, parse_answer
+from edge.intents.model import ExecRoute, IntentSet, WebhookRoute
+from edge.store.activity import ActivityLog, Event, canonical
+from edge.store.deliveries import OUTCOMES
+from edge.store.enginestate import EngineState
+from edge.store.inbox import Accepted, Inbox
 from shared.envelope import Envelope, Priority, Source
 from shared.identity import Identity
 from shared.signing import sign_envelope

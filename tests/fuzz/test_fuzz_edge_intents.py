@@ -18,8 +18,8 @@ import tomlkit
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.intentfile import IntentFileError, load_intents
-from edge.watches import Declarations
+from edge.intents.declarations import Declarations
+from edge.intents.file import IntentFileError, load_intents
 
 #: Keys the models know, so that generated tables get past "unknown field" to the values.
 KEYS = [

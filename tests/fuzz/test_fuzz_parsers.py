@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from edge.inbox import Inbox
-from edge.receiver import Receiver
+from edge.link.receiver import Receiver
+from edge.store.inbox import Inbox
 from fuzz.fuzz_support import CODE_RE
 from fuzz.strategies import any_text, draft_text, envelope_text, frame, json_values
 from shared.encoding import b64e

@@ -1,4 +1,4 @@
-"""``relay.lockfile`` on real files: one owner per folder, the holder named, a private
+"""``shared.host.lockfile`` on real files: one owner per folder, the holder named, a private
 lock file, and a lock that is free again once its holder lets go."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relay.errors import AlreadyRunning, ExitCode
-from relay.lockfile import edge_lock, relay_lock
+from shared.host.lockfile import edge_lock, relay_lock
 
 
 def test_a_second_owner_is_refused_with_the_holders_pid(tmp_path: Path) -> None:

@@ -1,0 +1,344 @@
+"""``mailslot intent add|list|show|pause|resume|rm``: the intents file from the shell.
+
+Every command reads or edits ``intents.toml`` through ``edge.intents.file``, so the file
+stays the one place intents live: what ``add`` writes is what a user could have typed,
+comments and layout survive, and a running edge daemon picks the change up on its own.
+Errors carry a code: ``invalid_intent`` (bad options; nothing written),
+``duplicate_intent``, ``unknown_intent``, ``intent_file_error`` (the file itself is broken,
+with its line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from edge.config import EdgePaths
+from edge.errors import EdgeError
+from edge.intents.file import (
+    InvalidIntent,
+    UnknownIntent,
+    add_intent,
+    dotted,
+    load_intents,
+    remove_intent,
+    render_intent,
+    set_paused,
+    validation_problems,
+)
+from edge.intents.model import Intent, Match, Op, describe
+
+OPS: tuple[str, ...] = get_args(Op)
+WHERE_HELP = (
+    f"predicate, e.g. 'payload.branch eq main'; OP is one of {' '.join(OPS)}; "
+    "VALUE is JSON if it parses as JSON, else a string"
+)
+#: The ``Match`` fields set by one option each: ``--type`` (or ``--match-type``…).
+MATCH_FIELDS = ("type", "source_kind", "source_name", "session", "priority")
+_MATCH_HELP = {
+    "type": ("GLOB", "interrupt type glob"),
+    "source_kind": ("K", "source kind"),
+    "source_name": ("GLOB", "source name glob"),
+    "session": ("S", "session glob"),
+    "priority": ("P", "now | next | later"),
+}
+
+
+def match_options(prefix: str = "") -> dict[tuple[str, ...], str]:
+    """The option a user typed for each field of ``match``, to name it in errors."""
+    options: dict[tuple[str, ...], str] = {
+        ("match", name): f"--{prefix}{name.replace('_', '-')}" for name in MATCH_FIELDS
+    }
+    return {**options, ("match", "all"): "--where"}
+
+
+#: The option a user typed for each field of ``Intent``, to name it in errors.
+_OPTIONS: dict[tuple[str, ...], str] = {
+    ("id",): "ID",
+    ("description",): "--description",
+    **match_options(),
+    ("judge", "command"): "--judge",
+    ("judge", "timeout"): "--judge-timeout",
+    ("judge", "on_failure"): "--judge-on-failure",
+    ("policy", "cooldown"): "--cooldown",
+    ("policy", "max_reminders"): "--max-reminders",
+    ("policy", "coalesce"): "--coalesce",
+    ("policy", "dedupe"): "--dedupe",
+    ("policy", "active_hours"): "--active-hours",
+    ("policy", "active_hours", "timezone"): "--timezone",
+    ("grant",): "--grant",
+}
+
+
+def add_intent_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register ``mailslot intent ...`` on the top-level subparsers ``sub``."""
+    intent = sub.add_parser("intent", help="the intents that decide what wakes an agent")
+    group = intent.add_subparsers(metavar="COMMAND")
+
+    p = command("add", cmd_add, "add an intent to intents.toml", group)
+    p.add_argument("id", metavar="ID", help="a name: lowercase letters, digits, _ and -")
+    p.add_argument("--description", default="", help="what this intent is for")
+    add_match_options(p.add_argument_group("match (all given criteria must hold)"))
+    j = p.add_argument_group("judge (asked only after the match and the policy let it through)")
+    j.add_argument("--judge", metavar="'CMD ...'", help="judge command line (split like a shell)")
+    j.add_argument("--judge-timeout", metavar="DURATION", help="default 10s")
+    j.add_argument("--judge-on-failure", metavar="skip|wake", help="default skip")
+    q = p.add_argument_group("policy")
+    q.add_argument("--cooldown", metavar="DURATION", help="minimum time between two wakes")
+    q.add_argument("--max-reminders", metavar="N", help="wakes until the user is active again")
+    q.add_argument(
+        "--suppress-when-active", action="store_true", help="no wake while the user is active"
+    )
+    q.add_argument("--coalesce", metavar="DURATION", help="group matches into one wake")
+    q.add_argument("--dedupe", metavar="DURATION", help="drop repeated dedupe keys")
+    q.add_argument("--active-hours", metavar="HH:MM-HH:MM", help="e.g. 08:00-22:00")
+    q.add_argument("--timezone", metavar="ZONE", help="time zone of --active-hours")
+    p.add_argument(
+        "--grant", action="append", metavar="ACTION", help="an action a woken agent may take"
+    )
+    p.add_argument("--critical", action="store_true", help="wake outside hours and budget")
+    p.add_argument("--paused", action="store_true", help="add it paused")
+
+    command("list", cmd_list, "list the intents", group)
+    p = command("show", cmd_show, "show one intent", group)
+    p.add_argument("id", metavar="ID")
+    for name, handler, help in (
+        ("pause", cmd_pause, "pause an intent (it matches nothing until resumed)"),
+        ("resume", cmd_resume, "resume a paused intent"),
+        ("rm", cmd_rm, "remove an intent"),
+    ):
+        p = command(name, handler, help, group)
+        p.add_argument("id", metavar="ID")
+
+
+def add_match_options(group: Any, prefix: str = "", where: bool = True) -> None:
+    """Register ``--{prefix}type`` … ``--{prefix}priority`` and, with ``where``,
+    ``--where`` on ``group``; read them back with ``match_from_args``. Each match option
+    takes one or more values and may be repeated (``--source-kind file timer`` is
+    ``--source-kind file --source-kind timer``): any of them matches."""
+    for name in MATCH_FIELDS:
+        metavar, help = _MATCH_HELP[name]
+        option = f"--{prefix}{name.replace('_', '-')}"
+        group.add_argument(option, action="extend", nargs="+", metavar=metavar,
+                           help=f"{help}: one or more, any of them matches (repeatable)")
+    if where:
+        group.add_argument("--where", action="append", metavar="'FIELD OP VALUE'", help=WHERE_HELP)
+
+
+def match_from_args(
+    args: argparse.Namespace, prefix: str = "", error: type[EdgeError] = InvalidIntent
+) -> dict[str, Any]:
+    """The ``match`` document the options of ``add_match_options`` describe (``--where``
+    as ``all``); ``error`` (naming the option) for a malformed ``--where``."""
+    match: dict[str, Any] = {}
+    for name in MATCH_FIELDS:
+        if values := getattr(args, prefix.replace("-", "_") + name):
+            match[name] = values
+    if args.where:
+        match["all"] = [parse_where(text, error) for text in args.where]
+    return match
+
+
+def explain(loc: tuple[str | int, ...], reason: str, options: dict[tuple[str, ...], str]) -> str:
+    """A problem at ``loc`` named by the option that set it (from ``options``)."""
+    names = tuple(p for p in loc if isinstance(p, str))
+    for end in range(len(names), 0, -1):
+        if (option := options.get(names[:end])) is not None:
+            return f"{option}: {reason}"
+    return f"{dotted(loc)}: {reason}" if loc else reason
+
+
+def _file() -> Path:
+    return EdgePaths.resolve().intents_file
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    from edge.cli.main import emit
+
+    emit(args, data, text)
+
+
+# -- add ------------------------------------------------------------------------------
+
+
+def intent_from_args(args: argparse.Namespace) -> Intent:
+    """The ``Intent`` the options describe; ``InvalidIntent`` naming the option if not."""
+    match = match_from_args(args)
+    doc: dict[str, Any] = {"id": args.id, "description": args.description, "match": match}
+    if args.judge is not None:
+        judge: dict[str, Any] = {"command": shlex.split(args.judge)}
+        if args.judge_timeout is not None:
+            judge["timeout"] = args.judge_timeout
+        if args.judge_on_failure is not None:
+            judge["on_failure"] = args.judge_on_failure
+        doc["judge"] = judge
+    elif args.judge_timeout is not None or args.judge_on_failure is not None:
+        raise InvalidIntent("--judge-timeout and --judge-on-failure need --judge")
+    policy: dict[str, Any] = {}
+    for name in ("cooldown", "coalesce", "dedupe"):
+        if getattr(args, name) is not None:
+            policy[name] = getattr(args, name)
+    if args.max_reminders is not None:
+        try:
+            policy["max_reminders"] = int(args.max_reminders)
+        except ValueError:
+            raise InvalidIntent(
+                f"--max-reminders: {args.max_reminders!r} is not a whole number"
+            ) from None
+    if args.suppress_when_active:
+        policy["suppress_when_active"] = True
+    if args.active_hours is not None:
+        start, sep, end = args.active_hours.partition("-")
+        if not sep:
+            raise InvalidIntent(f"--active-hours {args.active_hours!r}: expected HH:MM-HH:MM")
+        policy["active_hours"] = {"start": start.strip(), "end": end.strip()}
+        if args.timezone is not None:
+            policy["active_hours"]["timezone"] = args.timezone
+    elif args.timezone is not None:
+        raise InvalidIntent("--timezone needs --active-hours")
+    doc["policy"] = policy
+    doc["grant"] = args.grant or []
+    doc["critical"] = args.critical
+    doc["paused"] = args.paused
+    try:
+        return Intent.model_validate(doc)
+    except ValidationError as exc:
+        raise InvalidIntent(
+            "; ".join(explain(loc, why, _OPTIONS) for loc, why in validation_problems(exc, Intent))
+        ) from None
+
+
+def parse_where(text: str, error: type[EdgeError] = InvalidIntent) -> dict[str, Any]:
+    """``'payload.branch eq main'`` → ``{"field": ..., "op": "eq", "value": "main"}``.
+    VALUE is JSON if it parses (``3``, ``true``, ``["a","b"]``), else the text as is.
+    Raises ``error`` (``InvalidIntent`` unless told) if ``text`` is not of that form."""
+    parts = text.split(None, 2)
+    if len(parts) < 2 or parts[1] not in OPS:
+        raise error(f"--where {text!r}: expected 'FIELD OP VALUE' with OP one of {', '.join(OPS)}")
+    field, op = parts[0], parts[1]
+    if op in ("present", "absent"):
+        if len(parts) == 3:
+            raise error(f"--where {text!r}: {op} takes no value")
+        return {"field": field, "op": op}
+    if len(parts) < 3:
+        raise error(f"--where {text!r}: {op} needs a value")
+    try:
+        value = json.loads(parts[2])
+    except ValueError:
+        value = parts[2]
+    return {"field": field, "op": op, "value": value}
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    intent = intent_from_args(args)
+    path = _file()
+    add_intent(path, intent)
+    _emit(args, intent.model_dump(mode="json"), f"added intent {intent.id} to {path}")
+    return 0
+
+
+# -- list, show -----------------------------------------------------------------------
+
+
+def summarize(match: Match) -> str:
+    """One line: the criteria that are set, or ``(everything)``."""
+    parts = []
+    for name in ("type", "source_kind", "source_name", "session"):
+        if (patterns := getattr(match, name)) is not None:
+            parts.append(f"{name}={','.join(patterns)}")
+    if match.priority is not None:
+        parts.append(f"priority={','.join(str(p) for p in match.priority)}")
+    parts.extend(f"[{describe(p)}]" for p in match.all)
+    if match.any:
+        parts.append("any[" + " | ".join(describe(p) for p in match.any) + "]")
+    return " ".join(parts) or "(everything)"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    intents = load_intents(_file()).intents
+    rows = [
+        {
+            "id": i.id,
+            "description": i.description,
+            "paused": i.paused,
+            "critical": i.critical,
+            "summary": summarize(i.match),
+            "match": i.match.model_dump(mode="json", exclude_defaults=True),
+            "route": i.route.kind,
+        }
+        for i in intents
+    ]
+    width = max((len(i.id) for i in intents), default=0)
+    text = "\n".join(
+        f"{r['id']:<{width}}  {'paused' if r['paused'] else 'active'}  "
+        f"{'critical' if r['critical'] else '-':<8}  {r['route']:<6}  {r['summary']}"
+        for r in rows
+    )
+    _emit(args, rows, text or "(no intents)")
+    return 0
+
+
+def _get(intent_id: str) -> Intent:
+    path = _file()
+    intent = load_intents(path).get(intent_id)
+    if intent is None:
+        raise UnknownIntent(f"no intent {intent_id!r} in {path}")
+    return intent
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    intent = _get(args.id)
+    text = render_intent(intent).rstrip() + "\n# (fields not shown are at their defaults)"
+    _emit(args, intent.model_dump(mode="json"), text)
+    return 0
+
+
+# -- pause, resume, rm ----------------------------------------------------------------
+
+
+def _unknown(intent_id: str) -> UnknownIntent:
+    return UnknownIntent(f"no intent {intent_id!r} in {_file()}")
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    if not set_paused(_file(), args.id, True):
+        raise _unknown(args.id)
+    _emit(args, {"id": args.id, "paused": True}, f"paused {args.id}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    if not set_paused(_file(), args.id, False):
+        raise _unknown(args.id)
+    enabled = _enable_route(args.id)
+    _emit(args, {"id": args.id, "paused": False, "route_enabled": enabled},
+          f"resumed {args.id}" + (" (its route, disabled by a 410, is enabled again)"
+                                  if enabled else ""))
+    return 0
+
+
+def _enable_route(intent_id: str) -> bool:
+    """Resuming also lifts a route a runtime had turned away (HTTP 410)."""
+    from edge.store.deliveries import DeliveryQueue
+
+    engine_file = EdgePaths.resolve().engine_file
+    if not engine_file.exists():
+        return False
+    queue = DeliveryQueue.open(engine_file)
+    try:
+        return queue.enable_route(intent_id)
+    finally:
+        queue.close()
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    if not remove_intent(_file(), args.id):
+        raise _unknown(args.id)
+    _emit(args, {"removed": args.id}, f"removed {args.id}")
+    return 0

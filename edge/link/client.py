@@ -1,0 +1,205 @@
+"""The edge's outbound link to its relay (the websockets client side of ``shared.link``).
+
+It only ever dials out: no listening socket. Per connection: check the challenge comes
+from the pinned relay, answer it, grant credit, then for each ``deliver`` frame hand the
+batch to the ``Receiver`` (verify → commit) and only after that send ``ack`` (and
+``reject`` for refused ones) and new credit. Frames are received by one task and
+processed by another, so the socket is read while a batch is being verified.
+
+Reconnects use exponential backoff with full jitter, capped, reset after a successful
+welcome. Keepalive is WebSocket ping/pong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from edge.config import EdgeConfig
+from edge.link.receiver import Receiver
+from edge.store.inbox import Inbox, InboxItem
+from shared.auth import auth_message, sign_b64
+from shared.errors import LinkError, RemoteProtocolError
+from shared.frames import (
+    RELAY_FRAME_MAX_BYTES,
+    SUBPROTOCOL,
+    Ack,
+    Auth,
+    Challenge,
+    Credit,
+    Deliver,
+    Reject,
+    Welcome,
+)
+from shared.identity import Identity
+from shared.link import Link, Role
+
+log = logging.getLogger("mailslot.edge.link")
+
+
+class LinkClosed(Exception):
+    pass
+
+
+class EdgeLink:
+    def __init__(
+        self,
+        config: EdgeConfig,
+        identity: Identity,
+        inbox: Inbox,
+        receiver: Receiver,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        on_stored: Callable[[list[InboxItem]], None] | None = None,
+    ) -> None:
+        """``inbox`` is used on the event loop (status); ``receiver`` runs in a worker
+        thread and must own a separate ``Inbox`` connection. ``on_stored`` is called on
+        the event loop with the interrupts each batch newly committed, once acked (the
+        daemon hands them to the engine: ``Engine.offer``)."""
+        self.config = config
+        self.identity = identity
+        self.inbox = inbox
+        self.relay = config.relay_public()
+        self.receiver = receiver
+        self.on_event = on_event or (lambda _kind, _data: None)
+        self.on_stored = on_stored or (lambda _items: None)
+        self.connected = asyncio.Event()
+        self.delivered = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until ``stop`` is set, reconnecting with jittered backoff."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self._connect_once(stop)
+                attempt = 0
+            except (OSError, TimeoutError, websockets.WebSocketException, LinkClosed) as exc:
+                log.info("link to %s down: %s", self.config.relay_url, exc)
+            except RemoteProtocolError as exc:
+                log.warning("relay broke the protocol: %s (%s)", exc.message, exc.code)
+            finally:
+                if self.connected.is_set():
+                    self.connected.clear()
+                    self._status(connected=False)
+            if stop.is_set():
+                break
+            attempt += 1
+            ceiling = min(self.config.reconnect_cap, self.config.reconnect_base * 2**attempt)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), random.uniform(0, ceiling))
+
+    async def _connect_once(self, stop: asyncio.Event) -> None:
+        async with websockets.connect(
+            self.config.ws_url(),
+            subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
+            max_size=RELAY_FRAME_MAX_BYTES,
+            ping_interval=self.config.keepalive,
+            ping_timeout=self.config.keepalive,
+            open_timeout=10,
+            close_timeout=5,
+            # Deliveries are small signed JSON; deflate costs more CPU than it saves on
+            # the wire, and a relay-side compression bomb is one less thing to fear.
+            compression=None,
+        ) as ws:
+            link = Link(Role.EDGE)
+            welcome = await self._handshake(ws, link)
+            self.connected.set()
+            self._status(
+                connected=True,
+                session=welcome.session,
+                relay_pending=welcome.pending.model_dump(),
+                connected_at=_now(),
+            )
+            log.info("connected to %s, pending %s", self.config.relay_url, welcome.pending)
+            await ws.send(link.send(Credit(n=self.config.initial_credit)))
+            await self._serve(ws, link, stop)
+
+    async def _handshake(self, ws: ClientConnection, link: Link) -> Welcome:
+        challenge = link.receive(await asyncio.wait_for(ws.recv(), 10))
+        assert isinstance(challenge, Challenge)
+        if challenge.relay != self.relay.id:
+            raise LinkError(
+                f"relay identifies as {challenge.relay}, pinned {self.relay.id}",
+                code="wrong_relay",
+            )
+        sig = sign_b64(
+            self.identity,
+            auth_message(challenge.nonce, challenge.time, self.identity.id, challenge.relay),
+        )
+        await ws.send(link.send(Auth(identity=self.identity.id, sig=sig)))
+        try:
+            welcome = link.receive(await asyncio.wait_for(ws.recv(), 15))
+        except websockets.ConnectionClosed as exc:
+            reason = exc.rcvd.reason if exc.rcvd else "closed"
+            raise LinkClosed(f"relay refused the link: {reason}") from exc
+        assert isinstance(welcome, Welcome)
+        return welcome
+
+    async def _serve(self, ws: ClientConnection, link: Link, stop: asyncio.Event) -> None:
+        batches: asyncio.Queue[Deliver] = asyncio.Queue()
+        in_flight: list[asyncio.Future[Any]] = []
+
+        async def read() -> None:
+            async for raw in ws:
+                frame = link.receive(raw)
+                if isinstance(frame, Deliver):
+                    batches.put_nowait(frame)
+
+        async def work() -> None:
+            while True:
+                frame = await batches.get()
+                # Shielded: a commit that started must finish before the link closes,
+                # or the inbox could be closed under the worker thread.
+                processing = asyncio.ensure_future(
+                    asyncio.to_thread(self.receiver.process, frame.items)
+                )
+                in_flight.append(processing)
+                outcome = await asyncio.shield(processing)
+                in_flight.remove(processing)
+                if outcome.acked:
+                    await ws.send(link.send(Ack(ids=outcome.acked)))
+                for envelope_id, code in outcome.rejected:
+                    await ws.send(link.send(Reject(id=envelope_id, code=code)))
+                await ws.send(link.send(Credit(n=len(frame.items))))
+                self.delivered += outcome.new
+                self._status(last_delivery=_now(), delivered_total=self.delivered)
+                if outcome.stored:
+                    self.on_stored(outcome.stored)
+                self.on_event("delivered", {"new": outcome.new, "batch": len(frame.items)})
+
+        tasks = [
+            asyncio.create_task(read()),
+            asyncio.create_task(work()),
+            asyncio.create_task(stop.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, *in_flight, return_exceptions=True)
+        for task in done:
+            task.result()
+        if not stop.is_set():
+            raise LinkClosed(_close_reason(ws))
+
+    def _status(self, **values: Any) -> None:
+        with contextlib.suppress(Exception):
+            self.inbox.set_status(**values)
+
+
+def _close_reason(ws: ClientConnection) -> str:
+    if ws.close_code is None:
+        return "connection ended"
+    return f"closed {ws.close_code} {ws.close_reason}".strip()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
