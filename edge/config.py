@@ -42,6 +42,10 @@ DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
+#: The name of ``EdgePaths.poke_file`` (in the data folder).
+POKE_FILE = "watches.poke"
+
+
 @dataclass(frozen=True)
 class EdgePaths:
     """The edge's directories and files. Build with ``resolve``; call ``ensure`` before
@@ -102,6 +106,12 @@ class EdgePaths:
     @property
     def activity_key_file(self) -> Path:
         return self.keys_dir / "activity.key"
+
+    @property
+    def poke_file(self) -> Path:
+        """Touched to wake the daemon's watch loop at once (a new sleep, a decided
+        approval); the daemon watches it with inotify, never polls it."""
+        return self.data_dir / POKE_FILE
 
     def ensure(self) -> None:
         """Create the directories with mode 0700, tightening existing ones: they hold a

@@ -22,7 +22,6 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.cli.sleep import POKE_FILE
 from edge.config import EdgeConfig, EdgePaths, load_config
 from edge.delivery.deliverer import Deliverer
 from edge.engine.decide import Engine
@@ -103,7 +102,7 @@ class EdgeDaemon:
             LocalRaiser(self.identity, local_inbox, on_new=self.arrived.set),
             self.activity.append,
             last_activity=lambda session, at: state.last_activity(session, at),
-            poke_file=self.paths.data_dir / POKE_FILE,
+            poke_file=self.paths.poke_file,
         )
         self.engine.inbox = engine_inbox
         engine = self.engine

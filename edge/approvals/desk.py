@@ -41,7 +41,7 @@ from typing import Annotated, Any, Literal, Protocol
 from pydantic import Field
 from ulid import ULID
 
-from edge.config import EdgePaths
+from edge.config import POKE_FILE, EdgePaths
 from edge.errors import EdgeError, InboxError
 from edge.intents.model import Duration, Strict, StrictInt
 from edge.store.activity import ActivityLog, Event
@@ -418,11 +418,7 @@ class InboxNotifier:
         ))
 
     def poke(self) -> None:
-        from edge.cli.sleep import (
-            POKE_FILE,  # edge.cli.sleep needs edge.intents.declarations, which needs us
-        )
-
-        (self.paths.data_dir / POKE_FILE).write_text(datetime.now(UTC).isoformat())
+        self.paths.poke_file.write_text(datetime.now(UTC).isoformat())
 
     def close(self) -> None:
         if self._raiser is not None:
@@ -573,8 +569,6 @@ class ApprovalDesk:
         seconds. Sleeps on inotify events for ``folder`` (the engine database and the poke
         file live there), waking at the request's expiry to expire it."""
         from watchfiles import awatch
-
-        from edge.cli.sleep import POKE_FILE
 
         deadline = time.monotonic() + timeout
         db_name = Path(self.store.state.db.execute("PRAGMA database_list").fetchone()[2]).name

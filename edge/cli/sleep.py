@@ -19,8 +19,6 @@ from edge.store.watchstate import WatchState
 from edge.watches.timing import cache_aware, clamp_sleep
 from shared.tokens import check_session
 
-POKE_FILE = "watches.poke"
-
 
 def add_time_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
     p = command("sleep", cmd_sleep, "do not wake this session for a while, then tick it")
@@ -66,7 +64,7 @@ def start_sleep(paths: EdgePaths, duration: float, reason: str, session: str | N
                 "requested_s": duration, "snapped": snapped})])
     finally:
         state.close()
-    (paths.data_dir / POKE_FILE).write_text(now.isoformat())
+    paths.poke_file.write_text(now.isoformat())
     return {"session": session or None, "until": sleep.ends.isoformat(), "seconds": seconds,
             "clamped": seconds != duration and not snapped, "snapped": snapped}
 

@@ -31,7 +31,6 @@ from edge.approvals.desk import (
     promote,
     read_permissions,
 )
-from edge.cli.sleep import POKE_FILE
 from edge.config import EdgePaths
 from edge.intents.file import IntentFileError, load_intents, parse_intents
 from edge.intents.model import Intent
@@ -263,7 +262,7 @@ def test_a_user_decision_is_logged_and_raised_into_the_inbox(
     entry = desks.log("approval_decided")[0]
     assert (entry.interrupt, entry.intent, entry.type) == (item.id, "ci", f"approval.{status}")
     assert entry.detail["by"] == "user" and entry.detail["note"] == "only the one file"
-    assert (paths.data_dir / POKE_FILE).exists()
+    assert paths.poke_file.exists()
     # decided once, by one desk
     with pytest.raises(AlreadyDecided, match=f"already {status}"):
         desks().approve(asked.id)
