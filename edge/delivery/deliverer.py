@@ -34,6 +34,7 @@ from edge.intents.model import ExecRoute, WebhookRoute
 from edge.store.activity import Event
 from edge.store.deliveries import Delivery, DeliveryQueue, Holder, lease_for, write_envelope_file
 from edge.store.instances import runner_mark
+from shared.host.waiting import first_of
 
 if TYPE_CHECKING:
     from edge.delivery.channels import ChannelResult
@@ -77,12 +78,7 @@ class Deliverer:
             queued.clear()
             await self.run_due(self.clock(), stop)
             timeout = self._sleep_for()
-            waiters = [asyncio.create_task(queued.wait()), asyncio.create_task(stop.wait())]
-            try:
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+            await first_of(queued.wait(), stop.wait(), timeout=timeout)
 
     async def run_due(self, now: datetime, stop: asyncio.Event | None = None) -> int:
         """Release dead instances' claims, then claim and run due deliveries one by one

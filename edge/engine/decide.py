@@ -45,6 +45,7 @@ from edge.store.activity import Event
 from edge.store.deliveries import DeliveryQueue, permission_envelope
 from edge.store.enginestate import EngineState, PendingWake, new_delivery_key
 from edge.store.inbox import Inbox, InboxItem
+from shared.host.waiting import first_of
 
 log = logging.getLogger("mailslot.edge.engine")
 
@@ -510,12 +511,7 @@ class Engine:
             self.dispatch_due()
             next_due = self.state.next_due()
             timeout = None if next_due is None else max(0.0, next_due - _epoch(self.clock()))
-            waiters = [asyncio.create_task(arrived.wait()), asyncio.create_task(stop.wait())]
-            try:
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for waiter in waiters:
-                    waiter.cancel()
+            await first_of(arrived.wait(), stop.wait(), timeout=timeout)
 
 
 def record_activity(state: EngineState, events: list[Event], session: str, at: datetime) -> None:

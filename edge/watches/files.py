@@ -49,6 +49,7 @@ from typing import Any, Literal
 from edge.errors import EdgeError
 from edge.intents.declarations import DEFAULT_IGNORES, FileWatch
 from shared.envelope import PAYLOAD_MAX_BYTES
+from shared.host.waiting import first_of, settle
 
 log = logging.getLogger("mailslot.edge.watches.file")
 
@@ -485,7 +486,7 @@ class FileWatcher:
                 self._replan.clear()
                 self._plan = _Plan.build(self._watches)
                 if not await self._follow(self._plan, stop):
-                    await _first(stop.wait(), self._replan.wait(), timeout=RETRY_DELAY)
+                    await first_of(stop.wait(), self._replan.wait(), timeout=RETRY_DELAY)
             for watch_id in list(self._windows):
                 self._flush(watch_id)
         finally:
@@ -520,7 +521,7 @@ class FileWatcher:
                 waiter.cancel()
             for first in firsts[len(pumps):]:  # only if cancelled before the pumps began
                 first.cancel()
-            outcomes = await _settle([*pumps, *firsts[len(pumps):]])
+            outcomes = await settle([*pumps, *firsts[len(pumps):]])
             for stream in streams:
                 with contextlib.suppress(RuntimeError):
                     await stream.aclose()
@@ -627,25 +628,3 @@ def _walk(folder: str, limit: int) -> list[str]:
                             folder, limit, limit)
                 return found
     return found
-
-
-async def _first(*awaitables: Any, timeout: float | None = None) -> None:
-    """Wait until the first of ``awaitables`` completes (or ``timeout``); cancel the rest."""
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _settle(tasks: list[asyncio.Future[Any]]) -> list[Any]:
-    """Outcomes of ``tasks``, awaited to the end even if we are cancelled meanwhile (they
-    end within one step once halted: nothing is left running); then the cancel goes on."""
-    gathered = asyncio.gather(*tasks, return_exceptions=True)
-    try:
-        return await asyncio.shield(gathered)
-    except asyncio.CancelledError:
-        await gathered
-        raise
