@@ -1,8 +1,10 @@
 """Where the edge keeps its state, and the one config model the edge daemon runs on.
 
 Config flows one way (as in uvicorn): ``EdgePaths.resolve()`` → ``load_config(paths)`` →
-one frozen ``EdgeConfig`` handed to the daemon and the CLI commands. Nothing here is global;
-``MAILSLOT_HOME`` is read once, from the environment mapping the caller passes.
+one frozen ``EdgeConfig`` handed to the daemon and the CLI commands. ``edge.cli.main``
+resolves the paths once per command and passes them down (the MCP server gets them in its
+``McpConfig``); no other module calls ``resolve``. Nothing here is global; ``MAILSLOT_HOME``
+is read once, from the environment mapping the caller passes.
 
 Layout::
 

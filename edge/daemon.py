@@ -1,10 +1,28 @@
-"""``mailslot edge run``: the edge daemon's lifecycle.
+"""``mailslot edge run``: the edge daemon's lifecycle, and nothing else.
 
-start: load config and key (refusing a key file others can read), open the inbox, the
-engine state, the activity log and the intents file → run: the outbound link, the decision
-engine and the intents watcher, until stopped → stop: close the link (unacked deliveries
-go back to the relay), mark the status disconnected, close everything. Nothing runs after
-stop.
+``start`` (sync): take the home's lock, load config and key (refusing a key file others
+can read), open the stores and the intents file, build every part → ``run``: one
+``asyncio.TaskGroup`` owns every part's task (the link, the decision engine, the intents
+watcher, the watches, the deliverer), until the caller's ``stop`` event is set or a part
+fails → ``stop(timeout)``: every part is asked to stop (they all watch one event), given
+``timeout`` seconds, and what is still running then is cancelled and reported by name
+→ ``close``: the link's status says disconnected, every store is closed, the lock goes
+back. Nothing of the daemon runs after ``run`` returns.
+
+Rules this module keeps:
+
+- it wires the parts together and owns their lifetime; what a part does lives in its
+  own package (``edge.link``, ``edge.engine``, ``edge.watches``, ``edge.delivery``…);
+- every part gets what it needs at construction, nothing is patched in afterwards; each
+  role that touches the inbox has its own connection (``Inboxes``), because they run on
+  different threads: the link's status on the event loop, the receiver's commits and
+  the engine's reads in worker threads, the watches' local interrupts;
+- a part that fails stops the daemon the way a signal does (the others stop cleanly),
+  and ``run`` raises that one error once; a second failure while stopping is logged in
+  one line, never as one traceback per task;
+- the daemon installs no signal handler: its caller does (``shared.host.signals``: the
+  first SIGINT/SIGTERM sets ``stop``, a second Ctrl-C forces the process out), so that
+  ``mailslot up`` runs a relay and an edge under one handler, like ``relay.server``.
 
 The link and the engine meet at the inbox: the link commits, then hands the new items to
 the engine (``Engine.offer``) and sets ``arrived``; the engine decides everything past its
@@ -19,15 +37,19 @@ import contextlib
 import gc
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from edge.config import EdgeConfig, EdgePaths, load_config
 from edge.delivery.deliverer import Deliverer
 from edge.engine.decide import Engine
 from edge.intents.declarations import Declarations
-from edge.intents.file import IntentFileError, IntentWatcher
+from edge.intents.file import IntentFileError
 from edge.intents.model import IntentSet
+from edge.intents.reload import IntentWatcher
 from edge.link.client import EdgeLink
 from edge.link.keystore import load_identity
 from edge.link.receiver import Receiver
@@ -39,16 +61,63 @@ from edge.store.watchstate import WatchState
 from edge.watches.events import LocalRaiser
 from edge.watches.runner import WatchRunner
 from shared.host.lockfile import FolderLock, edge_lock
+from shared.host.waiting import first_of, settle
 from shared.identity import Identity
 
 log = logging.getLogger("mailslot.edge")
 
+#: Seconds ``stop`` gives the parts to end by themselves before it cancels them (as
+#: uvicorn's ``timeout_graceful_shutdown``; the relay's HTTP server uses the same).
+STOP_TIMEOUT = 5.0
+
+#: A part of the daemon: a coroutine function that runs until the event it is given is
+#: set, then returns.
+Part = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Inboxes:
+    """One ``Inbox`` connection per role: SQLite connections are not shared across the
+    threads the roles run on, and a role's transaction never waits on another's."""
+
+    link: Inbox  # the link's status, on the event loop
+    receiver: Inbox  # verify → commit, in a worker thread
+    engine: Inbox  # what to decide next and the woken interrupts' documents
+    watches: Inbox  # the local interrupts watches raise
+
+    @classmethod
+    def open(cls, path: Path) -> Inboxes:
+        """Open one connection per role; if one fails, close those already open."""
+        opened: list[Inbox] = []
+        try:
+            for _role in fields(cls):
+                opened.append(Inbox.open(path))
+        except BaseException:
+            for inbox in opened:
+                inbox.close()
+            raise
+        return cls(*opened)
+
+    def all(self) -> tuple[Inbox, ...]:
+        return (self.link, self.receiver, self.engine, self.watches)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.link.set_status(connected=False, pid=None)
+        for inbox in self.all():
+            inbox.close()
+
 
 class EdgeDaemon:
-    def __init__(self, paths: EdgePaths) -> None:
+    """Call ``start()``, then ``await run(stop)``; ``run`` stops and closes everything
+    before it returns. ``cancelled``: the parts the last ``stop`` had to cancel."""
+
+    def __init__(self, paths: EdgePaths, *, stop_timeout: float = STOP_TIMEOUT) -> None:
         self.paths = paths
+        self.stop_timeout = stop_timeout
         self.config: EdgeConfig | None = None
         self.identity: Identity | None = None
+        self.inboxes: Inboxes | None = None
         self.link: EdgeLink | None = None
         self.engine: Engine | None = None
         self.activity: ActivityLog | None = None
@@ -56,72 +125,70 @@ class EdgeDaemon:
         self.watches: WatchRunner | None = None
         self.deliverer: Deliverer | None = None
         self.instance: Instance | None = None
-        self._watch_state: WatchState | None = None
         self.arrived = asyncio.Event()
-        self._inboxes: list[Inbox] = []
+        self.cancelled: list[str] = []
+        self._watch_state: WatchState | None = None
         self._state: EngineState | None = None
         self._lock: FolderLock | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._failure: Exception | None = None
+
+    # -- start ---------------------------------------------------------------------
 
     def start(self, lock: FolderLock | None = None) -> None:
         """Take the home's lock first (``already_running`` if another daemon or
         ``mailslot up`` holds it: then nothing was opened or written), then open
         everything. ``lock``: one the caller already holds on this home (``mailslot up``);
-        the caller releases it."""
+        the caller releases it. On failure, what was opened is closed and the error
+        raised."""
         if lock is None:
             self._lock = edge_lock(self.paths.data_dir).acquire()
         try:
             self._open()
         except BaseException:
-            self.stop()
+            self.close()
             raise
 
     def _open(self) -> None:
-        self.config = load_config(self.paths)
-        self.identity = load_identity(self.paths.key_file)
-        status_inbox = Inbox.open(self.paths.inbox_file)
-        receiver_inbox = Inbox.open(self.paths.inbox_file)
-        engine_inbox = Inbox.open(self.paths.inbox_file)
-        local_inbox = Inbox.open(self.paths.inbox_file)
-        self._inboxes = [status_inbox, receiver_inbox, engine_inbox, local_inbox]
-        receiver = Receiver(self.identity, self.config.relay_public(), receiver_inbox)
+        paths = self.paths
+        self.config = load_config(paths)
+        identity = self.identity = load_identity(paths.key_file)
+        inboxes = self.inboxes = Inboxes.open(paths.inbox_file)
+        receiver = Receiver(identity, self.config.relay_public(), inboxes.receiver)
         self.link = EdgeLink(
-            self.config, self.identity, status_inbox, receiver, on_event=self._on_link_event,
+            self.config, identity, inboxes.link, receiver, on_event=self._on_link_event,
             on_stored=self._on_stored,
         )
-        self.activity = ActivityLog.open(self.paths.activity_file, self.paths.activity_key_file)
-        self._state = EngineState.open(self.paths.engine_file)
-        self.activity.continue_after(self._state.log_anchor())
-        self.watcher = IntentWatcher(
-            self.paths.intents_file, self._intents_loaded, self._intents_refused
-        )
-        self.engine = Engine(self.watcher.current, self._state, self._record_decisions)
-        self._watch_state = WatchState.open(self.paths.watches_file)
-        state = self._state
+        activity = self.activity = ActivityLog.open(paths.activity_file, paths.activity_key_file)
+        state = self._state = EngineState.open(paths.engine_file)
+        activity.continue_after(state.log_anchor())
+        self.watcher = IntentWatcher(paths.intents_file, self._intents_loaded,
+                                     self._intents_refused)
+        engine = self.engine = Engine(self.watcher.current, state, self._record_decisions,
+                                      inbox=inboxes.engine)
+        self._watch_state = WatchState.open(paths.watches_file)
         self.watches = WatchRunner(
             self._watch_state,
-            LocalRaiser(self.identity, local_inbox, on_new=self.arrived.set),
-            self.activity.append,
+            LocalRaiser(identity, inboxes.watches, on_new=self.arrived.set),
+            activity.append,
             last_activity=lambda session, at: state.last_activity(session, at),
-            poke_file=self.paths.poke_file,
+            poke_file=paths.poke_file,
         )
-        self.engine.inbox = engine_inbox
-        engine = self.engine
         # Who holds this daemon's delivery claims: a fresh id per start, alive while this
         # process is (a held lock), so a restart takes back a crashed life's claims at once.
-        self.instance = Instance.start(self.paths.instances_dir, "daemon")
+        self.instance = Instance.start(paths.instances_dir, "daemon")
         self.deliverer = Deliverer(
-            self.engine.deliveries, self.activity.append, self.paths.data_dir / "permissions",
+            engine.deliveries, activity.append, paths.data_dir / "permissions",
             self.instance,
             spend_tokens=lambda tokens, at: state.spend(engine.day_of(at.timestamp()),
                                                         tokens=tokens),
         )
-        self.engine.on_decided.append(self.watches.observe)
-        self.engine.on_woken.append(self.watches.woken)
+        engine.on_decided.append(self.watches.observe)
+        engine.on_woken.append(self.watches.woken)
         self.watches.set_declarations(_declarations(self.watcher.current))
-        status_inbox.set_status(
-            identity=self.identity.id,
-            relay=self.config.relay_url,
-            pid=os.getpid(),
+        inboxes.link.set_status(
+            identity=identity.id, relay=self.config.relay_url, pid=os.getpid(),
             connected=False,
         )
 
@@ -160,48 +227,89 @@ class EdgeDaemon:
         if self.activity is not None:
             self.activity.append([Event(step, datetime.now(UTC), detail=detail)])
 
+    # -- run -----------------------------------------------------------------------
+
+    def parts(self) -> dict[str, Part]:
+        """The parts ``run`` starts, by the task name ``stop`` reports them under."""
+        link, engine, watcher = self.link, self.engine, self.watcher
+        watches, deliverer = self.watches, self.deliverer
+        assert link is not None and engine is not None and watcher is not None, "start() first"
+        assert watches is not None and deliverer is not None
+        return {
+            "link": link.run,
+            "engine": lambda stop: engine.run(self.arrived, stop),
+            "intents": watcher.run,
+            "watches": watches.run,
+            "deliveries": lambda stop: deliverer.run(engine.queued, stop),
+        }
+
     async def run(self, stop: asyncio.Event) -> None:
-        assert self.link is not None and self.engine is not None, "call start() first"
-        assert self.watcher is not None
+        """Run every part until ``stop`` is set or one of them fails; then
+        ``stop(self.stop_timeout)`` and ``close()``. Raises the failed part's error."""
+        parts = self.parts()
+        assert self.link is not None
         log.info("edge %s starting; relay %s", self.link.identity.id, self.link.config.relay_url)
         # Everything loaded so far (modules, pydantic schemas, config) lives as long as the
         # process: freezing it keeps the cyclic collector, which runs every few hundred
         # allocations while draining, from walking that heap again and again (it was
         # ~10 µs of CPU per drained interrupt, ~5 since). New objects are collected as before.
         gc.freeze()
-        tasks = [
-            asyncio.create_task(self.link.run(stop), name="link"),
-            asyncio.create_task(
-                self.engine.run(self._inboxes[2], self.arrived, stop), name="engine"
-            ),
-            asyncio.create_task(self.watcher.run(stop), name="intents"),
-        ]
-        if self.watches is not None:
-            tasks.append(asyncio.create_task(self.watches.run(stop), name="watches"))
-        if self.deliverer is not None:
-            tasks.append(asyncio.create_task(
-                self.deliverer.run(self.engine.queued, stop), name="deliveries"))
+        self._stopping.clear()
+        self._failure = None
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                if task.exception() is not None:
-                    stop.set()
-                    raise task.exception()  # type: ignore[misc]
+            async with asyncio.TaskGroup() as group:
+                for name, part in parts.items():
+                    self._tasks[name] = group.create_task(self._guard(name, part), name=name)
+                await first_of(stop.wait(), self._stopping.wait())
+                await self.stop(self.stop_timeout)
         finally:
-            stop.set()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.stop()
+            self._tasks = {}
+            self.close()
+        if self._failure is not None:
+            raise self._failure
 
-    def stop(self) -> None:
-        for inbox in self._inboxes:
-            with contextlib.suppress(Exception):
-                inbox.set_status(connected=False, pid=None)
-                break
-        for inbox in self._inboxes:
-            inbox.close()
-        self._inboxes = []
+    async def _guard(self, name: str, part: Part) -> None:
+        """Run ``part``; if it fails, keep its error for ``run`` to raise and have the
+        others stop cleanly (rather than the task group cancelling them mid-step)."""
+        try:
+            await part(self._stopping)
+        except Exception as exc:
+            if self._failure is None:
+                self._failure = exc
+                log.info("%s failed (%s); stopping", name, type(exc).__name__)
+            else:
+                log.warning("%s failed too while stopping: %s: %s", name,
+                            type(exc).__name__, exc)
+            self._stopping.set()
+
+    # -- stop ----------------------------------------------------------------------
+
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> list[str]:
+        """Ask every running part to stop, wait up to ``timeout`` seconds for them, then
+        cancel the ones still running and wait for those too. Returns the names of the
+        cancelled parts (also logged, and added to ``cancelled``); ``[]``: all stopped by
+        themselves. ``run`` calls this once its ``stop`` event is set; to stop a running
+        daemon, set that event (a signal handler does)."""
+        self._stopping.set()
+        running = [task for task in self._tasks.values() if not task.done()]
+        if not running:
+            return []
+        _, pending = await asyncio.wait(running, timeout=timeout)
+        late = sorted(task.get_name() for task in pending)
+        if late:
+            log.warning("%s did not stop within %gs: cancelled", ", ".join(late), timeout)
+            self.cancelled.extend(late)
+        for task in pending:
+            task.cancel()
+        await settle(list(pending))
+        return late
+
+    def close(self) -> None:
+        """Mark the status disconnected and close every store, then give the lock back.
+        Safe to call more than once, and after a failed ``start``."""
+        if self.inboxes is not None:
+            self.inboxes.close()
+            self.inboxes = None
         if self._state is not None:
             self._state.close()
             self._state = None

@@ -1,32 +1,51 @@
-"""One error tree for the edge's local state: config, keys, inbox.
+"""The edge's errors: the faults of its local state (config, keys, inbox, files), under
+``shared.errors.LocalError``, and the few about input from outside, under ``RemoteError``.
 
 ::
 
-    EdgeError
-    ├── ActivityLogError    activity_log_error: the activity log cannot be written or trusted (edge.store.activity)
-    ├── EdgeConfigError     config_error: edge.json missing, not JSON, or a field is invalid
-    ├── KeyFileError        key_file_error: identity key file unsafe (mode), unreadable or not a key
-    ├── NotInitialized      not_initialized: no identity yet: the user must run ``mailslot edge init``
-    ├── UsageError          usage: a bad command line (the CLI's parser raises it; exit 2)
-    └── InboxError          inbox_error: the SQLite inbox refused an operation (locked, corrupt, newer)
-        └── ClaimedByOther  claimed_by_other: another puller holds a live claim on the item
+    LocalError
+    ├── EdgeError           edge_error: the edge's local state (this module)
+    │   ├── EdgeConfigError config_error: edge.json missing, not JSON, or a field is invalid
+    │   ├── KeyFileError    key_file_error: identity key file unsafe (mode), unreadable or not a key
+    │   ├── NotInitialized  not_initialized: no identity yet: the user must run ``mailslot edge init``
+    │   ├── UsageError      usage: a bad command line (the CLI's parser raises it; exit 2)
+    │   ├── InboxError      inbox_error: the SQLite inbox refused an operation (locked, corrupt, newer)
+    │   │   ├── NotPending      not_pending: ack/nack of an item unknown or no longer pending
+    │   │   └── ClaimedByOther  claimed_by_other: another puller holds a live claim on the item
+    │   │                   (both in edge.store.inbox)
+    │   ├── ActivityLogError, NoRecord                edge.store.activity
+    │   ├── IntentFileError, InvalidIntent, DuplicateIntent, UnknownIntent,
+    │   │   InvalidWatch, DuplicateWatch, UnknownWatch   edge.intents.file
+    │   ├── WatchDefinitionError                      edge.watches.filepaths
+    │   ├── FsWatchError                              edge.fswatch
+    │   ├── InvalidArguments                          edge.mcp.tools
+    │   └── ApprovalError, InvalidAction              edge.approvals.dial
+    │       └── UnknownApproval, AlreadyDecided, WiderAction, InvalidRequest
+    │                                                 edge.approvals.desk
+    └── BadLine             bad_line: an activity log line that does not parse; its reader
+                            and verifier catch it (edge.store.activityline)
+    RemoteError
+    ├── RelayRefused        the relay answered non-2xx: its status and code (edge.link.relayclient)
+    ├── RelayUnreachable    relay_unreachable: no answer from the relay (edge.link.relayclient)
+    └── LinkClosed          link_closed: the relay closed or refused the link (edge.link.client)
 
-These are faults of the local machine or of the user's setup, not of a remote peer (those
-are ``shared.errors.RemoteProtocolError``). Every message names the file involved and says
-what to do; none ever contains key material. The CLI prints ``str(exc)`` and exits non-zero.
+Private control-flow classes (``edge.intents.edit``, ``edge.delivery.webhook``) derive
+from ``LocalError`` with a code of their own and never leave their module.
+
+Peers' protocol faults are ``shared.errors.RemoteProtocolError``. Every message names the
+file involved and says what to do; none ever contains key material. The CLI prints
+``mailslot: CODE: message`` and exits with the error's ``exit_code``.
 """
 
 from __future__ import annotations
 
+from shared.errors import ExitCode, LocalError
 
-class EdgeError(Exception):
-    """Root of every error raised by the edge's local state modules."""
+
+class EdgeError(LocalError):
+    """Root of the errors of the edge's local state: the user's setup or our own files."""
 
     code = "edge_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class EdgeConfigError(EdgeError):
@@ -58,4 +77,4 @@ class UsageError(EdgeError):
     reported like every other error (one line, or JSON with ``--json``)."""
 
     code = "usage"
-    exit_code = 2  # relay.errors.ExitCode.USAGE
+    exit_code = ExitCode.USAGE

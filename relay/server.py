@@ -28,11 +28,12 @@ import uvicorn
 
 from relay.app import Services, build_app
 from relay.config import RelayConfig
-from relay.errors import AlreadyRunning, StartupFailed, StoreUnavailable
+from relay.errors import StartupFailed, StoreUnavailable
 from relay.ingest import Ingest
 from relay.natsserver import EmbeddedNats
 from relay.registry import Registry
 from relay.store import Store
+from shared.errors import AlreadyRunning
 from shared.frames import EDGE_FRAME_MAX_BYTES
 from shared.host.lockfile import FolderLock, relay_lock
 from shared.identity import Identity

@@ -31,15 +31,15 @@ from relay.errors import RelayError, StoreUnavailable
 from relay.registry import Registry
 from relay.store import (
     ConsumerGone,
-    Delivery,
     IdentityQueue,
+    PulledInterrupt,
     Store,
     control_subject,
     notify_subject,
 )
 from shared.auth import auth_message, check_b64_signature
 from shared.encoding import b64e
-from shared.errors import RemoteProtocolError
+from shared.errors import RemoteError, RemoteProtocolError
 from shared.frames import (
     MAX_BATCH,
     RELAY_FRAME_MAX_BYTES,
@@ -65,10 +65,16 @@ RECHECK_SECONDS = 60.0
 CLOSE_REPLACED = 4409
 
 
-class SessionClosed(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code, self.reason = code, reason
+class SessionClosed(RemoteError):
+    """The relay ends the edge's link: WebSocket close ``close_code`` with ``code`` as the
+    reason (``auth_timeout``, ``bad_auth``, ``replaced``, ...), and no error frame."""
+
+    code = "session_closed"
+    close_code: int
+
+    def __init__(self, close_code: int, code: str) -> None:
+        super().__init__(f"link closed: {code}", code=code)
+        self.close_code = close_code
 
 
 class LinkSession:
@@ -84,7 +90,7 @@ class LinkSession:
         self.link = Link(Role.RELAY)
         self.session_id = b64e(os.urandom(12))
         self.identity = ""
-        self.inflight: dict[str, Delivery] = {}
+        self.inflight: dict[str, PulledInterrupt] = {}
         self.wake = asyncio.Event()
         self.credit_event = asyncio.Event()
         self.replaced = asyncio.Event()
@@ -102,7 +108,7 @@ class LinkSession:
             await self._open()
             await self._serve()
         except SessionClosed as closed:
-            await self._close(closed.code, closed.reason)
+            await self._close(closed.close_code, closed.code)
         except (RemoteProtocolError, RelayError) as exc:
             await self._send_error(exc.code, exc.message)
             await self._close(exc.close_code, exc.code)
@@ -290,9 +296,9 @@ class LinkSession:
             log.info("edge %s disconnected (session %s)", self.identity, self.session_id)
 
 
-def _pack(batch: list[Delivery]) -> list[list[Delivery]]:
+def _pack(batch: list[PulledInterrupt]) -> list[list[PulledInterrupt]]:
     """Split a batch so that no deliver frame exceeds the frame cap."""
-    chunks: list[list[Delivery]] = [[]]
+    chunks: list[list[PulledInterrupt]] = [[]]
     size = 0
     for delivery in batch:
         if chunks[-1] and size + len(delivery.data) + 64 > RELAY_FRAME_MAX_BYTES:

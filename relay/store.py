@@ -42,6 +42,7 @@ from relay.config import StreamSettings
 from relay.errors import Conflict, QueueFull, StoreUnavailable
 from shared.auth import NONCE_MEMORY_SECONDS
 from shared.envelope import PRIORITIES, Priority
+from shared.errors import LocalError
 from shared.tokens import check_identity
 
 log = logging.getLogger("mailslot.relay.store")
@@ -71,8 +72,9 @@ def consumer_name(identity: str, priority: Priority) -> str:
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """One interrupt taken from JetStream for a connected edge."""
+class PulledInterrupt:
+    """One interrupt pulled from JetStream for a connected edge, in flight until the
+    session acks, naks or terms it (the edge's own ``Delivery`` is a wake to a runtime)."""
 
     id: str
     priority: Priority
@@ -259,7 +261,10 @@ class Store:
         return {p.value: int(subjects.get(prefix + p.value, 0)) for p in PRIORITIES}
 
     async def subscribe(self, subject: str, callback: Callable[[Msg], Awaitable[None]]) -> Any:
-        return await self.nc.subscribe(subject, cb=callback)
+        try:
+            return await self.nc.subscribe(subject, cb=callback)
+        except nats.errors.Error as exc:  # closed or draining: as a failed consumer reset
+            raise StoreUnavailable(f"cannot subscribe to {subject}: {exc}") from exc
 
     async def publish_core(self, subject: str, data: bytes) -> None:
         with contextlib.suppress(nats.errors.Error):
@@ -335,9 +340,12 @@ class Store:
             raise StoreUnavailable(f"registry read failed: {exc}") from exc
 
 
-class ConsumerGone(Exception):
+class ConsumerGone(LocalError):
     """The per-connection consumer vanished (reaped, deleted by a takeover, or lost in a
-    server restart). The caller must ``reset`` and try again."""
+    server restart). The caller must ``reset`` and try again. Never leaves the relay: the
+    session's pump catches it."""
+
+    code = "consumer_gone"
 
 
 class IdentityQueue:
@@ -384,7 +392,7 @@ class IdentityQueue:
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"cannot create consumers: {exc}") from exc
 
-    async def take(self, limit: int) -> list[Delivery]:
+    async def take(self, limit: int) -> list[PulledInterrupt]:
         """Up to ``limit`` deliveries from the highest non-empty priority class."""
         for priority in PRIORITIES:
             batch = await self._pull(priority, limit)
@@ -392,12 +400,12 @@ class IdentityQueue:
                 return batch
         return []
 
-    async def _pull(self, priority: Priority, limit: int) -> list[Delivery]:
+    async def _pull(self, priority: Priority, limit: int) -> list[PulledInterrupt]:
         assert self._sub is not None, "call reset() first"
         reply = f"{self._inbox}.{next(self._requests)}"
         subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(self.identity, priority)}"
         request = json.dumps({"batch": limit, "no_wait": True}).encode()
-        out: list[Delivery] = []
+        out: list[PulledInterrupt] = []
         try:
             await self.store.nc.publish(subject, request, reply=reply)
             while True:
@@ -407,7 +415,7 @@ class IdentityQueue:
                     continue  # the end of an abandoned request
                 if status is None:
                     msg_id = (msg.headers or {}).get("Nats-Msg-Id", "").rpartition(".")[2]
-                    out.append(Delivery(msg_id, priority, msg.data, msg))
+                    out.append(PulledInterrupt(msg_id, priority, msg.data, msg))
                     if len(out) >= limit:
                         return out
                 elif status in ("404", "408"):

@@ -455,9 +455,9 @@ async def engine_rate(n: int, workdir: Path) -> float:
         inbox.commit_batch(batch)
         state = EngineState.open(workdir / "engine.sqlite3")
         log = ActivityLog.open(workdir / "activity.log", workdir / "keys" / "activity.key")
-        engine = Engine(bench_intents(), state, log.append)
+        engine = Engine(bench_intents(), state, log.append, inbox=inbox)
         began = time.perf_counter()
-        done = await engine.catch_up(inbox)
+        done = await engine.catch_up()
         elapsed = time.perf_counter() - began
         assert done == n
         log.close()

@@ -166,8 +166,11 @@ class Envelope(BaseModel):
         return self.expires_at is not None and now >= self.expires_at
 
 
-class PayloadCapExceeded(ValueError):
-    """Raised inside validation so that the caller can answer 413, not 422."""
+class PayloadCapExceeded(TooLarge, ValueError):
+    """Raised inside validation so that the caller can answer 413, not 422. Also a
+    ``ValueError``: pydantic reports only those (with the field) from a validator."""
+
+    code = "payload_too_large"
 
     def __init__(self) -> None:
         super().__init__(f"payload is larger than {PAYLOAD_MAX_BYTES} bytes")

@@ -24,7 +24,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from shared.encoding import b64d, b64e
 from shared.errors import InvalidIdentity, InvalidToken, MalformedInput
@@ -129,8 +134,6 @@ class Identity:
 
     def to_private_bytes(self) -> bytes:
         """Serialize the two private seeds (JSON). Secret: store with mode 0600."""
-        from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
         def seed(key: Ed25519PrivateKey | X25519PrivateKey) -> str:
             return b64e(key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
 

@@ -12,37 +12,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import sys
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.approvals.desk import (
-    Approval,
-    ApprovalDesk,
-    ApprovalSettings,
-    ApprovalStore,
-    InboxNotifier,
-    check_action,
-    promote,
-    read_permissions,
-    streak_hint,
-)
+from edge.approvals.desk import open_desk, streak_hint
+from edge.approvals.dial import check_action, read_permissions
+from edge.cli.output import Command, emit
 from edge.config import EdgePaths
 from edge.engine.explain import human_duration
 from edge.errors import NotInitialized
-from edge.intents.file import IntentFileError, load_intents
+from edge.intents.edit import promote
+from edge.intents.file import load_intents
 from edge.intents.model import parse_duration
-from edge.store.activity import ActivityLog
+from edge.store.approvals import Approval
 
 #: Exit code of ``approve request`` per status.
 EXIT = {"allowed": 0, "approved": 0, "pending": 3, "rejected": 4, "denied": 4, "expired": 4}
 WAIT_MAX = 24 * 3600.0
 
 
-def add_approval_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+def add_approval_commands(sub: Any, command: Command) -> None:
     """Register ``mailslot approve ...`` and ``mailslot approvals ...`` on ``sub``."""
     approve = sub.add_parser("approve", help="ask before acting beyond the permission envelope")
     group = approve.add_subparsers(metavar="COMMAND")
@@ -85,35 +75,12 @@ def _wait(value: str) -> float:
     return seconds
 
 
-def edge_paths() -> EdgePaths:
-    paths = EdgePaths.resolve()
+def _initialized(paths: EdgePaths) -> EdgePaths:
+    """``paths``, checked to be an enrolled edge and made sure to exist."""
     if not paths.config_file.exists():
         raise NotInitialized("no edge here; run `mailslot edge init` first")
     paths.ensure()
     return paths
-
-
-def _settings(paths: EdgePaths) -> ApprovalSettings:
-    """The dial as ``intents.toml`` sets it; a broken file asks for everything (the
-    daemon keeps its last good file, a CLI process has none to keep)."""
-    try:
-        return load_intents(paths.intents_file).approvals
-    except IntentFileError as exc:
-        print(f"mailslot: warning: {exc}; asking for every action until it is fixed",
-              file=sys.stderr)
-        return ApprovalSettings(level=0)
-
-
-@contextlib.contextmanager
-def open_desk(paths: EdgePaths) -> Iterator[ApprovalDesk]:
-    store = ApprovalStore.open(paths.engine_file)
-    notifier = InboxNotifier(paths)
-    try:
-        with ActivityLog.open(paths.activity_file, paths.activity_key_file) as log:
-            yield ApprovalDesk(store, log, notifier, _settings(paths))
-    finally:
-        notifier.close()
-        store.close()
 
 
 def _line(a: Approval, now: datetime) -> str:
@@ -125,10 +92,8 @@ def _line(a: Approval, now: datetime) -> str:
     return f"{a.id}  {a.status:<8}  {a.action}  {a.summary[:60]!r}{where}  {when}"
 
 
-def cmd_request(args: argparse.Namespace) -> int:
-    from edge.cli.main import emit
-
-    paths = edge_paths()
+def cmd_request(args: argparse.Namespace, paths: EdgePaths) -> int:
+    paths = _initialized(paths)
     held = read_permissions(os.environ)
     session = args.session or os.environ.get("MAILSLOT_SESSION") or None
     intent = (args.intent or os.environ.get("MAILSLOT_INTENT")
@@ -149,20 +114,16 @@ def cmd_request(args: argparse.Namespace) -> int:
     return EXIT[approval.status]
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from edge.cli.main import emit
-
-    with open_desk(edge_paths()) as desk:
+def cmd_list(args: argparse.Namespace, paths: EdgePaths) -> int:
+    with open_desk(_initialized(paths)) as desk:
         rows = desk.requests(everything=args.all)
     now = datetime.now(UTC)
     emit(args, [a.to_dict() for a in rows], "\n".join(_line(a, now) for a in rows) or "(none)")
     return 0
 
 
-def _cmd_decide(args: argparse.Namespace, approve: bool) -> int:
-    from edge.cli.main import emit
-
-    with open_desk(edge_paths()) as desk:
+def _cmd_decide(args: argparse.Namespace, paths: EdgePaths, approve: bool) -> int:
+    with open_desk(_initialized(paths)) as desk:
         done = desk.approve(args.id, args.note) if approve else desk.reject(args.id, args.note)
         settings = desk.settings
     a = done.approval
@@ -175,28 +136,24 @@ def _cmd_decide(args: argparse.Namespace, approve: bool) -> int:
     return 0
 
 
-def cmd_approve(args: argparse.Namespace) -> int:
-    return _cmd_decide(args, approve=True)
+def cmd_approve(args: argparse.Namespace, paths: EdgePaths) -> int:
+    return _cmd_decide(args, paths, approve=True)
 
 
-def cmd_reject(args: argparse.Namespace) -> int:
-    return _cmd_decide(args, approve=False)
+def cmd_reject(args: argparse.Namespace, paths: EdgePaths) -> int:
+    return _cmd_decide(args, paths, approve=False)
 
 
-def cmd_edit(args: argparse.Namespace) -> int:
-    from edge.cli.main import emit
-
-    with open_desk(edge_paths()) as desk:
+def cmd_edit(args: argparse.Namespace, paths: EdgePaths) -> int:
+    with open_desk(_initialized(paths)) as desk:
         approval, before = desk.edit(args.id, args.action)
     emit(args, {**approval.to_dict(), "edited_from": before},
          f"{approval.id}: {before} -> {approval.action} (still pending)")
     return 0
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
-    from edge.cli.main import emit
-
-    paths = edge_paths()
+def cmd_promote(args: argparse.Namespace, paths: EdgePaths) -> int:
+    paths = _initialized(paths)
     action = check_action(args.action)
     added = promote(paths.intents_file, action)
     level = load_intents(paths.intents_file).approvals.level

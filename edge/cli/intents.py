@@ -1,6 +1,6 @@
 """``mailslot intent add|list|show|pause|resume|rm``: the intents file from the shell.
 
-Every command reads or edits ``intents.toml`` through ``edge.intents.file``, so the file
+Every command reads or edits ``intents.toml`` through ``edge.intents.file|edit``, so the file
 stays the one place intents live: what ``add`` writes is what a user could have typed,
 comments and layout survive, and a running edge daemon picks the change up on its own.
 Errors carry a code: ``invalid_intent`` (bad options; nothing written),
@@ -13,26 +13,25 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from edge.cli.output import Command, emit
 from edge.config import EdgePaths
 from edge.errors import EdgeError
+from edge.intents.edit import add_intent, remove_intent, render_intent, set_paused
 from edge.intents.file import (
     InvalidIntent,
     UnknownIntent,
-    add_intent,
     dotted,
     load_intents,
-    remove_intent,
-    render_intent,
-    set_paused,
     validation_problems,
 )
-from edge.intents.model import Intent, Match, Op, describe
+from edge.intents.model import Intent, Op
+from edge.intents.resume import resume_intent
+from edge.intents.summary import intent_rows
 
 OPS: tuple[str, ...] = get_args(Op)
 WHERE_HELP = (
@@ -76,7 +75,7 @@ _OPTIONS: dict[tuple[str, ...], str] = {
 }
 
 
-def add_intent_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+def add_intent_commands(sub: Any, command: Command) -> None:
     """Register ``mailslot intent ...`` on the top-level subparsers ``sub``."""
     intent = sub.add_parser("intent", help="the intents that decide what wakes an agent")
     group = intent.add_subparsers(metavar="COMMAND")
@@ -154,16 +153,6 @@ def explain(loc: tuple[str | int, ...], reason: str, options: dict[tuple[str, ..
     return f"{dotted(loc)}: {reason}" if loc else reason
 
 
-def _file() -> Path:
-    return EdgePaths.resolve().intents_file
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    from edge.cli.main import emit
-
-    emit(args, data, text)
-
-
 # -- add ------------------------------------------------------------------------------
 
 
@@ -235,110 +224,68 @@ def parse_where(text: str, error: type[EdgeError] = InvalidIntent) -> dict[str, 
     return {"field": field, "op": op, "value": value}
 
 
-def cmd_add(args: argparse.Namespace) -> int:
+def cmd_add(args: argparse.Namespace, paths: EdgePaths) -> int:
     intent = intent_from_args(args)
-    path = _file()
+    path = paths.intents_file
     add_intent(path, intent)
-    _emit(args, intent.model_dump(mode="json"), f"added intent {intent.id} to {path}")
+    emit(args, intent.model_dump(mode="json"), f"added intent {intent.id} to {path}")
     return 0
 
 
 # -- list, show -----------------------------------------------------------------------
 
 
-def summarize(match: Match) -> str:
-    """One line: the criteria that are set, or ``(everything)``."""
-    parts = []
-    for name in ("type", "source_kind", "source_name", "session"):
-        if (patterns := getattr(match, name)) is not None:
-            parts.append(f"{name}={','.join(patterns)}")
-    if match.priority is not None:
-        parts.append(f"priority={','.join(str(p) for p in match.priority)}")
-    parts.extend(f"[{describe(p)}]" for p in match.all)
-    if match.any:
-        parts.append("any[" + " | ".join(describe(p) for p in match.any) + "]")
-    return " ".join(parts) or "(everything)"
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    intents = load_intents(_file()).intents
-    rows = [
-        {
-            "id": i.id,
-            "description": i.description,
-            "paused": i.paused,
-            "critical": i.critical,
-            "summary": summarize(i.match),
-            "match": i.match.model_dump(mode="json", exclude_defaults=True),
-            "route": i.route.kind,
-        }
-        for i in intents
-    ]
+def cmd_list(args: argparse.Namespace, paths: EdgePaths) -> int:
+    intents = load_intents(paths.intents_file).intents
+    rows = intent_rows(intents)
     width = max((len(i.id) for i in intents), default=0)
     text = "\n".join(
         f"{r['id']:<{width}}  {'paused' if r['paused'] else 'active'}  "
         f"{'critical' if r['critical'] else '-':<8}  {r['route']:<6}  {r['summary']}"
         for r in rows
     )
-    _emit(args, rows, text or "(no intents)")
+    emit(args, rows, text or "(no intents)")
     return 0
 
 
-def _get(intent_id: str) -> Intent:
-    path = _file()
+def _get(path: Path, intent_id: str) -> Intent:
     intent = load_intents(path).get(intent_id)
     if intent is None:
         raise UnknownIntent(f"no intent {intent_id!r} in {path}")
     return intent
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    intent = _get(args.id)
+def cmd_show(args: argparse.Namespace, paths: EdgePaths) -> int:
+    intent = _get(paths.intents_file, args.id)
     text = render_intent(intent).rstrip() + "\n# (fields not shown are at their defaults)"
-    _emit(args, intent.model_dump(mode="json"), text)
+    emit(args, intent.model_dump(mode="json"), text)
     return 0
 
 
 # -- pause, resume, rm ----------------------------------------------------------------
 
 
-def _unknown(intent_id: str) -> UnknownIntent:
-    return UnknownIntent(f"no intent {intent_id!r} in {_file()}")
+def _unknown(path: Path, intent_id: str) -> UnknownIntent:
+    return UnknownIntent(f"no intent {intent_id!r} in {path}")
 
 
-def cmd_pause(args: argparse.Namespace) -> int:
-    if not set_paused(_file(), args.id, True):
-        raise _unknown(args.id)
-    _emit(args, {"id": args.id, "paused": True}, f"paused {args.id}")
+def cmd_pause(args: argparse.Namespace, paths: EdgePaths) -> int:
+    if not set_paused(paths.intents_file, args.id, True):
+        raise _unknown(paths.intents_file, args.id)
+    emit(args, {"id": args.id, "paused": True}, f"paused {args.id}")
     return 0
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    if not set_paused(_file(), args.id, False):
-        raise _unknown(args.id)
-    enabled = _enable_route(args.id)
-    _emit(args, {"id": args.id, "paused": False, "route_enabled": enabled},
-          f"resumed {args.id}" + (" (its route, disabled by a 410, is enabled again)"
-                                  if enabled else ""))
+def cmd_resume(args: argparse.Namespace, paths: EdgePaths) -> int:
+    enabled = resume_intent(paths, args.id)
+    emit(args, {"id": args.id, "paused": False, "route_enabled": enabled},
+         f"resumed {args.id}" + (" (its route, disabled by a 410, is enabled again)"
+                                 if enabled else ""))
     return 0
 
 
-def _enable_route(intent_id: str) -> bool:
-    """Resuming also lifts a route a runtime had turned away (HTTP 410)."""
-    from edge.store.deliveries import DeliveryQueue
-
-    engine_file = EdgePaths.resolve().engine_file
-    if not engine_file.exists():
-        return False
-    queue = DeliveryQueue.open(engine_file)
-    try:
-        return queue.enable_route(intent_id)
-    finally:
-        queue.close()
-
-
-def cmd_rm(args: argparse.Namespace) -> int:
-    if not remove_intent(_file(), args.id):
-        raise _unknown(args.id)
-    _emit(args, {"removed": args.id}, f"removed {args.id}")
+def cmd_rm(args: argparse.Namespace, paths: EdgePaths) -> int:
+    if not remove_intent(paths.intents_file, args.id):
+        raise _unknown(paths.intents_file, args.id)
+    emit(args, {"removed": args.id}, f"removed {args.id}")
     return 0

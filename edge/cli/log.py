@@ -5,7 +5,9 @@ checks the chain, the MACs, the head anchor and the anchor kept in the engine st
 log deleted together with its head is caught) and exits 1 on any problem, one line per
 problem saying where, the most serious one's code last; ``mailslot explain ID`` tells one
 interrupt's story in plain words (exit 1, ``no_record``, if the log has nothing on it).
-Times print in the local time zone; ``--json`` gives the stored fields.
+Times print in the local time zone; ``--json`` gives the stored fields. Reading and
+checking the log against the engine's anchor is ``edge.engine.audit``'s; this module
+parses and prints.
 """
 
 from __future__ import annotations
@@ -13,29 +15,22 @@ from __future__ import annotations
 import argparse
 import re
 from collections import deque
-from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
+from edge.cli.output import Command, emit
 from edge.config import EdgePaths
+from edge.engine.audit import open_log, verify_log
 from edge.engine.explain import explain
-from edge.store.activity import (
-    ActivityLog,
-    Anchor,
-    Entry,
-    NoRecord,
-    Problem,
-    VerifyReport,
-    canonical,
-    head_file,
-)
-from edge.store.enginestate import EngineState
+from edge.store.activity import Entry, NoRecord
+from edge.store.activityline import canonical
 
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def add_activity_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+def add_log_commands(sub: Any, command: Command) -> None:
+    """Register ``mailslot log`` and ``mailslot explain`` on ``sub``."""
     p = command("log", cmd_log, "the decision engine's activity log (tamper-evident)")
     p.add_argument("--since", type=since_time, metavar="T",
                    help="from T: ISO 8601 (local time if no offset) or back from now: 30m, 2h, 1d")
@@ -66,49 +61,11 @@ def since_time(value: str, now: datetime | None = None) -> datetime:
     return moment if moment.utcoffset() is not None else moment.astimezone()
 
 
-def engine_anchor(paths: EdgePaths) -> Anchor | None:
-    """The anchor the engine state keeps outside the log, if the engine ever ran here."""
-    if not paths.engine_file.exists():
-        return None
-    state = EngineState.open(paths.engine_file)
-    try:
-        return state.log_anchor()
-    finally:
-        state.close()
-
-
-def verify_log(paths: EdgePaths) -> VerifyReport:
-    """``mailslot log --verify``: the log against its head and the engine's anchor. A log
-    that is gone while the engine state vouches for entries is ``log_missing`` (nothing is
-    created to check it)."""
-    anchor = engine_anchor(paths)
-    log = _open(paths)
-    if log is None:
-        if anchor is None or anchor.seq == 0:
-            return VerifyReport(True, 0, [])
-        return VerifyReport(False, 0, [Problem(anchor.seq, 1, (
-            f"{paths.activity_file} and its head are missing but the engine state records "
-            f"seq {anchor.seq}: the log was deleted or moved"), "log_missing")])
-    with log:
-        return log.verify(anchor)
-
-
-def _open(paths: EdgePaths | None = None) -> ActivityLog | None:
-    """The log, or None if the engine never wrote one (then there is nothing to read
-    and nothing to create)."""
-    paths = paths or EdgePaths.resolve()
-    if not paths.activity_file.exists() and not head_file(paths.activity_file).exists():
-        return None
-    return ActivityLog.open(paths.activity_file, paths.activity_key_file)
-
-
-def cmd_log(args: argparse.Namespace) -> int:
-    from edge.cli.main import emit
-
+def cmd_log(args: argparse.Namespace, paths: EdgePaths) -> int:
     if args.verify:
         if any(v is not None for v in (args.since, args.intent, args.type, args.interrupt)):
             args.log_parser.error("--verify checks the whole log; it takes no filters")
-        report = verify_log(EdgePaths.resolve())
+        report = verify_log(paths)
         if report.ok:
             text = f"ok: {report.count} entries, chain intact"
         else:
@@ -117,7 +74,7 @@ def cmd_log(args: argparse.Namespace) -> int:
                               f"{report.count} entries"])
         emit(args, report.to_dict(), text)
         return 0 if report.ok else 1
-    log = _open()
+    log = open_log(paths)
     shown: deque[Entry] = deque(maxlen=args.limit if args.limit > 0 else None)
     if log is not None:
         with log:
@@ -148,10 +105,8 @@ def _local_zone() -> tzinfo:
     return zone
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    from edge.cli.main import emit
-
-    log = _open()
+def cmd_explain(args: argparse.Namespace, paths: EdgePaths) -> int:
+    log = open_log(paths)
     entries: list[Entry] = []
     if log is not None:
         with log:

@@ -18,11 +18,12 @@ import argparse
 import asyncio
 import json
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edge.config import EdgePaths, load_config
+from edge.cli.output import Command
+from edge.config import EdgePaths, load_config, save_config
 from edge.daemon import EdgeDaemon
+from edge.enrollment import enroll_edge
 from edge.errors import EdgeError
 from relay.cli import listen_arg
 from relay.config import DEFAULT_LISTEN, RelayConfig, relay_data_dir
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 LOCAL_ACCOUNT = "local"
 
 
-def add_up_command(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+def add_up_command(sub: Any, command: Command) -> None:
+    """Register ``mailslot up`` on the top-level subparsers ``sub``."""
     p = command("up", cmd_up, "embedded JetStream + relay + a local edge, in one process")
     p.add_argument(
         "--listen", default=DEFAULT_LISTEN, type=listen_arg,
@@ -44,15 +46,15 @@ def add_up_command(sub: Any, command: Callable[..., argparse.ArgumentParser]) ->
     )
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    asyncio.run(run_up(args.listen, json_output=args.json))
+def cmd_up(args: argparse.Namespace, paths: EdgePaths) -> int:
+    asyncio.run(run_up(paths, args.listen, json_output=args.json))
     return 0
 
 
-async def run_up(listen: str, json_output: bool = False, stop: asyncio.Event | None = None) -> None:
-    from relay.server import RelayServer
+async def run_up(paths: EdgePaths, listen: str, json_output: bool = False,
+                 stop: asyncio.Event | None = None) -> None:
+    from relay.server import RelayServer  # lazy: see LAZY_IMPORTS in edge.cli.main
 
-    paths = EdgePaths.resolve()
     lock = edge_lock(paths.data_dir).acquire()  # before anything is written
     try:
         paths.ensure()
@@ -91,8 +93,7 @@ async def _run_until_stopped(daemon: EdgeDaemon, relay: RelayServer, stop: async
 
 async def _local_setup(paths: EdgePaths, relay: RelayServer) -> str:
     """Enroll the local edge and make its producer token, once; return the token."""
-    from edge.cli.main import enroll_edge
-    from relay.registry import Registry
+    from relay.registry import Registry  # lazy: see LAZY_IMPORTS in edge.cli.main
 
     assert relay.store is not None and relay.identity is not None
     state_file = paths.config_dir / "up.json"
@@ -101,8 +102,6 @@ async def _local_setup(paths: EdgePaths, relay: RelayServer) -> str:
         if config.relay_identity["id"] != relay.identity.id:
             raise EdgeError("this MAILSLOT_HOME's edge is enrolled with another relay")
         if config.relay_url != relay.url:
-            from edge.config import save_config
-
             save_config(paths, config.model_copy(update={"relay_url": relay.url}))
         return str(json.loads(state_file.read_text())["producer_token"])
     registry = Registry(relay.store)

@@ -2,10 +2,11 @@
 shell.
 
 Watches are ``[[watch]]`` tables in ``intents.toml`` next to the intents, edited through
-``edge.intents.file`` like intents are: what ``add`` writes is what a user could have
+``edge.intents.edit`` like intents are: what ``add`` writes is what a user could have
 typed, comments and layout survive, and a running edge daemon picks the change up on its
 own. ``list`` adds what the daemon recorded (last run, next run, last result) from
-``data/watches.sqlite3`` when there is one. Errors carry a code: ``invalid_watch`` (bad
+``data/watches.sqlite3`` when there is one (``edge.status.watch_runtime``); ``add`` checks
+the folders a watch names exist (``edge.watches.folders``). Errors carry a code: ``invalid_watch`` (bad
 options, or a file watch on a folder that does not exist; nothing written),
 ``duplicate_watch``, ``unknown_watch``, ``intent_file_error`` (the file itself is broken,
 with its line).
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from edge.cli.intents import (
     match_options,
     parse_where,
 )
+from edge.cli.output import Command, emit
 from edge.config import EdgePaths
 from edge.intents.declarations import (
     WATCH_KINDS,
@@ -41,15 +42,10 @@ from edge.intents.declarations import (
     TimerWatch,
     Watch,
 )
-from edge.intents.file import (
-    InvalidWatch,
-    UnknownWatch,
-    add_watch,
-    load_intents,
-    remove_watch,
-    set_watch_paused,
-    validation_problems,
-)
+from edge.intents.edit import add_watch, remove_watch, set_watch_paused
+from edge.intents.file import InvalidWatch, UnknownWatch, load_intents, validation_problems
+from edge.status import watch_runtime
+from edge.watches.folders import check_folders
 
 _MODELS: dict[str, type[FileWatch | CommandWatch | TimerWatch | AbsenceWatch | TickWatch]] = {
     "file": FileWatch,
@@ -126,10 +122,9 @@ _OPTIONS: dict[tuple[str, ...], str] = {
     ("max_idle",): "--max-idle",
     ("daily_budget",): "--daily-budget",
 }
-_GLOB_CHARS = frozenset("*?[")
 
 
-def add_watch_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+def add_watch_commands(sub: Any, command: Command) -> None:
     """Register ``mailslot watch ...`` on the top-level subparsers ``sub``."""
     watch = sub.add_parser("watch", help="local sources of interrupts: files, commands, time")
     group = watch.add_subparsers(metavar="COMMAND")
@@ -199,17 +194,6 @@ def add_watch_commands(sub: Any, command: Callable[..., argparse.ArgumentParser]
     ):
         p = command(name, handler, help, group)
         p.add_argument("id", metavar="ID")
-
-
-
-def _file() -> Path:
-    return EdgePaths.resolve().intents_file
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    from edge.cli.main import emit
-
-    emit(args, data, text)
 
 
 # -- add ------------------------------------------------------------------------------
@@ -344,54 +328,16 @@ def _fire_on(args: argparse.Namespace) -> str | None:
     return "exit_code" if args.exit_code else None
 
 
-def check_folders(watch: Watch) -> None:
-    """Refuse a file watch on a relative path, or whose folder (the part before the first
-    glob character) does not exist, and a command watch whose ``cwd`` is not an existing
-    absolute folder: ``InvalidWatch``. Only ``watch add`` checks this: a watch in the
-    file whose folder disappears later is the daemon's to report."""
-    if isinstance(watch, FileWatch):
-        for text in watch.paths:
-            path = Path(text).expanduser()
-            if not path.is_absolute():
-                raise InvalidWatch(f"--path {text!r}: must be absolute (or start with ~)")
-            parts = path.parts
-            first_glob = next((i for i, part in enumerate(parts) if _GLOB_CHARS & set(part)), None)
-            folder = path.parent if first_glob is None else Path(*parts[:first_glob])
-            if not folder.is_dir():
-                raise InvalidWatch(f"--path {text!r}: folder {str(folder)!r} does not exist")
-    if isinstance(watch, CommandWatch) and watch.cwd is not None:
-        cwd = Path(watch.cwd).expanduser()
-        if not cwd.is_absolute() or not cwd.is_dir():
-            raise InvalidWatch(f"--cwd {watch.cwd!r}: not an existing absolute folder")
-
-
-def cmd_add(args: argparse.Namespace) -> int:
+def cmd_add(args: argparse.Namespace, paths: EdgePaths) -> int:
     watch = watch_from_args(args)
     check_folders(watch)
-    path = _file()
+    path = paths.intents_file
     add_watch(path, watch)
-    _emit(args, watch.model_dump(mode="json"), f"added {watch.kind} watch {watch.id} to {path}")
+    emit(args, watch.model_dump(mode="json"), f"added {watch.kind} watch {watch.id} to {path}")
     return 0
 
 
 # -- list -----------------------------------------------------------------------------
-
-
-def _runtime(paths: EdgePaths) -> dict[str, Any]:
-    """The daemon's rows by watch id; empty if it has recorded nothing yet (no state
-    file, or no ``edge.store.watchstate`` in this build)."""
-    state_file = paths.watches_file
-    if not state_file.exists():
-        return {}  # WatchState.open would create it
-    try:
-        from edge.store.watchstate import WatchState
-    except ImportError:
-        return {}
-    state = WatchState.open(state_file)
-    try:
-        return {row.id: row for row in state.rows()}
-    finally:
-        state.close()
 
 
 def _when(value: datetime | None) -> str:
@@ -405,10 +351,9 @@ def _result(value: dict[str, Any] | None, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    paths = EdgePaths.resolve()
+def cmd_list(args: argparse.Namespace, paths: EdgePaths) -> int:
     watches = load_intents(paths.intents_file).watches
-    runtime = _runtime(paths)
+    runtime = watch_runtime(paths)
     width = max((len(w.id) for w in watches), default=2)
     rows, lines = (
         [],
@@ -437,33 +382,33 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{watch.id:<{width}}  {watch.kind:<7}  {state:<9}  {_when(last_run):<25}  "
             f"{_when(next_run):<25}  {_result(last_result)}"
         )
-    _emit(args, rows, "\n".join(lines) if rows else "(no watches)")
+    emit(args, rows, "\n".join(lines) if rows else "(no watches)")
     return 0
 
 
 # -- pause, resume, rm ----------------------------------------------------------------
 
 
-def _unknown(watch_id: str) -> UnknownWatch:
-    return UnknownWatch(f"no watch {watch_id!r} in {_file()}")
+def _unknown(path: Path, watch_id: str) -> UnknownWatch:
+    return UnknownWatch(f"no watch {watch_id!r} in {path}")
 
 
-def cmd_pause(args: argparse.Namespace) -> int:
-    if not set_watch_paused(_file(), args.id, True):
-        raise _unknown(args.id)
-    _emit(args, {"id": args.id, "paused": True}, f"paused {args.id}")
+def cmd_pause(args: argparse.Namespace, paths: EdgePaths) -> int:
+    if not set_watch_paused(paths.intents_file, args.id, True):
+        raise _unknown(paths.intents_file, args.id)
+    emit(args, {"id": args.id, "paused": True}, f"paused {args.id}")
     return 0
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    if not set_watch_paused(_file(), args.id, False):
-        raise _unknown(args.id)
-    _emit(args, {"id": args.id, "paused": False}, f"resumed {args.id}")
+def cmd_resume(args: argparse.Namespace, paths: EdgePaths) -> int:
+    if not set_watch_paused(paths.intents_file, args.id, False):
+        raise _unknown(paths.intents_file, args.id)
+    emit(args, {"id": args.id, "paused": False}, f"resumed {args.id}")
     return 0
 
 
-def cmd_rm(args: argparse.Namespace) -> int:
-    if not remove_watch(_file(), args.id):
-        raise _unknown(args.id)
-    _emit(args, {"removed": args.id}, f"removed {args.id}")
+def cmd_rm(args: argparse.Namespace, paths: EdgePaths) -> int:
+    if not remove_watch(paths.intents_file, args.id):
+        raise _unknown(paths.intents_file, args.id)
+    emit(args, {"removed": args.id}, f"removed {args.id}")
     return 0

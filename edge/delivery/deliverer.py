@@ -1,21 +1,22 @@
 """The daemon's delivery loop: hands queued wakes to ``exec`` and ``webhook`` runtimes.
 
-It claims one due delivery at a time (``edge.store.deliveries``), just before running it, with a
-lease sized to the route's timeout that a timer renews while the runtime runs, so a live
-delivery is never taken over however long it takes. It runs the channel
-(``edge.delivery.channels``), records ``delivered`` and ``outcome`` for every interrupt of the wake,
-charges the tokens a runtime reports to the daily budget, and on a transient failure puts
-the delivery back with exponential backoff until the route's ``max_attempts``. A 410 from
-a webhook disables the route and says why.
+It claims one due delivery at a time (``edge.store.deliveries``), just before running it,
+with a lease sized to the route's timeout that a timer renews while the runtime runs, so a
+live delivery is never taken over however long it takes. It runs the channel
+(``edge.delivery.exec`` or ``edge.delivery.webhook``, each answering a ``ChannelResult``),
+records ``delivered`` and ``outcome`` for every interrupt of the wake, charges the tokens
+a runtime reports to the daily budget, and on a transient failure puts the delivery back
+with exponential backoff until the route's ``max_attempts``. A 410 from a webhook
+disables the route and says why.
 
-Recovery: the deliverer is an ``edge.store.instances.Instance``. On start and before every round
-it releases the claims of instances that are no longer alive (this daemon's previous life
-after a ``kill -9``, a closed ``mailslot mcp --channel``) and stops the exec runtimes they
-left running, so their deliveries run again within seconds, once, with the same delivery
-key. Stopping (cancelled) kills the runtime and
-gives its claim back at once. It sleeps on an event (a wake was queued) and a timer (the
-next retry, or the next look at other instances' claims), never in a busy loop. MCP
-deliveries are left to ``mailslot mcp --channel``.
+Recovery: the deliverer is an ``edge.store.instances.Instance``. On start and before every
+round it releases the claims of instances that are no longer alive (this daemon's previous
+life after a ``kill -9``, a closed ``mailslot mcp --channel``) and stops the exec runtimes
+they left running, so their deliveries run again within seconds, once, with the same
+delivery key. Stopping (cancelled) kills the runtime and gives its claim back at once. It
+sleeps on an event (a wake was queued) and a timer (the next retry, or the next look at
+other instances' claims), never in a busy loop. MCP deliveries are left to ``mailslot mcp
+--channel``.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from edge.delivery.exec import deliver_exec
+from edge.delivery.outcome import ChannelResult
+from edge.delivery.webhook import deliver_webhook
 from edge.engine.decide import Recorder
 from edge.intents.model import ExecRoute, WebhookRoute
 from edge.store.activity import Event
 from edge.store.deliveries import Delivery, DeliveryQueue, Holder, lease_for, write_envelope_file
 from edge.store.instances import runner_mark
 from shared.host.waiting import first_of
-
-if TYPE_CHECKING:
-    from edge.delivery.channels import ChannelResult
 
 log = logging.getLogger("mailslot.edge.delivery")
 
@@ -109,8 +110,6 @@ class Deliverer:
         return None if due is None else max(0.05, (due - now).total_seconds())
 
     async def _deliver(self, delivery: Delivery) -> None:
-        from edge.delivery.channels import ChannelResult
-
         renewing = asyncio.create_task(self._renew(delivery), name=f"renew-{delivery.seq}")
         try:
             result = await self._channel(delivery)
@@ -192,9 +191,6 @@ class Deliverer:
                 return
 
     async def _channel(self, delivery: Delivery) -> ChannelResult:
-        # imported here: httpx is only loaded once a runtime is actually delivered to
-        from edge.delivery.channels import deliver_exec, deliver_webhook
-
         if delivery.kind == "exec":
             path = write_envelope_file(self.permissions_dir, delivery.seq, delivery.permissions)
             first = (delivery.wake_doc.get("interrupts") or [{}])[0]

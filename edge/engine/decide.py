@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge.engine.judge import Verdict, ask_judge
+from edge.engine.judge import Judgment, ask_judge
 from edge.intents.model import ActiveHours, Intent, IntentSet, describe, holds, matches
 from edge.store.activity import Event
 from edge.store.deliveries import DeliveryQueue, permission_envelope
@@ -49,7 +49,7 @@ from shared.host.waiting import first_of
 
 log = logging.getLogger("mailslot.edge.engine")
 
-JudgeFn = Callable[[Intent, dict[str, Any]], Awaitable[Verdict]]
+JudgeFn = Callable[[Intent, dict[str, Any]], Awaitable[Judgment]]
 Recorder = Callable[[list[Event]], object]
 Clock = Callable[[], datetime]
 BATCH = 512
@@ -117,12 +117,20 @@ def next_window_start(hours: ActiveHours, zone: ZoneInfo, at: float) -> float:
 
 
 class Engine:
+    """Decides interrupts against ``intents`` and dispatches the wakes they earn. All its
+    memory is ``state``; every step goes to ``record`` before the transaction that made
+    it commits.
+    ``inbox`` is the engine's own connection to the inbox: ``catch_up`` and ``run`` read
+    from it and woken interrupts' documents come from it (None only for a replay, which
+    is handed its interrupts). ``judge`` replaces running the intents' judge commands."""
+
     def __init__(
         self,
         intents: IntentSet,
         state: EngineState,
         record: Recorder,
         *,
+        inbox: Inbox | None,
         judge: JudgeFn | None = None,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
@@ -138,8 +146,10 @@ class Engine:
         self.on_decided: list[Callable[[list[InboxItem]], None]] = []
         self.on_woken: list[Callable[[PendingWake], None]] = []
         self._woken: list[PendingWake] = []
-        #: Where the documents of woken interrupts are read for runtimes (the daemon's).
-        self.inbox: Inbox | None = None
+        #: Where ``catch_up`` reads interrupts and where the documents of woken interrupts
+        #: are read for runtimes: the engine's own connection (None for a replay, which
+        #: is handed its interrupts and wakes nothing).
+        self.inbox = inbox
         self.deliveries = DeliveryQueue(state.db)
         #: Set when a delivery for a runtime was queued (the deliverer waits on it).
         self.queued = asyncio.Event()
@@ -275,12 +285,12 @@ class Engine:
         if not intent.critical and (spent := self._budget_spent(at)):
             return refuse("outcome", "budget", spent, outcome="skipped")
         if intent.judge is not None:
-            verdict = await self._judged(intent, item, doc, at, events)
-            if verdict.failure is not None and intent.judge.on_failure == "skip":
+            judgment = await self._judged(intent, item, doc, at, events)
+            if judgment.failure is not None and intent.judge.on_failure == "skip":
                 return refuse("suppressed", "judge",
-                              f"judge failed ({verdict.failure}); on_failure=skip")
-            if verdict.failure is None and not verdict.wake:
-                return refuse("suppressed", "judge", f"judge said no: {verdict.reason}")
+                              f"judge failed ({judgment.failure}); on_failure=skip")
+            if judgment.failure is None and not judgment.wake:
+                return refuse("suppressed", "judge", f"judge said no: {judgment.reason}")
         rank = _rank(item.priority)
         hours = policy.active_hours
         if hours and not intent.critical and item.priority != "now":
@@ -324,27 +334,27 @@ class Engine:
     async def _judged(
         self, intent: Intent, item: InboxItem, doc: dict[str, Any], at: float,
         events: list[Event],
-    ) -> Verdict:
+    ) -> Judgment:
         judge = _judge_of(intent)
         key = doc.get("dedupe_key") or item.id
         cached = self.state.cached_verdict(intent.id, key, at - judge.cache)
         if cached is not None:
-            verdict = Verdict(wake=cached["wake"], reason=cached["reason"])
+            judgment = Judgment(wake=cached["wake"], reason=cached["reason"])
             events.append(Event("judged", _at(at), item.id, intent.id, item.type,
-                                {**verdict.to_dict(), "cached": True}))
-            return verdict
+                                {**judgment.to_dict(), "cached": True}))
+            return judgment
         # The judge may take seconds: do not hold the write lock meanwhile.
         self.state.db.execute("COMMIT")
         try:
-            verdict = await self.judge(intent, minimal_doc(doc))
+            judgment = await self.judge(intent, minimal_doc(doc))
         finally:
             self.state.db.execute("BEGIN IMMEDIATE")
-        if verdict.tokens:
-            self.state.spend(self.day_of(at), tokens=verdict.tokens)
-        if verdict.failure is None:
-            self.state.cache_verdict(intent.id, key, at, {"wake": verdict.wake, "reason": verdict.reason})
-        events.append(Event("judged", _at(at), item.id, intent.id, item.type, verdict.to_dict()))
-        return verdict
+        if judgment.tokens:
+            self.state.spend(self.day_of(at), tokens=judgment.tokens)
+        if judgment.failure is None:
+            self.state.cache_verdict(intent.id, key, at, {"wake": judgment.wake, "reason": judgment.reason})
+        events.append(Event("judged", _at(at), item.id, intent.id, item.type, judgment.to_dict()))
+        return judgment
 
     def day_of(self, at: float) -> str:
         return datetime.fromtimestamp(at, self.zone).date().isoformat()
@@ -489,8 +499,10 @@ class Engine:
             items.append(offered.popleft())
         return items
 
-    async def catch_up(self, inbox: Inbox) -> int:
-        """Decide everything stored since the cursor; returns how many."""
+    async def catch_up(self) -> int:
+        """Decide everything stored in the inbox since the cursor; returns how many."""
+        inbox = self.inbox
+        assert inbox is not None, "an engine built without an inbox has nothing to catch up from"
         done = 0
         while True:
             cursor = self.state.cursor
@@ -502,12 +514,12 @@ class Engine:
             await self.decide(items)
             done += len(items)
 
-    async def run(self, inbox: Inbox, arrived: asyncio.Event, stop: asyncio.Event) -> None:
+    async def run(self, arrived: asyncio.Event, stop: asyncio.Event) -> None:
         """Decide new interrupts as they arrive and dispatch wakes when due. Sleeps on
         the arrival event and a timer for the next due wake: nothing polls."""
         while not stop.is_set():
             arrived.clear()
-            await self.catch_up(inbox)
+            await self.catch_up()
             self.dispatch_due()
             next_due = self.state.next_due()
             timeout = None if next_due is None else max(0.0, next_due - _epoch(self.clock()))

@@ -5,31 +5,34 @@ the minimal interrupt JSON on stdin and answers one JSON object on stdout::
 
     {"wake": true, "reason": "the failing test touches payments", "tokens": 812}
 
-It runs as an argv (never through a shell), in its own process group so a timeout kills
-everything it started, with a capped stdout. Every way it can fail — cannot start, exits
-non-zero, hangs, prints garbage or too much — becomes a ``Verdict`` with ``failure`` set;
-the engine then applies the intent's ``on_failure``. The daemon is never harmed.
+It runs through ``edge.spawn.run_child``: as an argv (never through a shell), in its own
+process group so a timeout or a cancel kills everything it started, with a capped stdout
+(past ``ANSWER_MAX_BYTES`` the judge is killed at once). Every way it can fail — cannot
+start, exits non-zero, hangs, prints garbage or too much — becomes a ``Judgment`` with
+``failure`` set; the engine then applies the intent's ``on_failure``. The daemon is never
+harmed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from edge.intents.model import Judge
+from edge.spawn import run_child
 
 #: Largest answer read from a judge; more is a failure, not a crash.
 ANSWER_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
-class Verdict:
+class Judgment:
+    """A judge's answer: ``wake`` (None when it failed, ``failure`` says how), its reason,
+    the tokens it reported spending, and how long it took. ``to_dict`` is what the
+    activity log's ``judged`` step records."""
+
     wake: bool | None
     reason: str
     failure: str | None = None
@@ -46,54 +49,27 @@ class Verdict:
         }
 
 
-def _failed(what: str, began: float) -> Verdict:
-    return Verdict(wake=None, reason=what, failure=what, elapsed=time.monotonic() - began)
+def _failed(what: str, began: float) -> Judgment:
+    return Judgment(wake=None, reason=what, failure=what, elapsed=time.monotonic() - began)
 
 
-async def ask_judge(judge: Judge, doc: dict[str, Any]) -> Verdict:
+async def ask_judge(judge: Judge, doc: dict[str, Any]) -> Judgment:
+    """Ask ``judge`` about ``doc`` (the minimal interrupt) once, never longer than its
+    timeout; every failure is a ``Judgment`` with ``failure`` set, never an exception."""
     began = time.monotonic()
     stdin = json.dumps(doc, separators=(",", ":")).encode()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *judge.command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        ended = await run_child(judge.command, timeout=judge.timeout, keep=ANSWER_MAX_BYTES,
+                                stdin=stdin, kill_past_keep=True)
     except OSError as exc:
         return _failed(f"cannot start judge: {exc.strerror or exc}", began)
-    try:
-        out = await asyncio.wait_for(_exchange(proc, stdin), judge.timeout)
-    except TimeoutError:
-        _kill_group(proc)
-        await proc.wait()
+    if ended.timed_out:
         return _failed(f"timed out after {judge.timeout:g}s", began)
-    if out is None:
-        _kill_group(proc)
-        await proc.wait()
+    if ended.overflowed:
         return _failed(f"answer larger than {ANSWER_MAX_BYTES} bytes", began)
-    if proc.returncode != 0:
-        return _failed(f"exited with status {proc.returncode}", began)
-    return parse_answer(out, began)
-
-
-async def _exchange(proc: asyncio.subprocess.Process, stdin: bytes) -> bytes | None:
-    assert proc.stdin is not None and proc.stdout is not None
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        proc.stdin.write(stdin)
-        await proc.stdin.drain()
-        proc.stdin.close()
-    out = await proc.stdout.read(ANSWER_MAX_BYTES + 1)
-    if len(out) > ANSWER_MAX_BYTES:
-        return None
-    await proc.wait()
-    return out
-
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    if ended.returncode != 0:
+        return _failed(f"exited with status {ended.returncode}", began)
+    return parse_answer(bytes(ended.stdout.head), began)
 
 
 #: Longest ``reason`` kept from an answer (the rest is cut off).
@@ -102,8 +78,8 @@ REASON_MAX_CHARS = 500
 TOKENS_MAX = 10**9
 
 
-def parse_answer(out: bytes, began: float) -> Verdict:
-    """The ``Verdict`` for what a judge printed: any bytes give one (a failure for
+def parse_answer(out: bytes, began: float) -> Judgment:
+    """The ``Judgment`` for what a judge printed: any bytes give one (a failure for
     anything but ``{"wake": bool, …}``), never an exception. The reason is cut to
     ``REASON_MAX_CHARS`` and made storable (a lone surrogate from a ``\\udXXX`` escape
     becomes ``?``), so the verdict can always be recorded in the activity log."""
@@ -127,7 +103,7 @@ def parse_answer(out: bytes, began: float) -> Verdict:
     tokens = answer.get("tokens", 0)
     if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= TOKENS_MAX:
         tokens = 0
-    return Verdict(
+    return Judgment(
         wake=answer["wake"],
         reason=text,
         tokens=tokens,

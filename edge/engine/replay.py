@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from edge.engine.decide import Decision, Engine
-from edge.engine.judge import Verdict
+from edge.engine.judge import Judgment
 from edge.intents.model import Intent, IntentSet
 from edge.store.activity import Entry
 from edge.store.enginestate import EngineState
@@ -77,18 +77,19 @@ async def replay(
             activity.append((entry.at, str(entry.detail.get("session", ""))))
     unjudged = 0
 
-    async def recorded_judge(intent: Intent, doc: dict[str, Any]) -> Verdict:
+    async def recorded_judge(intent: Intent, doc: dict[str, Any]) -> Judgment:
         nonlocal unjudged
         found = verdicts.get((doc["id"], intent.id))
         if found is None or found.get("failure"):
             unjudged += found is None
             reason = found.get("failure") if found else "not judged live"
-            return Verdict(wake=None, reason=str(reason), failure=str(reason))
-        return Verdict(wake=bool(found["wake"]), reason=str(found.get("reason", "")))
+            return Judgment(wake=None, reason=str(reason), failure=str(reason))
+        return Judgment(wake=bool(found["wake"]), reason=str(found.get("reason", "")))
 
     state = EngineState.open(":memory:")
     try:
-        engine = Engine(intents, state, lambda _events: None, judge=recorded_judge)
+        engine = Engine(intents, state, lambda _events: None, inbox=None,
+                        judge=recorded_judge)
         engine.keep_decisions = True
         inputs: list[tuple[datetime, int, Any]] = [
             *((item.received_at, 1, item) for item in items),

@@ -1,20 +1,28 @@
-"""Watches: local sources of interrupts at the edge — files, commands, time, absence,
+"""The root model of ``intents.toml`` (``Declarations``), and the watches it declares.
+
+``Declarations`` is everything the file declares: ``[settings]`` and ``[[intent]]``
+(``edge.intents.model``, inherited from ``IntentSet``), ``[[watch]]`` (here) and
+``[approvals]`` (``edge.intents.approvalrules``). Reading and writing the file is
+``edge.intents.file`` and ``edge.intents.edit``; this module is the data only. No I/O.
+
+Watches are local sources of interrupts at the edge — files, commands, time, absence,
 and per-session ticks. Each raises the same signed envelope as a remote producer (source
 kind ``file``, ``command``, ``timer``, ``absence``, ``sleep`` or ``tick``) into the same
-inbox and decision engine.
-
-Definitions are data, declared as ``[[watch]]`` tables in ``intents.toml`` next to the
-intents (or with ``mailslot watch add``); their runtime state (last run, next run, last
-result, counters) lives in ``data/watches.sqlite3``. No I/O here.
+inbox and decision engine. Their definitions are data, declared as ``[[watch]]`` tables
+next to the intents (or with ``mailslot watch add``); their runtime state (last run, next
+run, last result, counters) lives in ``data/watches.sqlite3`` (``edge.store.watchstate``)
+and they run in ``edge.watches``.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
+from cronsim import CronSim, CronSimError
 from pydantic import AfterValidator, Field, model_validator
 
-from edge.approvals.desk import ApprovalSettings
+from edge.intents.approvalrules import ApprovalSettings
 from edge.intents.model import (
     Duration,
     IntentSet,
@@ -48,10 +56,6 @@ PositiveDuration = Annotated[Duration, Field(gt=0)]
 
 
 def _check_cron(value: str) -> str:
-    from datetime import UTC, datetime
-
-    from cronsim import CronSim, CronSimError
-
     try:
         CronSim(value, datetime(2026, 1, 1, tzinfo=UTC))
     except CronSimError as exc:
@@ -90,8 +94,6 @@ class Schedule(Strict):
         if len(given) != 1:
             raise ValueError("give exactly one of cron, every or at")
         if self.at is not None:
-            from datetime import datetime
-
             try:
                 datetime.fromisoformat(self.at)
             except ValueError as exc:
@@ -203,5 +205,7 @@ class Declarations(IntentSet):
             seen.add(watch.id)
         return self
 
-    def watch(self, watch_id: str) -> FileWatch | CommandWatch | TimerWatch | AbsenceWatch | TickWatch | None:
+    def watch(
+        self, watch_id: str
+    ) -> FileWatch | CommandWatch | TimerWatch | AbsenceWatch | TickWatch | None:
         return next((w for w in self.watches if w.id == watch_id), None)

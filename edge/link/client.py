@@ -8,6 +8,10 @@ processed by another, so the socket is read while a batch is being verified.
 
 Reconnects use exponential backoff with full jitter, capped, reset after a successful
 welcome. Keepalive is WebSocket ping/pong.
+
+This is the project's one ``websockets`` import (the relay's WebSocket side is uvicorn's),
+and websockets' exceptions end here: a connection that drops, is refused or times out is
+logged and dialled again, so ``run`` returns only when asked to stop.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from edge.config import EdgeConfig
 from edge.link.receiver import Receiver
 from edge.store.inbox import Inbox, InboxItem
 from shared.auth import auth_message, sign_b64
-from shared.errors import LinkError, RemoteProtocolError
+from shared.errors import LinkError, RemoteError, RemoteProtocolError
 from shared.frames import (
     RELAY_FRAME_MAX_BYTES,
     SUBPROTOCOL,
@@ -39,14 +43,17 @@ from shared.frames import (
     Reject,
     Welcome,
 )
+from shared.host.waiting import first_of
 from shared.identity import Identity
 from shared.link import Link, Role
 
 log = logging.getLogger("mailslot.edge.link")
 
 
-class LinkClosed(Exception):
-    pass
+class LinkClosed(RemoteError):
+    """The relay closed the link or refused to open it; the client reconnects."""
+
+    code = "link_closed"
 
 
 class EdgeLink:
@@ -92,8 +99,7 @@ class EdgeLink:
                 break
             attempt += 1
             ceiling = min(self.config.reconnect_cap, self.config.reconnect_base * 2**attempt)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), random.uniform(0, ceiling))
+            await first_of(stop.wait(), timeout=random.uniform(0, ceiling))
 
     async def _connect_once(self, stop: asyncio.Event) -> None:
         async with websockets.connect(

@@ -1,7 +1,9 @@
 """The edge's HTTP calls to its relay: enrollment, identity look-ups, grants, sending.
 
 Every non-2xx answer becomes a ``RelayRefused`` carrying the relay's status and
-machine-readable code, so the CLI can print exactly what the relay said.
+machine-readable code, so the CLI can print exactly what the relay said; a relay that
+cannot be reached (or a URL that names none) is ``RelayUnreachable``. This is the link's
+one ``httpx`` import: no httpx exception leaves it.
 """
 
 from __future__ import annotations
@@ -12,26 +14,35 @@ from typing import Any
 
 import httpx
 
-from edge.errors import EdgeError
 from shared.auth import enroll_message, request_header, sign_b64
+from shared.errors import RemoteError
 from shared.identity import Identity, PublicIdentity
 from shared.signing import SignedEnvelope
 
 
-class RelayRefused(EdgeError):
+class RelayRefused(RemoteError):
+    """The relay answered non-2xx: ``status`` and ``code`` are the relay's own."""
+
+    code = "relay_refused"
+
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{message} (relay answered {status})")
         self.status, self.code = status, code
 
 
-class RelayUnreachable(EdgeError):
+class RelayUnreachable(RemoteError):
+    """No answer from the relay: down, unreachable, or not an HTTP(S) URL."""
+
     code = "relay_unreachable"
 
 
 class RelayClient:
     def __init__(self, base_url: str, timeout: float = 15.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        try:
+            self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        except httpx.InvalidURL as exc:  # not an HTTPError: raised before any request
+            raise RelayUnreachable(f"cannot reach relay at {self.base_url}: {exc}") from exc
 
     def close(self) -> None:
         self.http.close()
@@ -45,7 +56,7 @@ class RelayClient:
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise RelayUnreachable(f"cannot reach relay at {self.base_url}: {exc}") from exc
         try:
             body = response.json()

@@ -47,43 +47,30 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any
 
 from edge.config import FILE_MODE, private_dir
 from edge.errors import EdgeError, KeyFileError
-
-STEPS = (
-    "received", "verified", "rejected", "matched", "unmatched", "judged", "suppressed",
-    "deferred", "coalesced", "woken", "delivered", "outcome", "activity",
-    "intents_loaded", "intents_refused", "replayed",
-    # local watches (see edge.watches.runner)
-    "watch_fired", "watch_skipped", "watch_error", "sleep_started", "sleep_ended",
-    "sleep_interrupted",
-    # approvals (see edge.approvals)
-    "approval_requested", "approval_decided", "approval_suggested",
+from edge.store.activitycheck import Head, Verifier, VerifyReport
+from edge.store.activityline import (
+    STEP_SET,
+    STEPS,
+    ZERO_HASH,
+    Anchor,
+    BadLine,
+    canonical,
+    encode_str,
+    fields,
 )
-_STEP_SET = frozenset(STEPS)
-ZERO_HASH = "0" * 64
+
 KEY_SIZE = 32
 _SHA256_BLOCK = 64
-_FIELDS = frozenset({"seq", "at", "step", "interrupt", "intent", "type", "detail", "prev", "mac"})
-_HEX = frozenset("0123456789abcdef")
 _CHUNK = 1 << 20
-#: How far back ``verify`` remembers line hashes to link reordered entries.
-_WINDOW = 100_000
-
-
-class Anchor(NamedTuple):
-    """A place in the chain recorded outside the log: the ``seq`` of an entry and the
-    SHA-256 of its line (what the next entry's ``prev`` holds)."""
-
-    seq: int
-    hash: str
 
 
 class ActivityLogError(EdgeError):
@@ -100,22 +87,9 @@ class NoRecord(EdgeError):
     code = "no_record"
 
 
-#: Built once: ``json.dumps`` with options builds a new encoder on every call, which was
-#: half the cost of a log entry while draining (three entries per interrupt).
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                              allow_nan=False)
-#: What ``_CANONICAL`` writes for a ``str`` (``ensure_ascii=False``), as one C call.
-_encode_str: Callable[[str], str] = json.encoder.encode_basestring
-
-
-def canonical(obj: Any) -> str:
-    """The one serialization of entries and head: what is hashed, signed and stored."""
-    return _CANONICAL.encode(obj)
-
-
 def _json_text(value: str | None) -> str:
     """``canonical(value)`` for the plain-string fields of an entry (or null)."""
-    return "null" if value is None else _encode_str(value)
+    return "null" if value is None else encode_str(value)
 
 
 def _entry_texts(seq: int, at: str, event: Event, prev: str) -> tuple[str, str] | None:
@@ -131,9 +105,9 @@ def _entry_texts(seq: int, at: str, event: Event, prev: str) -> tuple[str, str] 
     if not (_plain(interrupt) and _plain(intent) and _plain(type_) and type(step) is str
             and type(prev) is str):
         return None
-    head = (f'{{"at":{_encode_str(at)},"detail":{canonical(event.detail)},'
+    head = (f'{{"at":{encode_str(at)},"detail":{canonical(event.detail)},'
             f'"intent":{_json_text(intent)},"interrupt":{_json_text(interrupt)}')
-    tail = (f'"prev":{_encode_str(prev)},"seq":{seq:d},"step":{_encode_str(step)},'
+    tail = (f'"prev":{encode_str(prev)},"seq":{seq:d},"step":{encode_str(step)},'
             f'"type":{_json_text(type_)}}}')
     return head, tail
 
@@ -167,7 +141,7 @@ class Event:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.step not in _STEP_SET:
+        if self.step not in STEP_SET:
             raise ValueError(f"unknown activity step {self.step!r} (one of {', '.join(STEPS)})")
         if not isinstance(self.at, datetime) or self.at.utcoffset() is None:
             raise ValueError(f"activity time must be a timezone-aware datetime, not {self.at!r}")
@@ -207,105 +181,9 @@ class Entry:
         return Anchor(self.seq, hashlib.sha256(canonical(self.to_dict()).encode()).hexdigest())
 
 
-#: The codes of ``verify``'s findings, most serious first (``VerifyReport.code`` is the
-#: first that occurs).
-PROBLEM_CODES = (
-    "log_missing",        # no log, but the engine state records entries
-    "log_truncated",      # the log ends before the seq the head or the engine records
-    "key_mismatch",       # nothing matches the key: another key, or a replaced key file
-    "entries_missing",    # a gap in seq inside the log
-    "entry_replaced",     # a line whose hash is not what its successor (or an anchor) holds
-    "entry_edited",       # a MAC mismatch
-    "entry_moved",        # out of order, or a duplicate seq
-    "line_unreadable",    # not an entry at all
-    "head_invalid",       # the head anchor is missing, garbled or fails its MAC
-)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One finding of ``verify``: ``line`` is 1-based in the log (0: the head anchor);
-    ``code`` is one of ``PROBLEM_CODES``."""
-
-    seq: int | None
-    line: int
-    what: str
-    code: str = "entry_edited"
-
-    def __str__(self) -> str:
-        if self.line == 0:
-            return f"head anchor: {self.what}"
-        return f"line {self.line}" + (f" (seq {self.seq})" if self.seq is not None else "") + f": {self.what}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "line": self.line, "what": self.what, "code": self.code}
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    ok: bool
-    count: int
-    problems: list[Problem]
-
-    @property
-    def code(self) -> str | None:
-        """The most serious finding's code (``PROBLEM_CODES`` order); None when ok."""
-        found = {p.code for p in self.problems}
-        return next((c for c in PROBLEM_CODES if c in found), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "count": self.count, "code": self.code,
-                "problems": [p.to_dict() for p in self.problems]}
-
-
-_Link = Anchor  # a place in the chain: the last ``seq`` and the hash of its line
-
-
-class _BadLine(ValueError):
-    pass
-
-
-def _fields(line: bytes) -> tuple[dict[str, Any], datetime]:
-    """Parse and shape-check one line: its fields as stored, and its time. Raises
-    ``_BadLine`` saying what is wrong."""
-    try:
-        doc = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        raise _BadLine("not JSON") from None
-    if not isinstance(doc, dict) or doc.keys() != _FIELDS:
-        raise _BadLine("not an activity entry (wrong fields)")
-    seq, prev, mac = doc["seq"], doc["prev"], doc["mac"]
-    if type(seq) is not int or seq < 1:
-        raise _BadLine("seq is not a positive integer")
-    for name, value in (("prev", prev), ("mac", mac)):
-        if not (isinstance(value, str) and len(value) == 64 and _HEX.issuperset(value)):
-            raise _BadLine(f"{name} is not a SHA-256 hex digest")
-    if doc["step"] not in _STEP_SET:
-        raise _BadLine(f"unknown step {doc['step']!r}")
-    if any(doc[k] is not None and not isinstance(doc[k], str) for k in ("interrupt", "intent", "type")):
-        raise _BadLine("interrupt, intent and type must be strings or null")
-    if not isinstance(doc["detail"], dict):
-        raise _BadLine("detail is not an object")
-    try:
-        at = datetime.fromisoformat(doc["at"]) if isinstance(doc["at"], str) else None
-    except ValueError:
-        at = None
-    if at is None or at.utcoffset() is None:
-        raise _BadLine("at is not an ISO 8601 UTC time")
-    return doc, at
-
-
 def _entry(doc: dict[str, Any], at: datetime) -> Entry:
     return Entry(doc["seq"], at, doc["step"], doc["interrupt"], doc["intent"],
                  doc["type"], doc["detail"], doc["prev"], doc["mac"])
-
-
-class _Head(NamedTuple):
-    """The head anchor as read: its link, or what is wrong with it (both None: missing)."""
-
-    link: _Link | None
-    problem: str | None = None
-    bad_mac: bool = False
 
 
 class ActivityLog:
@@ -324,8 +202,8 @@ class ActivityLog:
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
         self._fd = fd
         self._lock = threading.Lock()
-        self._tail: tuple[int, _Link] | None = None  # (file size, link) after our last write
-        self._floor: _Link | None = None  # see ``continue_after``
+        self._tail: tuple[int, Anchor] | None = None  # (file size, link) after our last write
+        self._floor: Anchor | None = None  # see ``continue_after``
 
     @classmethod
     def open(cls, path: Path, key_file: Path) -> ActivityLog:
@@ -412,7 +290,7 @@ class ActivityLog:
                                      event.type, event.detail, prev, mac))
                 prev = hashlib.sha256(line.encode()).hexdigest()
             lines.append("")
-            self._write(fd, "\n".join(lines).encode(), _Link(seq, prev))
+            self._write(fd, "\n".join(lines).encode(), Anchor(seq, prev))
         return entries
 
     def _mac(self, data: bytes) -> str:
@@ -427,7 +305,7 @@ class ActivityLog:
         outer.update(inner.digest())
         return outer.hexdigest()
 
-    def _write(self, fd: int, data: bytes, link: _Link) -> None:
+    def _write(self, fd: int, data: bytes, link: Anchor) -> None:
         size = os.fstat(fd).st_size
         try:
             view = memoryview(data)
@@ -442,7 +320,7 @@ class ActivityLog:
             raise ActivityLogError(f"{self.path}: cannot append ({exc.strerror})") from None
         self._tail = (size + len(data), link)
 
-    def _write_head(self, link: _Link) -> None:
+    def _write_head(self, link: Anchor) -> None:
         """Replace the head anchor atomically (we hold the exclusive lock)."""
         body = {"seq": link.seq, "hash": link.hash}
         doc = canonical({**body, "mac": self._mac(canonical(body).encode())}).encode()
@@ -457,22 +335,22 @@ class ActivityLog:
             os.close(fd)
         os.replace(tmp, self.head_path)
 
-    def _read_head(self) -> _Head:
+    def _read_head(self) -> Head:
         try:
             raw = self.head_path.read_bytes()
         except FileNotFoundError:
-            return _Head(None)
+            return Head(None)
         try:
             doc = json.loads(raw)
             body, mac = {"seq": doc["seq"], "hash": doc["hash"]}, doc["mac"]
             if type(body["seq"]) is not int or not isinstance(body["hash"], str) or not isinstance(mac, str):
                 raise ValueError("wrong types")
         except (ValueError, KeyError, TypeError):
-            return _Head(None, f"{self.head_path} is garbled (not a head anchor)")
+            return Head(None, f"{self.head_path} is garbled (not a head anchor)")
         if not hmac.compare_digest(self._mac(canonical(body).encode()), mac):
-            return _Head(None, f"{self.head_path}: MAC mismatch: the head anchor was edited, "
+            return Head(None, f"{self.head_path}: MAC mismatch: the head anchor was edited, "
                                "or written with another key", bad_mac=True)
-        return _Head(_Link(body["seq"], body["hash"]))
+        return Head(Anchor(body["seq"], body["hash"]))
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[int]:
@@ -496,7 +374,7 @@ class ActivityLog:
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _sync(self, fd: int, *, writing: bool) -> _Link:
+    def _sync(self, fd: int, *, writing: bool) -> Anchor:
         """Where the chain continues (under the exclusive lock). Re-reads the tail only if
         the file changed since our own last write; cuts off an unacknowledged torn line.
         With ``writing``, refuses an untrusted head and terminates an acknowledged torn
@@ -506,15 +384,15 @@ class ActivityLog:
             return self._tail[1]
         head = self._read_head()
         raw, end = _last_line(fd, size)
-        tail: _Link | None = _Link(0, ZERO_HASH)
+        tail: Anchor | None = Anchor(0, ZERO_HASH)
         if raw is not None:
             try:
-                tail = _Link(_fields(raw)[0]["seq"], hashlib.sha256(raw).hexdigest())
-            except _BadLine:
+                tail = Anchor(fields(raw)[0]["seq"], hashlib.sha256(raw).hexdigest())
+            except BadLine:
                 tail = None
         anchor = head.link
         if anchor is None and head.problem is None and end == 0:
-            anchor = _Link(0, ZERO_HASH)  # a new (or empty) log: anchor it now
+            anchor = Anchor(0, ZERO_HASH)  # a new (or empty) log: anchor it now
             self._write_head(anchor)
         torn = size > end
         if torn and anchor is not None and tail is not None and (
@@ -524,7 +402,7 @@ class ActivityLog:
             os.fsync(fd)
             size, torn = end, False
         if not writing:
-            return tail or _Link(0, ZERO_HASH)
+            return tail or Anchor(0, ZERO_HASH)
         if anchor is None:
             why = head.problem or f"{self.head_path} is missing"
             raise ActivityLogError(
@@ -543,7 +421,7 @@ class ActivityLog:
 
     # -- reading ----------------------------------------------------------------------
 
-    def _snapshot(self) -> tuple[int, int, _Head]:
+    def _snapshot(self) -> tuple[int, int, Head]:
         """A size at which no batch is half-written, a private fd to read up to it, and
         the head anchor that goes with it (taken under a shared lock)."""
         with self._lock:
@@ -589,8 +467,8 @@ class ActivityLog:
             if not complete or not all(n in raw for n in needles):
                 continue
             try:
-                doc, at = _fields(raw)
-            except _BadLine:
+                doc, at = fields(raw)
+            except BadLine:
                 continue
             if (since is None or at >= since) and all(doc[k] == v for k, v in wanted.items()):
                 yield _entry(doc, at)
@@ -604,7 +482,7 @@ class ActivityLog:
         head anchor and ``anchor`` (the engine state's, if the caller has one), and say
         where each problem is. Writers are not held up."""
         size, fd, head = self._snapshot()
-        check = _Verifier(self)
+        check = Verifier(self._mac, self.head_path, self.key_file)
         torn = 0
         for number, raw, complete in self._lines(fd, size):
             if complete:
@@ -612,139 +490,6 @@ class ActivityLog:
             else:
                 torn = number
         return check.finish(head, torn, anchor)
-
-
-class _Seen(NamedTuple):
-    hash: str
-    line: int
-    bad_mac: bool
-
-
-class _Verifier:
-    """The checks of ``verify``, one line at a time (the log need not fit in memory).
-
-    Links are checked by ``seq``, not by position, so that two swapped lines read as one
-    "out of order" finding rather than a cascade of broken links; an entry whose MAC
-    fails is reported once, not again as a broken link of its successor."""
-
-    def __init__(self, log: ActivityLog) -> None:
-        self.log = log
-        self.problems: list[Problem] = []
-        self.bad_macs: list[Problem] = []
-        self.count = 0
-        self.unreadable = 0
-        self.last_line = 0
-        self.top, self.top_line = _Link(0, ZERO_HASH), 0  # the highest seq so far
-        self.seen: dict[int, _Seen] = {0: _Seen(ZERO_HASH, 0, False)}
-        # predecessor seq -> (line, seq, prev) of an entry whose predecessor is not seen yet
-        self.waiting: dict[int, tuple[int, int, str, int]] = {}
-
-    def line(self, number: int, raw: bytes) -> None:
-        self.last_line = number
-        try:
-            doc, _at = _fields(raw)
-        except _BadLine as exc:
-            self.problems.append(Problem(None, number, f"unreadable line: {exc}",
-                                         "line_unreadable"))
-            self.unreadable += 1
-            return
-        self.count += 1
-        seq, prev, mac = doc["seq"], doc["prev"], doc.pop("mac")
-        bad_mac = not hmac.compare_digest(self.log._mac(canonical(doc).encode()), mac)
-        if bad_mac:
-            self.bad_macs.append(Problem(seq, number, "MAC mismatch: the entry was edited"))
-        digest = hashlib.sha256(raw).hexdigest()
-        if seq in self.seen:
-            where = self.seen[seq].line
-            self.problems.append(Problem(seq, number, f"duplicate of seq {seq} on line {where}",
-                                         "entry_moved"))
-            return
-        if seq < self.top.seq:
-            self.problems.append(Problem(seq, number, (
-                f"out of order: comes after seq {self.top.seq} (line {self.top_line}); "
-                "entries were moved"), "entry_moved"))
-        before = self.seen.get(seq - 1)
-        if before is not None:
-            if prev != before.hash and not before.bad_mac:
-                self.problems.append(Problem(seq, number, (
-                    f"prev does not match seq {seq - 1} (line {before.line}): "
-                    "an entry was replaced"), "entry_replaced"))
-        elif seq - 1 > self.top.seq:
-            self.waiting[seq - 1] = (number, seq, prev, self.top.seq + 1)
-        later = self.waiting.pop(seq, None)
-        if later is not None and later[2] != digest and not bad_mac:
-            self.problems.append(Problem(later[1], later[0], (
-                f"prev does not match seq {seq} (line {number}): an entry was replaced"),
-                "entry_replaced"))
-        self.seen[seq] = _Seen(digest, number, bad_mac)
-        if seq > self.top.seq:
-            self.top, self.top_line = _Link(seq, digest), number
-        if len(self.seen) > 2 * _WINDOW:
-            floor = self.top.seq - _WINDOW
-            self.seen = {s: v for s, v in self.seen.items() if s > floor}
-
-    def finish(self, head: _Head, torn: int, outside: Anchor | None = None) -> VerifyReport:
-        how = "deleted, or on an unreadable line" if self.unreadable else "entries were deleted"
-        for number, seq, _prev, first in self.waiting.values():
-            gap = f"seq {first}" if first == seq - 1 else f"seq {first} to {seq - 1}"
-            self.problems.append(Problem(seq, number, f"{gap} missing before this entry: {how}",
-                                         "entries_missing"))
-        anchor = head.link
-        if anchor is not None and anchor.seq > self.top.seq:
-            lost = anchor.seq - self.top.seq
-            lost_text = f"{lost} {'entry' if lost == 1 else 'entries'} missing at the end"
-            ends = (f"the log ends at seq {self.top.seq} but the head anchor records seq "
-                    f"{anchor.seq}: {lost_text}")
-            if torn:
-                self.problems.append(Problem(self.top.seq + 1, torn, (
-                    f"torn last line: {ends} (a write that did not finish, or truncated)"),
-                    "log_truncated"))
-            else:
-                self.problems.append(Problem(self.top.seq + 1, self.last_line + 1,
-                                             f"{ends} (truncated)", "log_truncated"))
-        elif anchor is not None and (mark := self.seen.get(anchor.seq)) is not None:
-            if mark.hash != anchor.hash and not mark.bad_mac:
-                self.problems.append(Problem(anchor.seq, mark.line, (
-                    "not the entry the head anchor records: it was replaced"),
-                    "entry_replaced"))
-        elif anchor is None and head.problem is None and (self.last_line or torn):
-            head = _Head(None, f"{self.log.head_path} is missing: cannot tell whether entries "
-                               "were removed from the end")
-        if head.bad_mac and self.count and len(self.bad_macs) == self.count:
-            one = self.bad_macs[0]
-            self.problems.append(Problem(one.seq, one.line, (
-                f"no MAC matches the key in {self.log.key_file} ({self.count} of "
-                f"{self.count} entries and the head anchor fail): the log was written with "
-                "another key; was the key file replaced?"), "key_mismatch"))
-        else:
-            self.problems.extend(self.bad_macs)
-            if head.problem is not None:
-                self.problems.append(Problem(None, 0, head.problem, "head_invalid"))
-        if outside is not None and outside.seq > 0:
-            self._check_outside(outside, torn)
-        self.problems.sort(key=lambda p: (p.line == 0, p.line))
-        return VerifyReport(not self.problems, self.count, self.problems)
-
-
-    def _check_outside(self, outside: Anchor, torn: int) -> None:
-        """The engine state's anchor: entries it vouches for must still be here."""
-        recorded = f"the engine state records seq {outside.seq}"
-        if not self.last_line and not torn:
-            self.problems.append(Problem(outside.seq, 1, (
-                f"the log is empty but {recorded}: the log (and its head) were deleted "
-                "or replaced"), "log_missing"))
-        elif outside.seq > self.top.seq:
-            if any(p.code == "log_truncated" for p in self.problems):
-                return  # the head anchor already said so
-            lost = outside.seq - self.top.seq
-            self.problems.append(Problem(self.top.seq + 1, self.last_line + 1, (
-                f"the log ends at seq {self.top.seq} but {recorded}: {lost} "
-                f"{'entry' if lost == 1 else 'entries'} missing at the end (truncated, "
-                "or the log and its head were replaced)"), "log_truncated"))
-        elif ((mark := self.seen.get(outside.seq)) is not None
-              and mark.hash != outside.hash and not mark.bad_mac):
-            self.problems.append(Problem(outside.seq, mark.line, (
-                "not the entry the engine state records: it was replaced"), "entry_replaced"))
 
 
 # -- files --------------------------------------------------------------------------------

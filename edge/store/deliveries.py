@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -39,7 +38,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge.intents.model import Intent
-from edge.store.enginestate import EngineState, new_delivery_key, write_transaction
+from edge.store.db import Database, Row
+from edge.store.enginestate import new_delivery_key, open_engine_db
 
 #: Backoff between attempts: doubles from this, capped.
 RETRY_BASE, RETRY_CAP = 1.0, 300.0
@@ -98,7 +98,7 @@ _COLUMNS = ("seq, wake, intent, kind, route, session, interrupts, permissions, w
             " status, attempts, next_attempt, delivery_key, claim_instance, claim_until, runner")
 
 
-def _delivery(row: Sequence[Any]) -> Delivery:
+def _delivery(row: Row) -> Delivery:
     (seq, wake, intent, kind, route, session, interrupts, permissions, wake_doc, status,
      attempts, next_attempt, key, instance, claim_until, runner) = row
     return Delivery(seq, wake, intent, kind, json.loads(route), session, json.loads(interrupts),
@@ -116,22 +116,21 @@ def lease_for(route: dict[str, Any]) -> float:
 
 
 class DeliveryQueue:
-    """Rows of ``deliveries`` in the engine's database. Use the engine's connection
-    (``DeliveryQueue(state.db)``) to enqueue inside a wake's transaction, or ``open``
-    from another process."""
+    """Rows of ``deliveries`` in the engine's database. Share the engine's ``Database``
+    (``DeliveryQueue(db)``, the one ``EngineState`` uses) to enqueue inside a wake's
+    transaction, or ``open`` a database of its own (which ``close()`` closes)."""
 
-    def __init__(self, db: sqlite3.Connection, owned: EngineState | None = None) -> None:
+    def __init__(self, db: Database, *, owned: bool = False) -> None:
         self.db = db
         self._owned = owned
 
     @classmethod
     def open(cls, path: Path | str) -> DeliveryQueue:
-        state = EngineState.open(path)
-        return cls(state.db, owned=state)
+        return cls(open_engine_db(path), owned=True)
 
     def close(self) -> None:
-        if self._owned is not None:
-            self._owned.close()
+        if self._owned:
+            self.db.close()
 
     def enqueue(self, *, wake: int, intent: str, route: dict[str, Any], session: str,
                 interrupts: list[str], permissions: dict[str, Any], wake_doc: dict[str, Any],
@@ -158,7 +157,7 @@ class DeliveryQueue:
         at = now.timestamp()
         marks = ",".join("?" * len(kinds))
         claimed: list[Delivery] = []
-        with write_transaction(self.db):
+        with self.db.transaction():
             rows = self.db.execute(
                 f"SELECT {_COLUMNS} FROM deliveries WHERE kind IN ({marks})"
                 " AND (status = 'pending' OR (status = 'claimed' AND claim_until <= ?))"
@@ -245,7 +244,7 @@ class DeliveryQueue:
             return []
         marks = ",".join("?" * len(instances))
         where = (f"status = 'claimed' AND coalesce(claim_instance, '') IN ({marks})")
-        with write_transaction(self.db):
+        with self.db.transaction():
             rows = self.db.execute(
                 f"SELECT {_COLUMNS} FROM deliveries WHERE {where} ORDER BY seq",
                 tuple(instances)).fetchall()

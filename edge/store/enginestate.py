@@ -6,6 +6,11 @@ and the engine's place in the inbox all survive a restart, and change together: 
 engine applies one batch of decisions in one transaction. ``:memory:`` gives ``replay``
 the same rules on a scratch copy.
 
+The same file holds the delivery queue (``edge.store.deliveries``) and the approval
+requests (``edge.store.approvals``). ``open_engine_db`` opens it (``edge.store.db``) and
+creates its schema; whoever needs a decision and its delivery to commit together hands
+that one ``Database`` to ``EngineState``, ``DeliveryQueue`` and ``ApprovalStore``.
+
 Times are stored as UTC epoch seconds (floats): the engine compares them, the log and the
 CLI show them.
 """
@@ -13,17 +18,16 @@ CLI show them.
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ulid import ULID
 
-from edge.errors import InboxError
-from edge.store.activity import ActivityLog, Anchor, Entry, Event
+from edge.store.activity import ActivityLog, Entry, Event
+from edge.store.activityline import Anchor
+from edge.store.db import Database
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -79,53 +83,43 @@ class PendingWake:
     critical: bool
 
 
-@contextmanager
-def write_transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction (``BEGIN IMMEDIATE``: the write lock up front, so two
-    processes never deadlock upgrading a read), or the caller's if one is already open —
-    the engine's batch, which a delivery row joins so that a wake and its delivery commit
-    together."""
-    if db.in_transaction:
-        yield
-        return
-    db.execute("BEGIN IMMEDIATE")
+def open_engine_db(path: Path | str) -> Database:
+    """The engine's database at ``path`` (``":memory:"`` for a scratch copy), its schema
+    created or brought up to date: open it once and hand it to ``EngineState``,
+    ``DeliveryQueue`` and ``ApprovalStore``, so that a decision and the delivery or
+    approval it makes commit in one transaction."""
+    db = Database.open(path, "engine state")
     try:
-        yield
+        for statement in _SCHEMA:
+            db.execute(statement)
+        _migrate_deliveries(db)
     except BaseException:
-        db.execute("ROLLBACK")
+        db.close()
         raise
-    db.execute("COMMIT")
+    return db
 
 
 class EngineState:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    """The engine's memory in ``db`` (from ``open_engine_db``); ``EngineState.open(path)``
+    opens a database of its own, which ``close()`` closes."""
+
+    def __init__(self, db: Database, *, owned: bool = False) -> None:
         self.db = db
+        self._owned = owned
 
     @classmethod
     def open(cls, path: Path | str) -> EngineState:
-        memory = str(path) == ":memory:"
-        if not memory:
-            target = Path(path)
-            if not target.exists():
-                target.touch(mode=0o600)
-        try:
-            db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout = 5000")
-            if not memory:
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute("PRAGMA synchronous = FULL")
-            for statement in _SCHEMA:
-                db.execute(statement)
-            _migrate_deliveries(db)
-        except sqlite3.Error as exc:
-            raise InboxError(f"{path}: cannot open engine state ({exc})") from exc
-        return cls(db)
+        return cls(open_engine_db(path), owned=True)
 
     def close(self) -> None:
-        self.db.close()
+        if self._owned:
+            self.db.close()
 
-    def transaction(self) -> AbstractContextManager[None]:
-        return write_transaction(self.db)
+    def transaction(self) -> AbstractContextManager[Database]:
+        """One write transaction (``BEGIN IMMEDIATE``: the write lock up front), or a part
+        of the caller's if one is already open — the engine's batch, which a delivery row
+        joins so that a wake and its delivery commit together."""
+        return self.db.transaction()
 
     # -- meta -------------------------------------------------------------------------
 
@@ -327,35 +321,29 @@ def new_delivery_key() -> str:
     return f"msg_{ULID()}"
 
 
-def _migrate_deliveries(db: sqlite3.Connection) -> None:
+def _migrate_deliveries(db: Database) -> None:
     """Bring a ``deliveries`` table from before delivery keys, claiming instances and
     runners up to date. In a write transaction: two processes opening an old file at
     once must not both add the columns. A row already sent to a webhook keeps the id its
     receiver saw (``msg_mailslot_<seq>``, from when keys were per-edge counters); others
     get a new key."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+    columns = {row[1] for row in db.query("PRAGMA table_info(deliveries)")}
     if {"delivery_key", "claim_instance", "runner"} <= columns:
         _delivery_indexes(db)
         return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        columns = {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+    with db.transaction():
+        columns = {row[1] for row in db.query("PRAGMA table_info(deliveries)")}
         for column in ("delivery_key", "claim_instance", "runner"):
             if column not in columns:
                 db.execute(f"ALTER TABLE deliveries ADD COLUMN {column} TEXT")
-        rows = db.execute("SELECT seq, kind, attempts FROM deliveries"
-                          " WHERE delivery_key IS NULL").fetchall()
+        rows = db.query("SELECT seq, kind, attempts FROM deliveries WHERE delivery_key IS NULL")
         for seq, kind, attempts in rows:
             key = f"msg_mailslot_{seq}" if kind == "webhook" and attempts else new_delivery_key()
             db.execute("UPDATE deliveries SET delivery_key = ? WHERE seq = ?", (key, seq))
         _delivery_indexes(db)
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
-def _delivery_indexes(db: sqlite3.Connection) -> None:
+def _delivery_indexes(db: Database) -> None:
     db.execute("CREATE UNIQUE INDEX IF NOT EXISTS deliveries_key ON deliveries (delivery_key)")
     # Who holds claims is asked before every round of deliveries: only live claims,
     # however many finished rows the table keeps.

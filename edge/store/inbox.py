@@ -1,42 +1,34 @@
-"""The edge's durable inbox: the one module in mailslot that imports ``sqlite3``.
+"""The edge's durable inbox: interrupts the link committed, for the engine and agents.
+
+The file is opened through ``edge.store.db`` (0600, WAL, ``synchronous=FULL``, short
+``BEGIN IMMEDIATE`` transactions, ``InboxError`` out); its tables and their upgrades are
+``edge.store.inboxschema``, the claim owner and lease rules ``edge.store.claims``.
 
 Rules this module keeps:
 
 - **Durable before acknowledged.** The link acks a delivery upstream only after
-  ``commit_batch`` returned, so the database runs ``synchronous=FULL`` in WAL mode: a
-  committed transaction survives a power cut, not only a crash.
+  ``commit_batch`` returned: when it returns, the batch is committed (``synchronous=FULL``
+  in WAL mode survives a power cut, not only a crash).
 - **Idempotent by interrupt id.** Transport is at-least-once; ``id`` is ``UNIQUE`` and
   inserts are ``ON CONFLICT(id) DO NOTHING``. ``commit_batch`` returns only the ids that
   were new, so a redelivery is acked again but never handled twice.
 - **Many processes, short transactions.** The daemon and CLI commands open the same file
-  at once. Connections run in autocommit mode (``isolation_level=None``); every write is
-  one explicit ``BEGIN IMMEDIATE … COMMIT`` that takes the write lock up front (no
-  deadlocking lock upgrades) and holds it for milliseconds. Readers never block writers.
-- **Private.** The file is 0600 in a 0700 directory; SQLite gives ``-wal``/``-shm`` the
-  database file's mode.
-- **One error type out.** ``sqlite3.Error`` is translated to ``edge.errors.InboxError``.
+  at once; every write is one transaction that holds the write lock for milliseconds.
+  Readers never block writers.
 - **A claim is a lease, not a state.** ``claim()`` marks one pending item with an owner
   and a deadline inside one ``BEGIN IMMEDIATE`` transaction, so two pullers (threads or
   processes) never get the same item. The item stays ``pending``: when the lease runs out
   nothing has to happen for it to be claimable again — every query treats a
   ``claim_until`` in the past as no claim. Until then only its owner may ``ack``/``nack``
   it (anyone else gets ``ClaimedByOther``), and ``next()`` skips it.
-
-Timestamps are stored as UTC ISO-8601 text with a fixed width
-(``2025-01-02T03:04:05.000000+00:00``), so text order is time order and SQL can compare
-``not_before`` with a bound parameter.
 """
 
 from __future__ import annotations
 
 import builtins
 import json
-import os
-import re
-import socket
-import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,8 +37,18 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.config import FILE_MODE, private_dir
 from edge.errors import InboxError
+from edge.store.claims import check_lease, check_owner
+from edge.store.db import Database, Row
+from edge.store.inboxschema import (
+    AVAILABLE,
+    COLUMNS,
+    INSERT,
+    LIVE_CLAIM,
+    from_text,
+    migrate,
+    to_text,
+)
 from shared.envelope import PRIORITIES, Envelope
 from shared.errors import InvalidIdentity
 from shared.identity import PublicIdentity
@@ -54,131 +56,16 @@ from shared.signing import SignedEnvelope
 
 Clock = Callable[[], datetime]
 
-SCHEMA_VERSION = 2
 STATES = ("pending", "acked")
-#: Bounds of a claim's lease, in seconds: long enough to be meaningful, short enough that
-#: a puller that died does not hide an item for more than a day.
-LEASE_MIN = 1.0
-LEASE_MAX = 24 * 3600.0
-#: The lease ``mailslot inbox next --claim`` takes when given none.
-DEFAULT_LEASE = 300.0
-#: Claim owner names. ``@`` is allowed so that the default ``pid-<pid>@<host>`` is valid.
-_OWNER_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,64}")
 #: Rejections kept for ``mailslot status``/debugging; older ones are dropped, so a flood
 #: of bad input cannot fill the disk.
 REJECTIONS_KEPT = 1000
 #: Longest envelope text kept with a rejection (the link caps frames anyway).
 _REJECTED_TEXT_MAX = 128 * 1024
-_BUSY_TIMEOUT_MS = 5000
-
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS interrupts (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT UNIQUE NOT NULL,
-        priority TEXT NOT NULL,
-        rank INTEGER NOT NULL,
-        type TEXT NOT NULL,
-        source_kind TEXT NOT NULL,
-        source_name TEXT NOT NULL,
-        session TEXT,
-        signer TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        expires_at TEXT,
-        received_at TEXT NOT NULL,
-        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'acked')),
-        nacks INTEGER NOT NULL DEFAULT 0,
-        not_before TEXT,
-        envelope TEXT NOT NULL,
-        signature TEXT NOT NULL,
-        payload TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS interrupts_queue ON interrupts (state, rank, seq)",
-    """CREATE TABLE IF NOT EXISTS rejections (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        received_at TEXT NOT NULL,
-        envelope_id TEXT,
-        code TEXT NOT NULL,
-        message TEXT NOT NULL,
-        envelope TEXT NOT NULL,
-        signature TEXT NOT NULL
-    )""",
-    "CREATE TABLE IF NOT EXISTS status (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS trusted (
-        id TEXT PRIMARY KEY,
-        doc TEXT NOT NULL,
-        added_at TEXT NOT NULL
-    )""",
-)
-
-#: Changes since schema 1 (``_SCHEMA``), by the version they bring a file to. A file at
-#: version n gets every step above n, in order, in one transaction.
-_UPGRADES: dict[int, tuple[str, ...]] = {
-    # Claims (leases) for the pull queue; NULL is "not claimed".
-    2: (
-        "ALTER TABLE interrupts ADD COLUMN claim_owner TEXT",
-        "ALTER TABLE interrupts ADD COLUMN claim_until TEXT",
-    ),
-}
-
-_COLUMNS = (
-    "seq, id, priority, rank, type, source_kind, source_name, session, signer, created_at,"
-    " expires_at, received_at, state, nacks, not_before, envelope, signature, payload,"
-    " claim_owner, claim_until"
-)
-#: A live claim: a lease that has not run out at ``:now``.
-_LIVE_CLAIM = "(claim_until IS NOT NULL AND claim_until > :now)"
-#: What a puller may take at ``:now``: pending, not nacked into the future, not under a
-#: live claim.
-_AVAILABLE = (
-    "state = 'pending' AND (not_before IS NULL OR not_before <= :now)"
-    f" AND NOT {_LIVE_CLAIM}"
-)
-
-_INSERT = (
-    "INSERT INTO interrupts (id, priority, rank, type, source_kind, source_name, session,"
-    " signer, created_at, expires_at, received_at, envelope, signature, payload)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING"
-)
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def to_text(moment: datetime) -> str:
-    """The one stored form of a time: UTC, microseconds, fixed width (sorts as time)."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _from_text(text: str | None) -> datetime | None:
-    return None if text is None else datetime.fromisoformat(text)
-
-
-def check_owner(owner: str) -> str:
-    """``owner`` if it is a valid claim owner name (``[A-Za-z0-9_.:@-]{1,64}``), else
-    ``ValueError``."""
-    if not isinstance(owner, str) or not _OWNER_RE.fullmatch(owner):
-        raise ValueError(
-            f"{owner!r} is not a claim owner name (1-64 of letters, digits, '_.:@-')"
-        )
-    return owner
-
-
-def check_lease(seconds: float) -> float:
-    """``seconds`` as a float if it is a valid lease (1 s to 24 h), else ``ValueError``."""
-    lease = float(seconds)
-    if not LEASE_MIN <= lease <= LEASE_MAX:  # also refuses NaN
-        raise ValueError(f"a lease must be between 1s and 24h (got {seconds!r} seconds)")
-    return lease
-
-
-def default_owner() -> str:
-    """This process's claim owner name when it gives none: ``pid-<pid>@<host>`` (the host
-    name reduced to valid characters, the whole cut to 64). It is unique per process, so
-    a claim taken with it can be acked only by the same process; a puller that acks from
-    another process (a shell script running one command per step) must name itself."""
-    host = re.sub(r"[^A-Za-z0-9_.:-]", "-", socket.gethostname()) or "localhost"
-    return f"pid-{os.getpid()}@{host}"[:64]
 
 
 class NotPending(InboxError):
@@ -249,7 +136,7 @@ class InboxItem:
     claim_until: datetime | None = None
 
     @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> InboxItem:
+    def _from_row(cls, row: Row) -> InboxItem:
         return cls(
             seq=row[0],
             id=row[1],
@@ -261,16 +148,16 @@ class InboxItem:
             session=row[7],
             signer=row[8],
             created_at=datetime.fromisoformat(row[9]),
-            expires_at=_from_text(row[10]),
+            expires_at=from_text(row[10]),
             received_at=datetime.fromisoformat(row[11]),
             state=row[12],
             nacks=row[13],
-            not_before=_from_text(row[14]),
+            not_before=from_text(row[14]),
             envelope=row[15],
             signature=row[16],
             payload=None if row[17] is None else json.loads(row[17]),
             claim_owner=row[18],
-            claim_until=_from_text(row[19]),
+            claim_until=from_text(row[19]),
         )
 
     def signed(self) -> SignedEnvelope:
@@ -357,7 +244,7 @@ def _stored_item(seq: int, row: tuple[Any, ...], payload: dict[str, Any] | None)
         session=row[6],
         signer=row[7],
         created_at=datetime.fromisoformat(row[8]),
-        expires_at=_from_text(row[9]),
+        expires_at=from_text(row[9]),
         received_at=datetime.fromisoformat(row[10]),
         state="pending",
         nacks=0,
@@ -371,15 +258,6 @@ def _stored_item(seq: int, row: tuple[Any, ...], payload: dict[str, Any] | None)
     return item
 
 
-@contextmanager
-def _translated(path: Path) -> Iterator[None]:
-    """Turn SQLite's errors into ``InboxError`` naming the file (adapter boundary)."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise InboxError(f"{path}: inbox database error: {exc}") from exc
-
-
 class Inbox:
     """A connection to the inbox file. Open with ``Inbox.open(path)``; ``close()`` it (or
     use it as a context manager) when done.
@@ -387,7 +265,7 @@ class Inbox:
     One ``Inbox`` must be used by one thread at a time; other processes and threads open
     their own. ``clock`` (default UTC now) is injectable for ``not_before``/``next()``."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path, clock: Clock) -> None:
+    def __init__(self, db: Database, path: Path, clock: Clock) -> None:
         self._db = db
         self.path = path
         self._clock = clock
@@ -399,23 +277,13 @@ class Inbox:
         """Open (creating if needed) the inbox at ``path``: parent dir 0700, file 0600,
         WAL + ``synchronous=FULL``, schema created idempotently."""
         path = Path(path)
-        if not path.parent.exists():
-            private_dir(path.parent)
-        _create_private(path)
-        with _translated(path):
-            db = sqlite3.connect(
-                path,
-                isolation_level=None,
-                timeout=_BUSY_TIMEOUT_MS / 1000,
-                check_same_thread=False,
-            )
-            try:
-                _configure(db)
-                _migrate(db, path)
-                return cls(db, path, clock)
-            except BaseException:
-                db.close()
-                raise
+        db = Database.open(path, "inbox")
+        try:
+            migrate(db)
+            return cls(db, path, clock)
+        except BaseException:
+            db.close()
+            raise
 
     def close(self) -> None:
         """Close the connection. Safe to call twice."""
@@ -432,23 +300,14 @@ class Inbox:
     ) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> AbstractContextManager[Database]:
         """One short write transaction; the write lock is taken at ``BEGIN``."""
-        with _translated(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        return self._db.transaction()
 
     def _query(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> builtins.list[Any]:
-        with _translated(self.path):
-            return self._db.execute(sql, params).fetchall()
+        return self._db.query(sql, params)
 
     # -- interrupts: the hot path -------------------------------------------------------
 
@@ -481,7 +340,7 @@ class Inbox:
             # The write lock is held, so rows with seq above the old maximum are exactly
             # the ones this executemany inserted (AUTOINCREMENT never reuses a seq).
             (before,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM interrupts").fetchone()
-            db.executemany(_INSERT, rows)
+            db.executemany(INSERT, rows)
             new = db.execute(
                 "SELECT seq, id FROM interrupts WHERE seq > ? ORDER BY seq", (before,)
             ).fetchall()
@@ -501,7 +360,7 @@ class Inbox:
             raise ValueError(f"state must be one of {STATES} or None")
         where, params = ("WHERE state = ?", [state]) if state is not None else ("", [])
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM interrupts {where} ORDER BY rank, seq LIMIT ?",
+            f"SELECT {COLUMNS} FROM interrupts {where} ORDER BY rank, seq LIMIT ?",
             [*params, limit],
         )
         return [InboxItem._from_row(row) for row in rows]
@@ -509,14 +368,14 @@ class Inbox:
     def after(self, seq: int, limit: int = 512) -> builtins.list[InboxItem]:
         """Items stored after ``seq``, in arrival order (the decision engine's feed)."""
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM interrupts WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            f"SELECT {COLUMNS} FROM interrupts WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
         )
         return [InboxItem._from_row(row) for row in rows]
 
     def received_since(self, since: datetime) -> builtins.list[InboxItem]:
         """Every item received at or after ``since``, in arrival order (for replay)."""
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM interrupts WHERE received_at >= ? ORDER BY seq",
+            f"SELECT {COLUMNS} FROM interrupts WHERE received_at >= ? ORDER BY seq",
             (to_text(since),),
         )
         return [InboxItem._from_row(row) for row in rows]
@@ -526,7 +385,7 @@ class Inbox:
         skipping items nacked with a delay that has not passed yet and items under a live
         claim. Only a peek: another puller may take it at once; use ``claim()`` to own it."""
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM interrupts WHERE {_AVAILABLE} ORDER BY rank, seq LIMIT 1",
+            f"SELECT {COLUMNS} FROM interrupts WHERE {AVAILABLE} ORDER BY rank, seq LIMIT 1",
             {"now": to_text(self._clock())},
         )
         return InboxItem._from_row(rows[0]) if rows else None
@@ -544,7 +403,7 @@ class Inbox:
         now = self._clock()
         with self._write() as db:
             row = db.execute(
-                f"SELECT seq FROM interrupts WHERE {_AVAILABLE} ORDER BY rank, seq LIMIT 1",
+                f"SELECT seq FROM interrupts WHERE {AVAILABLE} ORDER BY rank, seq LIMIT 1",
                 {"now": to_text(now)},
             ).fetchone()
             if row is None:
@@ -554,12 +413,12 @@ class Inbox:
                 (owner, to_text(now + timedelta(seconds=lease)), row[0]),
             )
             claimed = db.execute(
-                f"SELECT {_COLUMNS} FROM interrupts WHERE seq = ?", (row[0],)
+                f"SELECT {COLUMNS} FROM interrupts WHERE seq = ?", (row[0],)
             ).fetchone()
         return InboxItem._from_row(claimed)
 
     def get(self, id: str) -> InboxItem | None:
-        rows = self._query(f"SELECT {_COLUMNS} FROM interrupts WHERE id = ?", (id,))
+        rows = self._query(f"SELECT {COLUMNS} FROM interrupts WHERE id = ?", (id,))
         return InboxItem._from_row(rows[0]) if rows else None
 
     def ack(self, id: str, owner: str | None = None) -> bool:
@@ -595,7 +454,7 @@ class Inbox:
         return cur.rowcount == 1
 
     def _refuse_if_claimed_by_other(
-        self, db: sqlite3.Connection, id: str, owner: str | None
+        self, db: Database, id: str, owner: str | None
     ) -> None:
         """Inside a write transaction: raise ``ClaimedByOther`` if a live claim on ``id``
         belongs to someone other than ``owner``."""
@@ -603,7 +462,7 @@ class Inbox:
             check_owner(owner)
         row = db.execute(
             f"SELECT claim_owner, claim_until FROM interrupts"
-            f" WHERE id = :id AND state = 'pending' AND {_LIVE_CLAIM}",
+            f" WHERE id = :id AND state = 'pending' AND {LIVE_CLAIM}",
             {"id": id, "now": to_text(self._clock())},
         ).fetchone()
         if row is not None and row[0] != owner:
@@ -730,66 +589,3 @@ class Inbox:
 
     def _read_data_version(self) -> int:
         return int(self._query("PRAGMA data_version")[0][0])
-
-
-def _create_private(path: Path) -> None:
-    """Create the file 0600 before SQLite does (SQLite would honour only the umask), and
-    tighten an existing one.
-
-    An existing file is never opened here: closing *any* descriptor of a file drops all
-    of this process's POSIX locks on it, including the ones SQLite holds for another
-    open connection — after which a second process may checkpoint and delete the WAL
-    under the first connection, and its commits vanish."""
-    with _translated_os(path):
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        except FileExistsError:
-            os.chmod(path, FILE_MODE)
-            return
-        os.close(fd)
-
-
-@contextmanager
-def _translated_os(path: Path) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise InboxError(f"{path}: cannot open inbox ({exc.strerror})") from None
-
-
-def _configure(db: sqlite3.Connection) -> None:
-    db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-    (mode,) = db.execute("PRAGMA journal_mode = WAL").fetchone()
-    if str(mode).lower() != "wal":
-        raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
-    # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss, and
-    # the relay has already forgotten what we acked.
-    db.execute("PRAGMA synchronous = FULL")
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Create the schema if missing, upgrade an older file (``_UPGRADES``, in one
-    transaction); refuse a file from a newer mailslot.
-
-    An up-to-date file is only read, not written: opening the inbox (every CLI command
-    does) must not take the write lock nor look like a change to ``changed()``."""
-    (version,) = db.execute("PRAGMA user_version").fetchone()
-    if version == SCHEMA_VERSION:
-        return
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        (version,) = db.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise InboxError(
-                f"{path}: inbox schema {version} is newer than this mailslot ({SCHEMA_VERSION})"
-            )
-        for statement in _SCHEMA:
-            db.execute(statement)
-        for target in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-            for statement in _UPGRADES[target]:
-                db.execute(statement)
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")

@@ -25,10 +25,7 @@ Every method runs in the caller's ``transaction()`` when there is one, else in i
 from __future__ import annotations
 
 import json
-import os
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -36,8 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edge.config import FILE_MODE, private_dir
-from edge.errors import InboxError
+from edge.store.db import Database, Row
 
 WATCH_STATES = ("active", "paused", "cancelled")
 SLEEP_STATES = ("sleeping", "ended", "interrupted")
@@ -47,8 +43,6 @@ SLEEP_TRANSITIONS: dict[str, frozenset[str]] = {
     "ended": frozenset(),
     "interrupted": frozenset(),
 }
-
-_BUSY_TIMEOUT_MS = 5000
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS watches (
@@ -109,35 +103,22 @@ class WatchState:
     """A connection to the watch state. Open with ``WatchState.open(path)``; ``close()`` it
     (or use it as a context manager) when done. One thread at a time."""
 
-    def __init__(self, db: sqlite3.Connection, path: str) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.path = path
+        self.path = db.path
 
     @classmethod
     def open(cls, path: Path | str) -> WatchState:
         """Open (creating if needed) the state at ``path``: parent dir 0700 if it has to be
         created, file 0600, WAL + ``synchronous=FULL``, schema created idempotently."""
-        memory = str(path) == ":memory:"
-        if not memory:
-            _create_private(Path(path))
-        with _translated(str(path)):
-            db = sqlite3.connect(
-                str(path),
-                isolation_level=None,
-                timeout=_BUSY_TIMEOUT_MS / 1000,
-                check_same_thread=False,
-            )
-            try:
-                db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-                if not memory:
-                    db.execute("PRAGMA journal_mode = WAL")
-                    db.execute("PRAGMA synchronous = FULL")
-                for statement in _SCHEMA:
-                    db.execute(statement)
-            except BaseException:
-                db.close()
-                raise
-        return cls(db, str(path))
+        db = Database.open(path, "watch state")
+        try:
+            for statement in _SCHEMA:
+                db.execute(statement)
+        except BaseException:
+            db.close()
+            raise
+        return cls(db)
 
     def close(self) -> None:
         """Close the connection. Safe to call twice."""
@@ -154,45 +135,21 @@ class WatchState:
     ) -> None:
         self.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[Database]:
         """One atomic batch: ``BEGIN IMMEDIATE`` (the write lock is taken at once) …
         ``COMMIT``, or ``ROLLBACK`` if the block raises. Nested inside another
         ``transaction()`` it is a savepoint: its own changes roll back alone."""
-        with _translated(self.path):
-            if self.db.in_transaction:
-                self.db.execute("SAVEPOINT nested")
-                try:
-                    yield
-                except BaseException:
-                    if self.db.in_transaction:  # SQLite may have rolled back already
-                        self.db.execute("ROLLBACK TO nested")
-                        self.db.execute("RELEASE nested")
-                    raise
-                self.db.execute("RELEASE nested")
-                return
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                if self.db.in_transaction:  # SQLite may have rolled back already
-                    self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
+        return self.db.transaction()
 
-    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with _translated(self.path):
-            return self.db.execute(sql, params).fetchall()
+    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
+        return self.db.query(sql, params)
 
-    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-        with _translated(self.path):
-            row: tuple[Any, ...] | None = self.db.execute(sql, params).fetchone()
-            return row
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Row | None:
+        return self.db.one(sql, params)
 
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         """Execute a write; the number of rows it changed."""
-        with _translated(self.path):
-            return self.db.execute(sql, params).rowcount
+        return self.db.execute(sql, params).rowcount
 
     # -- watches ----------------------------------------------------------------------
 
@@ -314,12 +271,11 @@ class WatchState:
                 " WHERE session = ? AND state = 'sleeping'",
                 (_epoch(started), session),
             )
-            with _translated(self.path):
-                cursor = self.db.execute(
-                    "INSERT INTO sleeps (session, reason, started, ends, state)"
-                    " VALUES (?, ?, ?, ?, 'sleeping')",
-                    (session, reason, _epoch(started), _epoch(ends)),
-                )
+            cursor = self.db.execute(
+                "INSERT INTO sleeps (session, reason, started, ends, state)"
+                " VALUES (?, ?, ?, ?, 'sleeping')",
+                (session, reason, _epoch(started), _epoch(ends)),
+            )
             sleep_id = cursor.lastrowid
             assert sleep_id is not None
             return self._sleep(sleep_id)
@@ -393,33 +349,6 @@ class WatchState:
         return int(row[0]) if row else 0
 
 
-def _create_private(path: Path) -> None:
-    """Create the file 0600 before SQLite does (SQLite would honour only the umask; its
-    ``-wal`` and ``-shm`` files copy the main file's mode), and tighten an existing one.
-    An existing file is never opened here: closing any descriptor of it would drop the
-    POSIX locks another connection of this process holds (see ``edge.store.inbox``)."""
-    try:
-        if not path.parent.exists():
-            private_dir(path.parent)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        except FileExistsError:
-            os.chmod(path, FILE_MODE)
-            return
-        os.close(fd)
-    except OSError as exc:
-        raise InboxError(f"{path}: cannot open watch state ({exc.strerror})") from None
-
-
-@contextmanager
-def _translated(path: str) -> Iterator[None]:
-    """Turn SQLite's errors into ``InboxError`` naming the file (adapter boundary)."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise InboxError(f"{path}: watch state database error: {exc}") from exc
-
-
 def _epoch(value: datetime) -> float:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"times must be aware datetimes, got naive {value}")
@@ -434,7 +363,7 @@ def _dt_or_none(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def _watch(row: tuple[Any, ...]) -> WatchRow:
+def _watch(row: Row) -> WatchRow:
     watch_id, kind, state, last_run, next_run, last_result, data = row
     return WatchRow(
         watch_id,
@@ -447,7 +376,7 @@ def _watch(row: tuple[Any, ...]) -> WatchRow:
     )
 
 
-def _sleep(row: tuple[Any, ...]) -> Sleep:
+def _sleep(row: Row) -> Sleep:
     sleep_id, session, reason, started, ends, state, ended_at = row
     return Sleep(
         int(sleep_id),

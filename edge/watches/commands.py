@@ -1,16 +1,16 @@
 """Command watches: run a ``CommandWatch``'s command once and decide whether it fires.
 
-The command runs the way ``edge.engine.judge`` runs a judge: as an argv, never through a shell
-(so text from anywhere — a payload, a file name — passed as an argument is never
-interpreted), with stdin from ``/dev/null``, in its own process group and session, in
-``cwd`` (default: the user's home). Only stdout is read: stderr is discarded, so that
-progress messages and warnings neither disturb ``change`` detection nor break the JSON a
-``condition`` parses (a command that wants stderr considered can say ``2>&1`` in a shell
-it runs itself). stdout is read in chunks to its end: the first ``output_max`` bytes are
-kept, all of it is hashed, the rest is dropped as it comes, so a command printing
-gigabytes costs time, never memory. At ``timeout`` the whole process group is killed (so
-a command that leaves a background process holding its stdout runs into the timeout);
-when the command exits, whatever it left running in its group is killed too.
+The command runs through ``edge.spawn.run_child`` (as judges and exec routes do): an
+argv, never through a shell (so text from anywhere — a payload, a file name — passed as an
+argument is never interpreted), with stdin from ``/dev/null``, in its own process group
+and session, in ``cwd`` (default: the user's home). Only stdout is read: stderr is
+discarded, so that progress messages and warnings neither disturb ``change`` detection nor
+break the JSON a ``condition`` parses (a command that wants stderr considered can say
+``2>&1`` in a shell it runs itself). stdout is read to its end: the first ``output_max``
+bytes are kept, all of it is hashed, the rest is dropped as it comes, so a command
+printing gigabytes costs time, never memory. At ``timeout`` the whole process group is
+killed (so a command that leaves a background process holding its stdout runs into the
+timeout); when the command exits, whatever it left running in its group is killed too.
 
 Every way a run can fail — cannot start, times out — is a ``CommandResult`` with
 ``error`` set and ``fire`` false; the daemon is never harmed.
@@ -29,12 +29,8 @@ When a run fires (``fire_on``):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
 import json
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +38,8 @@ from typing import Any
 
 from edge.intents.declarations import CommandWatch
 from edge.intents.model import describe, holds
+from edge.spawn import Capture, run_child
 
-#: Read size; the pipe hands over at most this much at a time anyway.
-CHUNK_BYTES = 64 * 1024
 #: Largest output a ``condition`` watch parses (kept in memory for the parse only).
 PARSE_MAX_BYTES = 1024 * 1024
 
@@ -81,90 +76,29 @@ class CommandResult:
         return doc
 
 
-class _Capture:
-    """Keeps the head of a stream, hashes all of it."""
-
-    def __init__(self, keep: int) -> None:
-        self.keep = keep
-        self.head = bytearray()
-        self.size = 0
-        self.hash = hashlib.sha256()
-
-    def feed(self, chunk: bytes) -> None:
-        self.hash.update(chunk)
-        self.size += len(chunk)
-        room = self.keep - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-
-
 async def run_command(watch: CommandWatch, previous_hash: str | None) -> CommandResult:
     """Run ``watch``'s command once (never longer than ``watch.timeout``) and decide
     whether it fires. Never raises for anything the command does; if cancelled, the
     command's process group is killed before the cancel goes on."""
     began = time.monotonic()
-    capture = _Capture(PARSE_MAX_BYTES if watch.fire_on == "condition" else watch.output_max)
+    keep = PARSE_MAX_BYTES if watch.fire_on == "condition" else watch.output_max
     cwd = os.path.expanduser(watch.cwd) if watch.cwd else str(Path.home())
     if not os.path.isabs(cwd):
-        return _result(watch, capture, began, None,
+        return _result(watch, Capture(keep), began, None,
                        error=f"cannot start: cwd {cwd!r} is not absolute")
     try:
-        proc = await _spawn(watch.argv, cwd)
+        ended = await run_child(watch.argv, timeout=watch.timeout, keep=keep, cwd=cwd)
     except OSError as exc:
         what = exc.filename if exc.filename is not None else watch.argv[0]
-        return _result(watch, capture, began, None,
+        return _result(watch, Capture(keep), began, None,
                        error=f"cannot start: {what}: {exc.strerror or exc}")
-    try:
-        await asyncio.wait_for(_drain(proc, capture), watch.timeout)
-    except TimeoutError:
-        _kill_group(proc)
-        await proc.wait()
-        return _result(watch, capture, began, None, error=f"timed out after {watch.timeout:g}s")
-    except BaseException:  # cancelled: leave nothing running
-        _kill_group(proc)
-        raise
-    _kill_group(proc)  # whatever it left behind in its group
-    return _decide(watch, capture, began, proc.returncode, previous_hash)
+    if ended.timed_out:
+        return _result(watch, ended.stdout, began, None,
+                       error=f"timed out after {watch.timeout:g}s")
+    return _decide(watch, ended.stdout, began, ended.returncode, previous_hash)
 
 
-async def _spawn(argv: list[str], cwd: str) -> asyncio.subprocess.Process:
-    spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        cwd=cwd,
-        start_new_session=True,
-    ))
-    try:
-        return await asyncio.shield(spawning)
-    except asyncio.CancelledError:
-        # Cancelled while starting: asyncio would kill the process but not its group
-        # (it may have started others already). Let the start finish, then kill that.
-        spawning.add_done_callback(_kill_spawned)
-        raise
-
-
-def _kill_spawned(spawning: asyncio.Future[asyncio.subprocess.Process]) -> None:
-    if not spawning.cancelled() and spawning.exception() is None:
-        _kill_group(spawning.result())
-
-
-async def _drain(proc: asyncio.subprocess.Process, capture: _Capture) -> None:
-    assert proc.stdout is not None
-    while chunk := await proc.stdout.read(CHUNK_BYTES):
-        capture.feed(chunk)
-    await proc.wait()
-
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    # The group outlives its leader while any member lives, and the kernel does not
-    # reuse the leader's pid while the group exists: this kills only what it started.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _result(watch: CommandWatch, capture: _Capture, began: float, exit_code: int | None, *,
+def _result(watch: CommandWatch, capture: Capture, began: float, exit_code: int | None, *,
             fire: bool = False, reason: str = "", error: str | None = None,
             changed: bool | None = None) -> CommandResult:
     return CommandResult(
@@ -180,7 +114,7 @@ def _result(watch: CommandWatch, capture: _Capture, began: float, exit_code: int
     )
 
 
-def _decide(watch: CommandWatch, capture: _Capture, began: float, code: int | None,
+def _decide(watch: CommandWatch, capture: Capture, began: float, code: int | None,
             previous_hash: str | None) -> CommandResult:
     if watch.fire_on == "change":
         digest = capture.hash.hexdigest()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.engine.decide import Recorder, interrupt_doc
+from edge.fswatch import FsWatch
 from edge.intents.declarations import (
     AbsenceWatch,
     CommandWatch,
@@ -36,8 +37,10 @@ from edge.store.inbox import InboxItem
 from edge.store.watchstate import WatchRow, WatchState
 from edge.watches.commands import run_command
 from edge.watches.events import LocalRaiser
-from edge.watches.files import FileEvent, FileWatcher
+from edge.watches.fileevents import FileEvent
+from edge.watches.files import FileWatcher
 from edge.watches.timing import catch_up, jittered, local_day, next_run, next_tick
+from shared.host.waiting import first_of, settle
 
 log = logging.getLogger("mailslot.edge.watches")
 
@@ -47,6 +50,10 @@ ActivityFn = Callable[[str, float], float | None]
 
 
 class WatchRunner:
+    """Runs the declared watches: ``set_declarations`` whenever ``intents.toml`` was
+    (re)loaded, then ``await run(stop)``. Interrupts go out through ``raiser``, what
+    happened to ``record`` (the activity log); the runtime rows live in ``state``."""
+
     def __init__(
         self,
         state: WatchState,
@@ -121,41 +128,24 @@ class WatchRunner:
                 await self.run_due(self.clock())
                 due = self.next_due()
                 timeout = None if due is None else max(0.0, (due - self.clock()).total_seconds())
-                waiters = [asyncio.create_task(self.changed.wait()),
-                           asyncio.create_task(stop.wait())]
-                try:
-                    await asyncio.wait(waiters, timeout=timeout,
-                                       return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiter in waiters:
-                        waiter.cancel()
+                await first_of(self.changed.wait(), stop.wait(), timeout=timeout)
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await settle(list(tasks))
 
     async def _watch_pokes(self, stop: asyncio.Event) -> None:
         """``mailslot sleep`` and approval decisions (other processes) touch the poke file
         after they wrote: this loop's timer is re-armed and the engine looks at the inbox
         (a decision raises an interrupt there); inotify, no polling."""
-        import watchfiles
-
         assert self.poke_file is not None
         name = self.poke_file.name
-        # awatch sets its stop_event when cancelled: give it its own, never the daemon's.
-        halt = asyncio.Event()
-        relay_stop = asyncio.create_task(stop.wait())
-        relay_stop.add_done_callback(lambda _task: halt.set())
-        try:
-            async for _changes in watchfiles.awatch(
-                self.poke_file.parent, stop_event=halt, recursive=False, step=500,
-                watch_filter=lambda _change, path: Path(path).name == name,
-            ):
+        async with FsWatch(self.poke_file.parent, recursive=False, step_ms=500, stop=stop,
+                           accept=lambda _change, path: Path(path).name == name) as pokes:
+            while await pokes.next() is not None:
                 self.changed.set()
                 # another process (an approval decision) may have raised an interrupt
                 self.raiser.on_new()
-        finally:
-            relay_stop.cancel()
 
     def next_due(self) -> datetime | None:
         moments = [m for m in (self.state.next_due(), self.state.next_sleep_end()) if m]

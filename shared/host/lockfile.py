@@ -14,8 +14,8 @@ while another process opens it is how two owners happen); its descriptor is not 
 by children (Python opens it close-on-exec), so a nats-server or a delivered runtime never
 keeps the lock alive after its parent is gone.
 
-Lives in ``relay/`` because ``shared/`` does no I/O and the edge already imports
-``shared.host.signals``; both the relay and the edge use it.
+Lives in ``shared.host`` (the one part of ``shared`` that touches the host) because both
+the relay and the edge use it; its refusal, ``shared.errors.AlreadyRunning``, is pure.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from relay.errors import AlreadyRunning
+from shared.errors import AlreadyRunning
 
 RELAY_LOCK = "relay.lock"
 EDGE_LOCK = "edge.lock"

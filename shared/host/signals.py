@@ -2,7 +2,7 @@
 
 The first signal asks for a clean stop (in-flight deliveries released, stores closed,
 the embedded nats-server stopped); a second Ctrl-C forces the process out at once, with
-exit code 130 (``relay.errors.ExitCode.INTERRUPTED``). Even then nothing is left behind:
+exit code 130 (``shared.errors.ExitCode.INTERRUPTED``). Even then nothing is left behind:
 the embedded nats-server's watcher sees its relay gone and stops it (``relay.natswatch``),
 and the kernel drops the folder locks (``shared.host.lockfile``).
 """

@@ -40,9 +40,9 @@ class Harness:
 
     def _engine(self) -> Engine:
         state = EngineState.open(self.root / "engine.sqlite3")
-        engine = Engine(self.intents, state, self.events.extend, judge=self.judge)
+        engine = Engine(self.intents, state, self.events.extend, inbox=self.inbox,
+                        judge=self.judge)
         engine.keep_decisions = True
-        engine.inbox = self.inbox
         return engine
 
     def restart(self) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from conftest import EdgeProcess, Member, NatsServer, enroll, free_port
+from tests_support import EdgeProcess, Member, NatsServer, enroll, free_port
 
 from relay.config import StreamSettings
 from relay.registry import Registry

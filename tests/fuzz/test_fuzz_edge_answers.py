@@ -1,7 +1,7 @@
 """Property: whatever a judge or a runtime answers, the edge turns it into something it
 records, and never crashes.
 
-- A judge may print any bytes and exit with any status: the answer is a ``Verdict``
+- A judge may print any bytes and exit with any status: the answer is a ``Judgment``
   (a failure for anything but ``{"wake": bool, …}``) whose fields can be written to the
   activity log; run for real, through the real engine, the interrupt is woken or
   suppressed and the log still verifies.
@@ -28,11 +28,14 @@ import ulid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.delivery.channels import ChannelResult, deliver_exec, deliver_webhook
+from edge.delivery.exec import deliver_exec
+from edge.delivery.outcome import ChannelResult
+from edge.delivery.webhook import deliver_webhook
 from edge.engine.decide import Engine
-from edge.engine.judge import REASON_MAX_CHARS, TOKENS_MAX, Verdict, parse_answer
+from edge.engine.judge import REASON_MAX_CHARS, TOKENS_MAX, Judgment, parse_answer
 from edge.intents.model import ExecRoute, IntentSet, WebhookRoute
-from edge.store.activity import ActivityLog, Event, canonical
+from edge.store.activity import ActivityLog, Event
+from edge.store.activityline import canonical
 from edge.store.deliveries import OUTCOMES
 from edge.store.enginestate import EngineState
 from edge.store.inbox import Accepted, Inbox
@@ -85,7 +88,7 @@ def _recordable(detail: dict[str, Any]) -> None:
     canonical(detail).encode()
 
 
-def _check_verdict(verdict: Verdict) -> None:
+def _check_verdict(verdict: Judgment) -> None:
     assert verdict.wake in (True, False, None)
     assert (verdict.failure is None) == (verdict.wake is not None)
     assert type(verdict.tokens) is int and 0 <= verdict.tokens <= TOKENS_MAX
@@ -128,8 +131,7 @@ async def _judge_for_real(folder: Path, answer: bytes, code: int, on_failure: st
     inbox = Inbox.open(folder / "inbox.sqlite3")
     log = ActivityLog.open(folder / "activity.log", folder / "activity.key")
     try:
-        engine = Engine(intents, state, log.append)
-        engine.inbox = inbox
+        engine = Engine(intents, state, log.append, inbox=inbox)
         inbox.commit_batch([_signed(datetime.now(UTC))])
         await engine.decide(inbox.after(state.cursor))
         engine.dispatch_due()  # what the daemon's timer does next: a ready wake is woken

@@ -2,12 +2,9 @@
 client speaking ``mailslot.v1`` frame by frame, producer-signed envelopes (well-formed or
 deliberately broken), signed grant requests, and counts of what JetStream holds.
 
-Not a conftest.py on purpose: the suite imports helpers with ``from conftest import ...``
-(``tests/`` is on pythonpath), and a second, non-package ``conftest.py`` here would
-replace ``sys.modules["conftest"]`` during collection, breaking that import for every test
-module collected after this folder. Test modules here import what they need from this
-module (it is importable because pytest puts a test module's folder on ``sys.path``),
-fixtures included: they are registered under ``name=`` so that importing
+Not a conftest.py on purpose: fixtures are shared by importing them from here (a second
+conftest.py would only apply to this folder). Test modules import what they need from this
+module by its bare name (``tests/relay`` is on pytest's pythonpath), fixtures included: they are registered under ``name=`` so that importing
 ``alice_fixture`` provides the ``alice`` fixture without shadowing test parameters.
 
 Links usually grant exactly the credit they are about to use, so that what the relay
@@ -31,7 +28,7 @@ import httpx
 import nats
 import pytest
 import websockets
-from conftest import Member, NatsServer
+from tests_support import Member, NatsServer
 from ulid import ULID
 from websockets.asyncio.client import ClientConnection
 

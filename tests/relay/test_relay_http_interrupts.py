@@ -12,7 +12,6 @@ import json
 
 import httpx
 import pytest
-from conftest import wait_until
 from relay_support import (  # noqa: F401  (fixtures: alice, bob, producer, relay_config)
     EMPTY,
     SOON,
@@ -36,6 +35,7 @@ from relay_support import (  # noqa: F401  (fixtures: alice, bob, producer, rela
     signed_doc,
     stored_total,
 )
+from tests_support import wait_until
 from ulid import ULID
 
 from shared.encoding import b64d, b64e

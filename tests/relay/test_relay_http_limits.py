@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 import uvicorn
-from conftest import free_port
 from relay_support import (  # noqa: F401  (fixtures: alice, producer, relay_config)
     SOON,
     alice_fixture,
@@ -35,6 +34,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from tests_support import free_port
 
 from relay.app import RequestIdMiddleware, guarded
 from shared.limits import CLOCK_SKEW_SECONDS, MAX_DEPTH

@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import running_edge, wait_until
 from relay_support import (  # noqa: F401  (fixtures: alice, bob, producer, relay_config)
     EMPTY,
     SOON,
@@ -33,6 +32,7 @@ from relay_support import (  # noqa: F401  (fixtures: alice, bob, producer, rela
     stored_total,
     unacked,
 )
+from tests_support import running_edge, wait_until
 from ulid import ULID
 
 from shared.frames import Ack, Nak, Reject

@@ -14,7 +14,6 @@ import json
 import time
 
 import pytest
-from conftest import wait_until
 from relay_support import (  # noqa: F401  (fixtures: alice, relay_config)
     ACK_WAIT,
     EMPTY,
@@ -29,6 +28,7 @@ from relay_support import (  # noqa: F401  (fixtures: alice, relay_config)
     send_drafts,
     unacked,
 )
+from tests_support import wait_until
 from ulid import ULID
 
 from relay.server import RelayServer

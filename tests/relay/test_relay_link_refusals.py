@@ -9,7 +9,6 @@ import time
 
 import pytest
 import websockets
-from conftest import wait_until
 from relay_support import (  # noqa: F401  (fixtures: alice, bob, relay_config)
     EMPTY,
     SOON,
@@ -25,6 +24,7 @@ from relay_support import (  # noqa: F401  (fixtures: alice, bob, relay_config)
     relay_config_fixture,
     send_drafts,
 )
+from tests_support import wait_until
 from ulid import ULID
 
 from shared.encoding import b64d, b64e

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import NatsServer, wait_until
 from relay_support import (  # noqa: F401  (fixtures: alice, bob)
     ACK_WAIT,
     SOON,
@@ -21,6 +20,7 @@ from relay_support import (  # noqa: F401  (fixtures: alice, bob)
     send_drafts,
     stored_total,
 )
+from tests_support import NatsServer, wait_until
 from ulid import ULID
 
 from relay.config import RelayConfig, StreamSettings

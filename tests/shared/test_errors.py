@@ -1,5 +1,6 @@
 """The error tree: one root, split by who is at fault, every remote error carrying the HTTP
-status, machine-readable code and WebSocket close code it maps to."""
+status, machine-readable code and WebSocket close code it maps to. (The tree across all
+three packages, and its drawing, are tested in ``test_errors_tree.py``.)"""
 
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ import pytest
 
 from shared import errors
 from shared.errors import (
+    AlreadyRunning,
     BadSignature,
+    ExitCode,
     Expired,
     InvalidEnvelope,
     InvalidIdentity,
     InvalidToken,
     LimitExceeded,
     LinkError,
+    LocalError,
     LocalProtocolError,
     MailslotError,
     MalformedInput,
+    RemoteError,
     RemoteProtocolError,
     SealError,
     TooLarge,
@@ -60,7 +65,8 @@ def error_classes() -> list[type[BaseException]]:
 
 def test_every_error_class_is_a_mailslot_error() -> None:
     classes = error_classes()
-    assert len(classes) == len(REMOTE) + 3  # + root, local, remote
+    # + root, the two branches, the two protocol errors, AlreadyRunning
+    assert len(classes) == len(REMOTE) + 6
     for cls in classes:
         assert issubclass(cls, MailslotError), cls
 
@@ -88,9 +94,46 @@ def test_codes_are_unique_per_class() -> None:
 
 def test_local_and_remote_faults_are_disjoint() -> None:
     assert not issubclass(LocalProtocolError, RemoteProtocolError)
+    assert issubclass(LocalProtocolError, LocalError)
+    assert issubclass(RemoteProtocolError, RemoteError)
+    assert not issubclass(LocalError, RemoteError) and not issubclass(RemoteError, LocalError)
     for cls in REMOTE:
         assert not issubclass(cls, LocalProtocolError)
-    assert not hasattr(LocalProtocolError("x"), "status")
+        assert not issubclass(cls, LocalError)
+    # A local fault is no answer to a peer: it maps to no HTTP status and no close code.
+    local = LocalProtocolError("x")
+    assert (local.status, local.close_code) == (None, None)
+    assert local.exit_code == ExitCode.ERROR
+
+
+def test_the_root_carries_code_message_status_close_and_exit_codes() -> None:
+    error = MailslotError("something broke")
+    assert (error.code, error.message, str(error)) == ("error", "something broke", "something broke")
+    assert (error.status, error.close_code, error.exit_code) == (None, None, ExitCode.ERROR)
+    assert error.to_dict() == {"error": "error", "message": "something broke"}
+    assert MailslotError("x", code="other_reason").to_dict() == {
+        "error": "other_reason", "message": "x"}
+    # Raised bare (internal control flow), the message falls back to the code.
+    assert LocalProtocolError().message == str(LocalProtocolError()) == "local_protocol_error"
+
+
+def test_already_running_ends_the_command_with_exit_5() -> None:
+    """Pure, so that ``shared.host.lockfile`` raises it without importing ``relay/``."""
+    error = AlreadyRunning("relay.lock is held by pid 7 (pid 7)")
+    assert issubclass(AlreadyRunning, LocalError)
+    assert (error.code, error.status, error.exit_code) == ("already_running", 409, 5)
+    assert error.exit_code == ExitCode.ALREADY_RUNNING
+    assert error.pid is None
+    assert error.to_dict() == {"error": "already_running",
+                               "message": "relay.lock is held by pid 7 (pid 7)"}
+
+
+def test_exit_codes_are_the_documented_table() -> None:
+    """README, "Commands": the ``mailslot`` command's exit codes."""
+    assert {code.name: int(code) for code in ExitCode} == {
+        "OK": 0, "ERROR": 1, "USAGE": 2, "APPROVAL_PENDING": 3, "APPROVAL_REFUSED": 4,
+        "ALREADY_RUNNING": 5, "STARTUP_FAILED": 6, "STORE_LOST": 7, "INTERRUPTED": 130,
+    }
 
 
 def test_invalid_token_is_also_a_value_error() -> None:
@@ -113,7 +156,8 @@ def test_code_override_is_per_instance() -> None:
 
 
 def test_docstring_tree_matches_the_classes() -> None:
-    """The tree drawn in the module docstring lists every class with its status."""
+    """The tree drawn in the module docstring lists every class with its status (the
+    classes with none, and the parent of each class, are checked in test_errors_tree)."""
     assert errors.__doc__ is not None
     drawn: dict[str, str] = {}
     for line in errors.__doc__.splitlines():
@@ -121,7 +165,9 @@ def test_docstring_tree_matches_the_classes() -> None:
         if match:
             drawn[match.group(1)] = match.group(2)
     names = {c.__name__ for c in error_classes()} - {"MailslotError"}
-    assert set(drawn) | {"LocalProtocolError", "RemoteProtocolError"} == names
+    assert names - set(drawn) == {"LocalError", "RemoteError", "LocalProtocolError",
+                                  "AlreadyRunning"}
+    assert drawn["RemoteProtocolError"] == "400"
     for cls, (status, _, close_code) in REMOTE.items():
         expected = f"close {close_code}" if drawn[cls.__name__].startswith("close") else str(status)
         assert drawn[cls.__name__] == expected, cls.__name__
