@@ -46,8 +46,8 @@ from typing import Any
 from edge.config import EdgeConfig, EdgePaths, load_config
 from edge.delivery.deliverer import Deliverer
 from edge.engine.decide import Engine
+from edge.errors import IntentFileError
 from edge.intents.declarations import Declarations
-from edge.intents.file import IntentFileError
 from edge.intents.model import IntentSet
 from edge.intents.reload import IntentWatcher
 from edge.link.client import EdgeLink

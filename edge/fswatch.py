@@ -38,7 +38,7 @@ from typing import Literal
 from watchfiles import Change as _WatchfilesChange
 from watchfiles import awatch
 
-from edge.errors import EdgeError
+from edge.errors import FsWatchError
 from shared.host.waiting import first_of, settle
 
 Change = Literal["created", "modified", "deleted"]
@@ -50,14 +50,6 @@ _CHANGES: dict[_WatchfilesChange, Change] = {
     _WatchfilesChange.modified: "modified",
     _WatchfilesChange.deleted: "deleted",
 }
-
-
-class FsWatchError(EdgeError):
-    """The kernel's change reports cannot be had for a folder: it does not exist, the
-    inotify limit is reached, or watchfiles' thread failed. The watch is over; close it
-    (and, if it should go on, start a new one)."""
-
-    code = "fswatch_failed"
 
 
 class FsWatch:

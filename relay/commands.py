@@ -23,6 +23,7 @@ from relay.cli import config_from
 from relay.registry import Registry
 from relay.server import RelayServer, admin_store
 from shared.host.signals import stop_on_signals
+from shared.host.waiting import first_of
 
 log = logging.getLogger("mailslot.relay")
 T = TypeVar("T")
@@ -49,18 +50,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 {"url": server.url, "relay": server.identity.id},
                 f"relay {server.identity.id} listening on {server.url}",
             )
-            waiter = asyncio.create_task(server.wait())
-            stopper = asyncio.create_task(stop.wait())
+            waiter = asyncio.ensure_future(server.wait())
             try:
-                await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+                await first_of(waiter, stop.wait())
             finally:
-                stopper.cancel()
                 log.info("stopping relay")
                 await server.stop()
-            if waiter.done():
+            if not waiter.cancelled():
                 waiter.result()  # StoreLost: exit with its code
-            else:
-                waiter.cancel()
 
     asyncio.run(serve())
     return 0

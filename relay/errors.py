@@ -24,13 +24,22 @@ frame and a close.
 
 The last two are never HTTP answers: they end a command. A second relay on the same data
 folder is refused with ``shared.errors.AlreadyRunning`` (exit 5), raised by
-``shared.host.lockfile``. Two more classes live next to the code that raises them and stay
-inside the relay: ``relay.store.ConsumerGone`` (LocalError: a pull consumer vanished, the
-session resets it) and ``relay.session.SessionClosed`` (RemoteError: the session ends the
-edge's link with a close code).
+``shared.host.lockfile``.
+
+Two more classes are not under ``RelayError``: neither is ever an HTTP answer, and
+neither leaves the relay (``relay.store`` raises the first and ``relay.session`` catches
+it; the session raises the second to end a link)::
+
+    LocalError
+    └── ConsumerGone                  consumer_gone: a pull consumer vanished (reaped, taken
+                                      over, lost in a restart); the session resets it
+    RemoteError
+    └── SessionClosed                 auth_timeout / bad_auth / replaced / ...: the session
+                                      ends the edge's link with its close code, no error frame
 
 The constructor and ``to_dict`` are ``shared.errors.MailslotError``'s: a class here only
-sets its status, code, close code and exit code.
+sets its status, code, close code and exit code (``SessionClosed`` also takes the close
+code and reason it ends the link with).
 """
 
 from __future__ import annotations
@@ -86,3 +95,23 @@ class StoreLost(RelayError, LocalError):
     """The embedded nats-server exited and did not come back within the restart timeout."""
 
     status, code, exit_code = 503, "store_lost", ExitCode.STORE_LOST
+
+
+class ConsumerGone(LocalError):
+    """The per-connection consumer vanished (reaped, deleted by a takeover, or lost in a
+    server restart). The caller must ``reset`` and try again. Never leaves the relay: the
+    session's pump catches it."""
+
+    code = "consumer_gone"
+
+
+class SessionClosed(RemoteError):
+    """The relay ends the edge's link: WebSocket close ``close_code`` with ``code`` as the
+    reason (``auth_timeout``, ``bad_auth``, ``replaced``, ...), and no error frame."""
+
+    code = "session_closed"
+    close_code: int
+
+    def __init__(self, close_code: int, code: str) -> None:
+        super().__init__(f"link closed: {code}", code=code)
+        self.close_code = close_code

@@ -27,19 +27,12 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from relay.errors import RelayError, StoreUnavailable
+from relay.errors import ConsumerGone, RelayError, SessionClosed, StoreUnavailable
 from relay.registry import Registry
-from relay.store import (
-    ConsumerGone,
-    IdentityQueue,
-    PulledInterrupt,
-    Store,
-    control_subject,
-    notify_subject,
-)
+from relay.store import IdentityQueue, PulledInterrupt, Store, control_subject, notify_subject
 from shared.auth import auth_message, check_b64_signature
 from shared.encoding import b64e
-from shared.errors import RemoteError, RemoteProtocolError
+from shared.errors import RemoteProtocolError
 from shared.frames import (
     MAX_BATCH,
     RELAY_FRAME_MAX_BYTES,
@@ -63,18 +56,6 @@ log = logging.getLogger("mailslot.relay.session")
 #: case a notification was lost while NATS reconnected. Not a polling loop.
 RECHECK_SECONDS = 60.0
 CLOSE_REPLACED = 4409
-
-
-class SessionClosed(RemoteError):
-    """The relay ends the edge's link: WebSocket close ``close_code`` with ``code`` as the
-    reason (``auth_timeout``, ``bad_auth``, ``replaced``, ...), and no error frame."""
-
-    code = "session_closed"
-    close_code: int
-
-    def __init__(self, close_code: int, code: str) -> None:
-        super().__init__(f"link closed: {code}", code=code)
-        self.close_code = close_code
 
 
 class LinkSession:

@@ -39,10 +39,9 @@ from nats.js import api
 from nats.js.kv import KeyValue
 
 from relay.config import StreamSettings
-from relay.errors import Conflict, QueueFull, StoreUnavailable
+from relay.errors import Conflict, ConsumerGone, QueueFull, StoreUnavailable
 from shared.auth import NONCE_MEMORY_SECONDS
 from shared.envelope import PRIORITIES, Priority
-from shared.errors import LocalError
 from shared.tokens import check_identity
 
 log = logging.getLogger("mailslot.relay.store")
@@ -338,14 +337,6 @@ class Store:
             return []
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"registry read failed: {exc}") from exc
-
-
-class ConsumerGone(LocalError):
-    """The per-connection consumer vanished (reaped, deleted by a takeover, or lost in a
-    server restart). The caller must ``reset`` and try again. Never leaves the relay: the
-    session's pump catches it."""
-
-    code = "consumer_gone"
 
 
 class IdentityQueue:

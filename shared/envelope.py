@@ -32,6 +32,7 @@ from shared.errors import (
     InvalidEnvelope,
     LimitExceeded,
     MalformedInput,
+    PayloadCapExceeded,
     RemoteProtocolError,
     TooLarge,
 )
@@ -126,7 +127,7 @@ class Sealed(BaseModel):
     def _ciphertext_cap(cls, value: str) -> str:
         # base64url of at most PAYLOAD_MAX_BYTES of plaintext plus the 16-byte tag
         if len(value) > SEALED_CT_MAX_CHARS:
-            raise PayloadCapExceeded
+            raise PayloadCapExceeded(PAYLOAD_MAX_BYTES)
         return value
 
 
@@ -157,23 +158,13 @@ class Envelope(BaseModel):
             # Raises LimitExceeded, which pydantic lets through as it is.
             check_json(self.payload, MAX_DEPTH, "payload")
             if not _fits_by_size(info) and _json_size(self.payload) > PAYLOAD_MAX_BYTES:
-                raise PayloadCapExceeded
+                raise PayloadCapExceeded(PAYLOAD_MAX_BYTES)
         if self.expires_at is not None and self.expires_at <= self.created_at:
             raise ValueError("expires_at must be after created_at")
         return self
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
-
-
-class PayloadCapExceeded(TooLarge, ValueError):
-    """Raised inside validation so that the caller can answer 413, not 422. Also a
-    ``ValueError``: pydantic reports only those (with the field) from a validator."""
-
-    code = "payload_too_large"
-
-    def __init__(self) -> None:
-        super().__init__(f"payload is larger than {PAYLOAD_MAX_BYTES} bytes")
 
 
 #: Built once (``json.dumps`` with options builds an encoder per call): this runs for

@@ -17,31 +17,31 @@ marks a class that also derives from the package root named after it)::
     │   ├── StoreUnavailable       · RelayError: JetStream did not acknowledge        503
     │   ├── StartupFailed          · RelayError: a server could not start            exit 6
     │   ├── StoreLost              · RelayError: the embedded nats-server is gone    exit 7
-    │   ├── ConsumerGone           relay.store: a pull consumer vanished; reset it
+    │   ├── ConsumerGone           relay: a pull consumer vanished; the session resets it
     │   ├── BadLine                edge.store.activityline: a log line that does not parse
-    │   ├── EdgeError              the edge's local state (edge.errors)
+    │   ├── EdgeError              the edge's local state
     │   │   ├── EdgeConfigError    edge.json missing, not JSON, or a field is invalid
     │   │   ├── KeyFileError       identity key file unsafe, unreadable or not a key
     │   │   ├── NotInitialized     no identity yet: run ``mailslot edge init``
     │   │   ├── UsageError         a bad command line                                exit 2
     │   │   ├── InboxError         the SQLite inbox refused an operation
-    │   │   │   ├── NotPending     ack/nack of an item that is not pending (edge.store.inbox)
+    │   │   │   ├── NotPending     ack/nack of an item that is not pending
     │   │   │   └── ClaimedByOther another owner holds a live claim on the item
     │   │   ├── ActivityLogError   the activity log cannot be written or trusted
-    │   │   ├── NoRecord           no activity entry for that interrupt (edge.store.activity)
+    │   │   ├── NoRecord           no activity entry for that interrupt
     │   │   ├── IntentFileError    intents.toml unreadable or invalid, with its line
     │   │   ├── InvalidIntent      an intent from the command line is not valid
     │   │   ├── DuplicateIntent    intent add with an id the file already has
     │   │   ├── UnknownIntent      no intent with that id
     │   │   ├── InvalidWatch       a watch from the command line is not valid
     │   │   ├── DuplicateWatch     watch add with an id the file already has
-    │   │   ├── UnknownWatch       no watch with that id (all seven: edge.intents.file)
+    │   │   ├── UnknownWatch       no watch with that id
     │   │   ├── WatchDefinitionError  a watch that cannot be watched as defined
-    │   │   ├── FsWatchError       the kernel's change reports fail for a folder (edge.fswatch)
-    │   │   ├── InvalidArguments   an MCP tool called off its schema (edge.mcp.tools)
-    │   │   └── ApprovalError      an approval refused (edge.approvals.dial)
+    │   │   ├── FsWatchError       the kernel's change reports fail for a folder
+    │   │   ├── InvalidArguments   an MCP tool called off its schema
+    │   │   └── ApprovalError      an approval refused
     │   │       ├── InvalidAction  not an action pattern
-    │   │       ├── UnknownApproval    (these four: edge.approvals.desk)
+    │   │       ├── UnknownApproval
     │   │       ├── AlreadyDecided
     │   │       ├── WiderAction
     │   │       └── InvalidRequest
@@ -69,10 +69,15 @@ marks a class that also derives from the package root named after it)::
         ├── Conflict               · RelayError: exists, or a token already used      409
         ├── UnsupportedMediaType   · RelayError: a body that is not JSON              415
         ├── QueueFull              · RelayError: the recipient's per-priority cap     429
-        ├── SessionClosed          relay.session: the relay ends an edge's link
-        ├── RelayRefused           edge.link.relayclient: the relay said no (its status)
-        ├── RelayUnreachable       edge.link.relayclient: the relay did not answer
-        └── LinkClosed             edge.link.client: the relay closed or refused the link
+        ├── SessionClosed          relay: the session ends an edge's link (its close code)
+        ├── RelayRefused           edge: the relay said no (its status)
+        ├── RelayUnreachable       edge: the relay did not answer
+        └── LinkClosed             edge: the relay closed or refused the link
+
+Each class is defined in its package's errors module (``shared.errors``, ``relay.errors``,
+``edge.errors``), so that importing an error never imports the code that raises it; the
+only exceptions are ``BadLine`` and the private control-flow classes, which stay in the
+activity log's modules or the one module that raises and catches them.
 
 Every error carries ``code`` (machine-readable, stable), ``message``, ``status`` (the
 HTTP status it maps to, or None), ``close_code`` (the WebSocket close code, or None) and
@@ -216,3 +221,13 @@ class SealError(RemoteProtocolError):
 
 class LinkError(RemoteProtocolError):
     status, code, close_code = 400, "link_error", 4400
+
+
+class PayloadCapExceeded(TooLarge, ValueError):
+    """Raised inside validation so that the caller can answer 413, not 422. Also a
+    ``ValueError``: pydantic reports only those (with the field) from a validator."""
+
+    code = "payload_too_large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"payload is larger than {max_bytes} bytes")

@@ -32,11 +32,18 @@ from typing import Any, Protocol
 
 from ulid import ULID
 
-from edge.approvals.dial import ApprovalError, HeldPermissions, check_action, covers, decide
+from edge.approvals.dial import HeldPermissions, check_action, covers, decide
 from edge.config import POKE_FILE, EdgePaths
+from edge.errors import (
+    AlreadyDecided,
+    IntentFileError,
+    InvalidRequest,
+    UnknownApproval,
+    WiderAction,
+)
 from edge.fswatch import Change, FsWatch
 from edge.intents.approvalrules import ApprovalSettings
-from edge.intents.file import IntentFileError, load_intents
+from edge.intents.file import load_intents
 from edge.link.keystore import load_identity
 from edge.store.activity import ActivityLog, Event
 from edge.store.approvals import Approval, ApprovalStore
@@ -47,27 +54,6 @@ from shared.tokens import check_name, check_session
 
 SUMMARY_MAX = NOTE_MAX = 1000
 SOURCE_KIND = "approval"
-
-
-class UnknownApproval(ApprovalError):
-    code = "unknown_approval"
-
-
-class AlreadyDecided(ApprovalError):
-    code = "already_decided"
-
-
-class WiderAction(ApprovalError):
-    """``approvals edit`` may only narrow a request: the new action must stand for a
-    subset of what was asked (``deploy:staging`` for ``deploy:*``), never more."""
-
-    code = "wider_action"
-
-
-class InvalidRequest(ApprovalError):
-    """A summary, note, session or intent that cannot be stored."""
-
-    code = "invalid_request"
 
 
 # -- telling the runtime ------------------------------------------------------------------

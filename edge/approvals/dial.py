@@ -25,21 +25,11 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from edge.errors import EdgeError
+from edge.errors import InvalidAction
 from edge.intents.approvalrules import ACTION_RE, ApprovalSettings, Decision
 
 #: The environment variable naming the runtime's permission envelope (``edge.delivery.deliverer``).
 PERMISSIONS_ENV = "MAILSLOT_PERMISSIONS"
-
-
-class ApprovalError(EdgeError):
-    """Root of the approval errors (all the caller's fault; nothing was changed)."""
-
-    code = "approval_error"
-
-
-class InvalidAction(ApprovalError):
-    code = "invalid_action"
 
 
 def check_action(action: str) -> str:

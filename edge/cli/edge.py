@@ -15,7 +15,7 @@ from edge.cli.output import Command, emit
 from edge.config import EdgePaths, load_config
 from edge.daemon import EdgeDaemon
 from edge.enrollment import enroll_edge
-from edge.errors import EdgeError
+from edge.errors import EdgeConfigError, EdgeError
 from edge.link.relayclient import RelayClient
 from edge.sending import Outgoing, send_interrupt
 from shared.errors import MalformedInput
@@ -109,5 +109,5 @@ def cmd_send(args: argparse.Namespace, paths: EdgePaths) -> int:
 def _configured_relay(paths: EdgePaths) -> str:
     try:
         return load_config(paths).relay_url
-    except EdgeError as exc:
+    except EdgeConfigError as exc:
         raise EdgeError(f"no --relay given and no edge configured: {exc.message}") from exc

@@ -14,10 +14,10 @@ from typing import Any
 
 from edge.cli.output import Command, emit
 from edge.config import EdgePaths
-from edge.errors import NotInitialized, UsageError
+from edge.errors import NotInitialized, NotPending, UsageError
 from edge.intents.model import parse_duration
 from edge.store.claims import DEFAULT_LEASE, check_lease, check_owner, default_owner
-from edge.store.inbox import Inbox, NotPending
+from edge.store.inbox import Inbox
 
 
 def add_inbox_commands(sub: Any, command: Command) -> None:

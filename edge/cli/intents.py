@@ -20,15 +20,9 @@ from pydantic import ValidationError
 
 from edge.cli.output import Command, emit
 from edge.config import EdgePaths
-from edge.errors import EdgeError
+from edge.errors import EdgeError, InvalidIntent, UnknownIntent
 from edge.intents.edit import add_intent, remove_intent, render_intent, set_paused
-from edge.intents.file import (
-    InvalidIntent,
-    UnknownIntent,
-    dotted,
-    load_intents,
-    validation_problems,
-)
+from edge.intents.file import dotted, load_intents, validation_problems
 from edge.intents.model import Intent, Op
 from edge.intents.resume import resume_intent
 from edge.intents.summary import intent_rows

@@ -22,7 +22,8 @@ from edge.cli.output import Command, emit
 from edge.config import EdgePaths
 from edge.engine.audit import open_log, verify_log
 from edge.engine.explain import explain
-from edge.store.activity import Entry, NoRecord
+from edge.errors import NoRecord
+from edge.store.activity import Entry
 from edge.store.activityline import canonical
 
 _AGO = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")

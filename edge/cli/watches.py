@@ -33,6 +33,7 @@ from edge.cli.intents import (
 )
 from edge.cli.output import Command, emit
 from edge.config import EdgePaths
+from edge.errors import InvalidWatch, UnknownWatch
 from edge.intents.declarations import (
     WATCH_KINDS,
     AbsenceWatch,
@@ -43,7 +44,7 @@ from edge.intents.declarations import (
     Watch,
 )
 from edge.intents.edit import add_watch, remove_watch, set_watch_paused
-from edge.intents.file import InvalidWatch, UnknownWatch, load_intents, validation_problems
+from edge.intents.file import load_intents, validation_problems
 from edge.status import watch_runtime
 from edge.watches.folders import check_folders
 

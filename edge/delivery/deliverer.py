@@ -75,9 +75,15 @@ class Deliverer:
         self.renew_every = renew_every
 
     async def run(self, queued: asyncio.Event, stop: asyncio.Event) -> None:
+        """Run due deliveries, then sleep until one is queued or due. ``stop`` cuts a
+        running delivery short at once: its runtime is killed and its claim given back
+        (``_deliver``), so a clean stop never waits for a runtime to finish."""
         while not stop.is_set():
             queued.clear()
-            await self.run_due(self.clock(), stop)
+            running = asyncio.ensure_future(self.run_due(self.clock(), stop))
+            await first_of(running, stop.wait())
+            if not running.cancelled():
+                running.result()  # the queue itself failing stops the daemon
             timeout = self._sleep_for()
             await first_of(queued.wait(), stop.wait(), timeout=timeout)
 

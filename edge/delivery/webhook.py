@@ -59,9 +59,11 @@ _TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 
 
 class _Refused(LocalError):
-    """The route cannot be delivered as configured (a missing or unusable credential)."""
+    """The route cannot be delivered as configured (a missing or unusable credential).
+    Private control flow: never leaves this module (``deliver_webhook`` catches it and
+    answers a refused delivery)."""
 
-    code = "route_refused"  # private: caught in this module
+    code = "route_refused"
 
 
 async def deliver_webhook(

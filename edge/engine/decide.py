@@ -206,16 +206,14 @@ class Engine:
     def _batch(self, events: list[Event]) -> Iterator[None]:
         """One transaction; the records go to the log before it commits, so a crash
         can repeat a record but never lose one."""
-        self.state.db.execute("BEGIN IMMEDIATE")
         try:
-            yield
-            if events:
-                self.record(events)
+            with self.state.db.transaction():
+                yield
+                if events:
+                    self.record(events)
         except BaseException:
-            self.state.db.execute("ROLLBACK")
             self._woken.clear()
             raise
-        self.state.db.execute("COMMIT")
         woken, self._woken = self._woken, []
         for wake in woken:
             for callback in self.on_woken:
@@ -344,11 +342,11 @@ class Engine:
                                 {**judgment.to_dict(), "cached": True}))
             return judgment
         # The judge may take seconds: do not hold the write lock meanwhile.
-        self.state.db.execute("COMMIT")
+        self.state.db.commit()
         try:
             judgment = await self.judge(intent, minimal_doc(doc))
         finally:
-            self.state.db.execute("BEGIN IMMEDIATE")
+            self.state.db.begin()
         if judgment.tokens:
             self.state.spend(self.day_of(at), tokens=judgment.tokens)
         if judgment.failure is None:

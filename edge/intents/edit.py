@@ -29,20 +29,17 @@ from tomlkit.exceptions import TOMLKitError
 
 from edge.approvals.dial import check_action
 from edge.config import FILE_MODE, private_dir, write_atomic
-from edge.errors import EdgeError
-from edge.intents.approvalrules import Rule
-from edge.intents.declarations import Declarations, Watch
-from edge.intents.file import (
-    TABLES,
-    TOP_LEVEL,
+from edge.errors import (
     DuplicateIntent,
     DuplicateWatch,
+    EdgeError,
     IntentFileError,
     InvalidIntent,
     InvalidWatch,
-    Section,
-    parse_intents,
 )
+from edge.intents.approvalrules import Rule
+from edge.intents.declarations import Declarations, Watch
+from edge.intents.file import TABLES, TOP_LEVEL, Section, parse_intents
 from edge.intents.locate import Locator
 from edge.intents.model import Intent, parse_duration
 from shared.errors import LocalError
@@ -155,11 +152,17 @@ def _set_paused(path: Path, section: Section, item_id: str, paused: bool) -> boo
 
 
 class _NotThere(LocalError):
-    code = "not_there"  # private: caught in this module
+    """No item with that id in the section. Private control flow: never leaves this
+    module (the locked edit catches it and returns ``False``)."""
+
+    code = "not_there"
 
 
 class _NoNull(LocalError):
-    code = "no_null"  # private: caught in this module
+    """A value TOML cannot hold (``None``). Private control flow: never leaves this
+    module (``render`` turns it into ``InvalidIntent`` or ``InvalidWatch``)."""
+
+    code = "no_null"
 
 
 def _index(declarations: Declarations, section: Section, item_id: str) -> int:

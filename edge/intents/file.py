@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from edge.errors import EdgeError
+from edge.errors import IntentFileError
 from edge.intents.declarations import Declarations
 from edge.intents.locate import Locator
 
@@ -40,55 +40,6 @@ TABLES: dict[Section, tuple[str, ...]] = {
     "watch": ("schedule", "match"),
 }
 
-
-
-class IntentFileError(EdgeError):
-    """``intents.toml`` cannot be read, is not TOML, or does not describe valid intents.
-    ``line`` is 1-based (``None`` when no line applies); ``reason`` names the field."""
-
-    code = "intent_file_error"
-
-    def __init__(self, path: Path, line: int | None, reason: str) -> None:
-        self.path = path
-        self.line = line
-        self.reason = reason
-        super().__init__(f"{path}:{line}: {reason}" if line is not None else f"{path}: {reason}")
-
-
-class InvalidIntent(EdgeError):
-    """An intent given on the command line is not valid; nothing was written."""
-
-    code = "invalid_intent"
-
-
-class DuplicateIntent(EdgeError):
-    """``intent add`` with an id the file already has; nothing was written."""
-
-    code = "duplicate_intent"
-
-
-class UnknownIntent(EdgeError):
-    """No intent with that id in the file."""
-
-    code = "unknown_intent"
-
-
-class InvalidWatch(EdgeError):
-    """A watch given on the command line is not valid; nothing was written."""
-
-    code = "invalid_watch"
-
-
-class DuplicateWatch(EdgeError):
-    """``watch add`` with an id the file already has; nothing was written."""
-
-    code = "duplicate_watch"
-
-
-class UnknownWatch(EdgeError):
-    """No watch with that id in the file."""
-
-    code = "unknown_watch"
 
 
 # -- loading ---------------------------------------------------------------------------

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.config import private_dir
+from edge.errors import IntentFileError
 from edge.fswatch import FsWatch
 from edge.intents.declarations import Declarations
-from edge.intents.file import IntentFileError, load_intents
+from edge.intents.file import load_intents
 
 
 class IntentWatcher:

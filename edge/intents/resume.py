@@ -7,8 +7,8 @@ delivery queue), so that the intent's next wake is delivered again.
 from __future__ import annotations
 
 from edge.config import EdgePaths
+from edge.errors import UnknownIntent
 from edge.intents.edit import set_paused
-from edge.intents.file import UnknownIntent
 from edge.store.deliveries import DeliveryQueue
 
 

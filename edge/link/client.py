@@ -28,10 +28,11 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from edge.config import EdgeConfig
+from edge.errors import LinkClosed
 from edge.link.receiver import Receiver
 from edge.store.inbox import Inbox, InboxItem
 from shared.auth import auth_message, sign_b64
-from shared.errors import LinkError, RemoteError, RemoteProtocolError
+from shared.errors import LinkError, RemoteProtocolError
 from shared.frames import (
     RELAY_FRAME_MAX_BYTES,
     SUBPROTOCOL,
@@ -48,12 +49,6 @@ from shared.identity import Identity
 from shared.link import Link, Role
 
 log = logging.getLogger("mailslot.edge.link")
-
-
-class LinkClosed(RemoteError):
-    """The relay closed the link or refused to open it; the client reconnects."""
-
-    code = "link_closed"
 
 
 class EdgeLink:

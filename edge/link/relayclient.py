@@ -14,26 +14,10 @@ from typing import Any
 
 import httpx
 
+from edge.errors import RelayRefused, RelayUnreachable
 from shared.auth import enroll_message, request_header, sign_b64
-from shared.errors import RemoteError
 from shared.identity import Identity, PublicIdentity
 from shared.signing import SignedEnvelope
-
-
-class RelayRefused(RemoteError):
-    """The relay answered non-2xx: ``status`` and ``code`` are the relay's own."""
-
-    code = "relay_refused"
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{message} (relay answered {status})")
-        self.status, self.code = status, code
-
-
-class RelayUnreachable(RemoteError):
-    """No answer from the relay: down, unreachable, or not an HTTP(S) URL."""
-
-    code = "relay_unreachable"
 
 
 class RelayClient:

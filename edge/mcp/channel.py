@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import EdgePaths, private_dir
-from edge.errors import EdgeError
+from edge.errors import ActivityLogError, KeyFileError
 from edge.fswatch import FsWatch
 from edge.store.activity import ActivityLog, Event
 from edge.store.deliveries import Delivery, DeliveryQueue
 from edge.store.instances import Instance
+from shared.host.waiting import first_of
 
 log = logging.getLogger("mailslot.edge.mcp")
 
@@ -98,12 +99,7 @@ class McpChannel:
         """Until ``stop``: once ``initialized()`` returns (the client finished the
         handshake), deliver what is queued, then again on every change of
         ``engine.sqlite3*`` and when the next lease runs out."""
-        stopping = asyncio.ensure_future(stop.wait())
-        ready = asyncio.ensure_future(initialized())
-        try:
-            await asyncio.wait({stopping, ready}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ready.cancel()
+        await first_of(stop.wait(), initialized())
         if stop.is_set():
             return
         paths = self.paths
@@ -134,7 +130,6 @@ class McpChannel:
                 if await changes.next(timeout=timeout) is None:
                     return
         finally:
-            stopping.cancel()
             await changes.close()  # the watch thread ends within one step (50 ms)
             if queue is not None:
                 queue.close()
@@ -175,5 +170,5 @@ class McpChannel:
                     "attempt": delivery.attempts, "channel": CHANNEL_CAPABILITY,
                     "owner": self.owner})
                     for interrupt in delivery.interrupts])
-        except EdgeError as exc:  # delivered all the same; the log says why it is silent
+        except (ActivityLogError, KeyFileError) as exc:  # delivered all the same: say so
             log.warning("channel: delivery %s not recorded: %s", delivery.key, exc.message)

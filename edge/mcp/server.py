@@ -37,10 +37,9 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
 
 from edge.config import EdgePaths
-from edge.errors import EdgeError
 from edge.mcp.channel import CHANNEL_CAPABILITY, McpChannel
 from edge.mcp.tools import TOOLS, Tools
-from shared.errors import RemoteProtocolError
+from shared.errors import MailslotError
 
 if TYPE_CHECKING:
     from mcp.shared._stream_protocols import ReadStream, WriteStream
@@ -138,7 +137,7 @@ class McpServer:
         try:
             args = spec.parse(params.arguments)
             data = await asyncio.to_thread(spec.run, self.tools, args)
-        except (EdgeError, RemoteProtocolError) as exc:
+        except MailslotError as exc:  # any refusal of ours answers its code, not a crash
             return types.CallToolResult(
                 content=[types.TextContent(text=f"{exc.code}: {exc.message}")],
                 structured_content={"error": exc.code, "message": exc.message},

@@ -37,7 +37,16 @@ from edge.config import EdgePaths
 from edge.engine.activity import report_activity
 from edge.engine.audit import open_log
 from edge.engine.explain import explain
-from edge.errors import EdgeError, NotInitialized
+from edge.errors import (
+    InvalidArguments,
+    InvalidIntent,
+    InvalidWatch,
+    NoRecord,
+    NotInitialized,
+    NotPending,
+    UnknownIntent,
+    UnknownWatch,
+)
 from edge.intents.declarations import Declarations, Watch
 from edge.intents.edit import (
     add_intent,
@@ -47,33 +56,18 @@ from edge.intents.edit import (
     set_paused,
     set_watch_paused,
 )
-from edge.intents.file import (
-    InvalidIntent,
-    InvalidWatch,
-    UnknownIntent,
-    UnknownWatch,
-    dotted,
-    load_intents,
-    validation_problems,
-)
+from edge.intents.file import dotted, load_intents, validation_problems
 from edge.intents.model import Duration, Intent, Strict, StrictBool
 from edge.intents.resume import resume_intent
 from edge.intents.summary import intent_rows
 from edge.status import edge_status, watch_runtime
-from edge.store.activity import NoRecord
 from edge.store.claims import DEFAULT_LEASE, check_lease, check_owner
-from edge.store.inbox import Inbox, NotPending
+from edge.store.inbox import Inbox
 from edge.watches.folders import check_folders
 from edge.watches.sleeps import start_sleep
 from shared.tokens import check_opaque, check_session
 
 # -- errors ---------------------------------------------------------------------------
-
-
-class InvalidArguments(EdgeError):
-    """A tool was called with arguments that do not fit its schema; nothing was done."""
-
-    code = "invalid_arguments"
 
 
 # -- tool arguments: the schemas the client sees --------------------------------------

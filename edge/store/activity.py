@@ -51,11 +51,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from edge.config import FILE_MODE, private_dir
-from edge.errors import EdgeError, KeyFileError
+from edge.errors import ActivityLogError, KeyFileError
 from edge.store.activitycheck import Head, Verifier, VerifyReport
 from edge.store.activityline import (
     STEP_SET,
@@ -67,24 +66,11 @@ from edge.store.activityline import (
     encode_str,
     fields,
 )
+from edge.store.db import Closing
 
 KEY_SIZE = 32
 _SHA256_BLOCK = 64
 _CHUNK = 1 << 20
-
-
-class ActivityLogError(EdgeError):
-    """The activity log cannot be written or read: an OS error, a missing key for an
-    existing log, or a head anchor that no longer vouches for the log."""
-
-    code = "activity_log_error"
-
-
-class NoRecord(EdgeError):
-    """The log has no entry for the interrupt asked about (unknown id, or not decided
-    yet); ``mailslot explain`` and the MCP ``explain`` tool refuse with it."""
-
-    code = "no_record"
 
 
 def _json_text(value: str | None) -> str:
@@ -186,7 +172,7 @@ def _entry(doc: dict[str, Any], at: datetime) -> Entry:
                  doc["type"], doc["detail"], doc["prev"], doc["mac"])
 
 
-class ActivityLog:
+class ActivityLog(Closing):
     """The log file, its head anchor and its key. Build with ``open``; ``close`` when done
     (or use it as a context manager). Safe to share between threads; several processes
     may append to the same file."""
@@ -238,12 +224,6 @@ class ActivityLog:
                 os.close(self._fd)
                 self._fd = -1
 
-    def __enter__(self) -> ActivityLog:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
     # -- writing ----------------------------------------------------------------------
 

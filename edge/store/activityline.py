@@ -52,7 +52,11 @@ def canonical(obj: Any) -> str:
 
 
 class BadLine(LocalError):
-    code = "bad_line"  # caught by the log's reader and verifier
+    """A log line that does not parse. Never leaves the activity log's own modules: the
+    log's reader (``edge.store.activity``) and verifier (``edge.store.activitycheck``)
+    catch it and report the line as damaged instead."""
+
+    code = "bad_line"
 
 
 def fields(line: bytes) -> tuple[dict[str, Any], datetime]:

@@ -29,8 +29,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from edge.config import FILE_MODE, private_dir
 from edge.errors import InboxError
@@ -75,7 +74,21 @@ class Cursor:
         return iter(self.fetchall())
 
 
-class Database:
+class Closing:
+    """``with Store.open(...) as store:`` for every store: the block's end calls
+    ``close()`` (which each store defines, and which is safe to call twice)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class Database(Closing):
     """One connection to one SQLite file. Open with ``Database.open(path, label)``;
     ``close()`` it (or use it as a context manager) when done. One thread at a time;
     other threads and processes open their own. Stores sharing a transaction share the
@@ -121,17 +134,6 @@ class Database:
     def close(self) -> None:
         """Close the connection. Safe to call twice."""
         self._connection.close()
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @contextmanager
     def translated(self) -> Iterator[None]:

@@ -32,14 +32,13 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.errors import InboxError
+from edge.errors import ClaimedByOther, InboxError
 from edge.store.claims import check_lease, check_owner
-from edge.store.db import Database, Row
+from edge.store.db import Closing, Database, Row
 from edge.store.inboxschema import (
     AVAILABLE,
     COLUMNS,
@@ -66,33 +65,6 @@ _REJECTED_TEXT_MAX = 128 * 1024
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class NotPending(InboxError):
-    """``ack``/``nack`` of an interrupt that is unknown or no longer pending: nothing was
-    changed; the caller must not treat it as handled by this call."""
-
-    code = "not_pending"
-
-    def __init__(self, id: str) -> None:
-        super().__init__(f"{id} is not pending (unknown, or already acked)")
-
-
-class ClaimedByOther(InboxError):
-    """``ack``/``nack`` refused: another owner holds a live claim on the item. The caller
-    must leave the item alone (its owner will ack or nack it), or wait for the lease to
-    run out (``until``) and claim it."""
-
-    code = "claimed_by_other"
-
-    def __init__(self, id: str, owner: str, until: datetime) -> None:
-        super().__init__(
-            f"{id} is claimed by {owner} until {until.isoformat()}; only that owner may"
-            " ack or nack it before the lease runs out"
-        )
-        self.id = id
-        self.owner = owner
-        self.until = until
 
 
 @dataclass(frozen=True)
@@ -258,7 +230,7 @@ def _stored_item(seq: int, row: tuple[Any, ...], payload: dict[str, Any] | None)
     return item
 
 
-class Inbox:
+class Inbox(Closing):
     """A connection to the inbox file. Open with ``Inbox.open(path)``; ``close()`` it (or
     use it as a context manager) when done.
 
@@ -289,16 +261,6 @@ class Inbox:
         """Close the connection. Safe to call twice."""
         self._db.close()
 
-    def __enter__(self) -> Inbox:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _write(self) -> AbstractContextManager[Database]:
         """One short write transaction; the write lock is taken at ``BEGIN``."""

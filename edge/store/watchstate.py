@@ -30,10 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from edge.store.db import Database, Row
+from edge.store.db import Closing, Database, Row
 
 WATCH_STATES = ("active", "paused", "cancelled")
 SLEEP_STATES = ("sleeping", "ended", "interrupted")
@@ -99,7 +98,7 @@ class Sleep:
     ended_at: datetime | None
 
 
-class WatchState:
+class WatchState(Closing):
     """A connection to the watch state. Open with ``WatchState.open(path)``; ``close()`` it
     (or use it as a context manager) when done. One thread at a time."""
 
@@ -124,16 +123,6 @@ class WatchState:
         """Close the connection. Safe to call twice."""
         self.db.close()
 
-    def __enter__(self) -> WatchState:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def transaction(self) -> AbstractContextManager[Database]:
         """One atomic batch: ``BEGIN IMMEDIATE`` (the write lock is taken at once) …

@@ -26,16 +26,10 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Literal
 
-from edge.errors import EdgeError
+from edge.errors import WatchDefinitionError
 from edge.intents.declarations import DEFAULT_IGNORES, FileWatch
 
 _GLOB_CHARS = frozenset("*?[")
-
-
-class WatchDefinitionError(EdgeError):
-    """A watch cannot be watched as defined: a relative path, a missing folder, a bad glob."""
-
-    code = "invalid_watch"
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,12 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from edge.errors import WatchDefinitionError
 from edge.fswatch import Batch, Change, FsWatch
 from edge.intents.declarations import FileWatch
 from edge.watches.fileevents import FileEvent, merge, ordered
 from edge.watches.filepaths import (
     PathRoute,
-    WatchDefinitionError,
     compile_path,
     ignored,
     is_under,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edge.errors import InvalidWatch
 from edge.intents.declarations import CommandWatch, FileWatch, Watch
-from edge.intents.file import InvalidWatch
 
 _GLOB_CHARS = frozenset("*?[")
 

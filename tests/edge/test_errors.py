@@ -1,40 +1,49 @@
 """``edge.errors``: the edge's local faults under ``EdgeError`` (a ``LocalError``), its
-remote ones under ``RemoteError``, each with its own code, all named in the module's tree."""
+remote ones under ``RemoteError``, each with its own code, all named in the module's tree,
+all defined there, and the module a leaf that imports from ``shared`` only."""
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
+from pathlib import Path
 
 import pytest
 
 from edge import errors
-from edge.approvals.desk import AlreadyDecided, InvalidRequest, UnknownApproval, WiderAction
-from edge.approvals.dial import ApprovalError, InvalidAction
 from edge.errors import (
-    EdgeConfigError,
-    EdgeError,
-    InboxError,
-    KeyFileError,
-    NotInitialized,
-    UsageError,
-)
-from edge.fswatch import FsWatchError
-from edge.intents.file import (
+    ActivityLogError,
+    AlreadyDecided,
+    ApprovalError,
+    ClaimedByOther,
     DuplicateIntent,
     DuplicateWatch,
+    EdgeConfigError,
+    EdgeError,
+    FsWatchError,
+    InboxError,
     IntentFileError,
+    InvalidAction,
+    InvalidArguments,
     InvalidIntent,
+    InvalidRequest,
     InvalidWatch,
+    KeyFileError,
+    LinkClosed,
+    NoRecord,
+    NotInitialized,
+    NotPending,
+    RelayRefused,
+    RelayUnreachable,
+    UnknownApproval,
     UnknownIntent,
     UnknownWatch,
+    UsageError,
+    WatchDefinitionError,
+    WiderAction,
 )
-from edge.link.client import LinkClosed
-from edge.link.relayclient import RelayRefused, RelayUnreachable
-from edge.mcp.tools import InvalidArguments
-from edge.store.activity import ActivityLogError, NoRecord
 from edge.store.activityline import BadLine
-from edge.store.inbox import ClaimedByOther, NotPending
-from edge.watches.filepaths import WatchDefinitionError
 from shared.errors import ExitCode, LocalError, MailslotError, RemoteError
 
 #: class → code, written out: these are what ``mailslot`` prints and ``--json`` says.
@@ -109,3 +118,19 @@ def test_the_docstring_names_every_edge_error() -> None:
     named = set(re.findall(r"\b[A-Z]\w+\b", errors.__doc__))
     missing = {cls.__name__ for cls in {**LOCAL, **REMOTE}} - named
     assert not missing
+
+
+def test_every_edge_error_is_defined_here_but_the_log_lines_own() -> None:
+    elsewhere = {cls.__name__ for cls in {**LOCAL, **REMOTE} if cls.__module__ != errors.__name__}
+    assert elsewhere == {"BadLine"}  # private to the activity log's modules
+
+
+def test_the_module_is_a_leaf_importing_from_shared_only() -> None:
+    """Any edge module can import its errors without pulling in (or cycling through) the
+    code that raises them."""
+    tree = ast.parse(Path(errors.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    project = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
+    assert project and all(name.split(".")[0] == "shared" for name in project), project

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.fswatch import FsWatch, FsWatchError
+from edge.errors import FsWatchError
+from edge.fswatch import FsWatch
 
 
 async def test_a_change_after_entering_is_reported_with_our_names(tmp_path: Path) -> None:

@@ -18,8 +18,9 @@ import tomlkit
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge.errors import IntentFileError
 from edge.intents.declarations import Declarations
-from edge.intents.file import IntentFileError, load_intents
+from edge.intents.file import load_intents
 
 #: Keys the models know, so that generated tables get past "unknown field" to the values.
 KEYS = [

@@ -4,25 +4,28 @@ side of the fault split the module's docstring says."""
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
+from pathlib import Path
 
 import pytest
 
 from relay import errors
 from relay.errors import (
     Conflict,
+    ConsumerGone,
     Forbidden,
     NotFound,
     QueueFull,
     RelayError,
+    SessionClosed,
     StartupFailed,
     StoreLost,
     StoreUnavailable,
     Unauthorized,
     UnsupportedMediaType,
 )
-from relay.session import SessionClosed
-from relay.store import ConsumerGone
 from shared.errors import ExitCode, LocalError, MailslotError, RemoteError
 
 #: class → (HTTP status, code, close code, exit code, fault)
@@ -67,12 +70,17 @@ def test_the_root_answers_what_has_no_mapping_of_its_own() -> None:
 def test_the_docstring_draws_each_with_its_status() -> None:
     assert errors.__doc__ is not None
     drawn = dict(re.findall(r"(?:├──|└──)\s+(\w+)\s+(\d{3})?", errors.__doc__))
-    assert set(drawn) == {cls.__name__ for cls in RELAY}
+    assert set(drawn) == {cls.__name__ for cls in RELAY} | {"ConsumerGone", "SessionClosed"}
     for cls, (status, *_) in RELAY.items():
         if drawn[cls.__name__]:  # StartupFailed and StoreLost end a command: no status
             assert drawn[cls.__name__] == str(status), cls.__name__
-    assert {name for name, status in drawn.items() if not status} == {"StartupFailed",
-                                                                       "StoreLost"}
+    assert {name for name, status in drawn.items() if not status} == {
+        "StartupFailed", "StoreLost", "ConsumerGone", "SessionClosed"}
+
+
+def test_every_relay_error_class_lives_in_this_module() -> None:
+    for cls in [*RELAY, ConsumerGone, SessionClosed]:
+        assert cls.__module__ == "relay.errors", cls.__name__
 
 
 def test_a_session_close_carries_its_close_code_and_reason() -> None:
@@ -86,3 +94,12 @@ def test_a_vanished_consumer_is_ours_and_never_an_answer() -> None:
     gone = ConsumerGone("pull timed out")
     assert isinstance(gone, LocalError) and not isinstance(gone, RelayError)
     assert (gone.code, gone.status, gone.close_code) == ("consumer_gone", None, None)
+
+
+def test_the_module_is_a_leaf_importing_from_shared_only() -> None:
+    tree = ast.parse(Path(errors.__file__).read_text(encoding="utf-8"))
+    imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names}
+    project = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
+    assert project and all(name.split(".")[0] == "shared" for name in project), project

@@ -26,6 +26,7 @@ from shared.errors import (
     LocalProtocolError,
     MailslotError,
     MalformedInput,
+    PayloadCapExceeded,
     RemoteError,
     RemoteProtocolError,
     SealError,
@@ -33,6 +34,7 @@ from shared.errors import (
     UntrustedSigner,
     WrongRecipient,
 )
+from shared.limits import PAYLOAD_MAX_BYTES
 
 SHARED = Path(errors.__file__).resolve().parent
 CODE_RE = re.compile(r"[a-z][a-z_]*[a-z]")
@@ -65,15 +67,24 @@ def error_classes() -> list[type[BaseException]]:
 
 def test_every_error_class_is_a_mailslot_error() -> None:
     classes = error_classes()
-    # + root, the two branches, the two protocol errors, AlreadyRunning
-    assert len(classes) == len(REMOTE) + 6
+    # + root, the two branches, the two protocol errors, AlreadyRunning, PayloadCapExceeded
+    assert len(classes) == len(REMOTE) + 7
     for cls in classes:
         assert issubclass(cls, MailslotError), cls
 
 
 def test_table_covers_every_remote_error() -> None:
     remote = {c for c in error_classes() if issubclass(c, RemoteProtocolError)}
-    assert remote - {RemoteProtocolError} == set(REMOTE)
+    assert remote - {RemoteProtocolError, PayloadCapExceeded} == set(REMOTE)
+
+
+def test_a_payload_over_its_cap_is_too_large_and_a_value_error() -> None:
+    """Raised inside pydantic validation, so also a ``ValueError``; answered 413."""
+    error = PayloadCapExceeded(PAYLOAD_MAX_BYTES)
+    assert isinstance(error, TooLarge) and isinstance(error, ValueError)
+    assert (error.status, error.code, error.close_code) == (413, "payload_too_large", 1009)
+    assert error.to_dict() == {"error": "payload_too_large",
+                               "message": f"payload is larger than {PAYLOAD_MAX_BYTES} bytes"}
 
 
 @pytest.mark.parametrize("cls", list(REMOTE), ids=lambda c: c.__name__)

@@ -13,19 +13,20 @@ from typing import Any
 
 import pytest
 
-from edge.approvals.desk import (
+from edge.approvals.desk import ApprovalDesk, InboxNotifier
+from edge.approvals.dial import HeldPermissions
+from edge.config import EdgePaths
+from edge.errors import (
     AlreadyDecided,
-    ApprovalDesk,
-    InboxNotifier,
+    IntentFileError,
+    InvalidAction,
     InvalidRequest,
     UnknownApproval,
     WiderAction,
 )
-from edge.approvals.dial import HeldPermissions, InvalidAction
-from edge.config import EdgePaths
 from edge.intents.approvalrules import ApprovalSettings, Rule
 from edge.intents.edit import promote
-from edge.intents.file import IntentFileError, load_intents, parse_intents
+from edge.intents.file import load_intents, parse_intents
 from edge.link.keystore import save_identity
 from edge.store.activity import ActivityLog, Entry
 from edge.store.approvals import ApprovalStore

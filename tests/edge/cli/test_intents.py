@@ -11,7 +11,8 @@ import pytest
 from tests_support import json_out, mailslot
 
 from edge.cli.intents import add_intent_commands, intent_from_args
-from edge.intents.file import InvalidIntent, load_intents
+from edge.errors import InvalidIntent
+from edge.intents.file import load_intents
 from edge.intents.model import ActiveHours, Intent, Judge, Match, Policy, Predicate
 
 

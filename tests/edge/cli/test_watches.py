@@ -14,6 +14,7 @@ from tests_support import json_out, mailslot
 
 from edge.cli.watches import add_watch_commands, watch_from_args
 from edge.config import EdgePaths
+from edge.errors import InvalidWatch
 from edge.intents.declarations import (
     AbsenceWatch,
     CommandWatch,
@@ -22,7 +23,7 @@ from edge.intents.declarations import (
     TickWatch,
     TimerWatch,
 )
-from edge.intents.file import InvalidWatch, load_intents
+from edge.intents.file import load_intents
 from edge.intents.model import Match, Predicate
 from edge.store.watchstate import WatchState
 from shared.envelope import Priority

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from engine_support import Harness, at, intent_set
+from process_support import all_dead
 from standardwebhooks.webhooks import Webhook
 from tests_support import wait_until
 
@@ -280,6 +281,30 @@ async def test_a_stopping_deliverer_gives_its_claim_back(tmp_path: Path) -> None
     (row,) = h.engine.deliveries.rows()
     assert row.status == "pending" and row.attempts == 1 and row.instance is None
     assert row.next_attempt <= datetime.now(UTC)
+
+
+async def test_stop_cuts_a_running_delivery_short_at_once(tmp_path: Path) -> None:
+    """``stop`` while a runtime runs: ``run`` returns within a second (not after the
+    runtime, not after the daemon's stop timeout), the runtime's process is gone and the
+    delivery is back in the queue, due now."""
+    route, _go = blocking_exec(tmp_path)
+    h, deliverer, _ = rig(tmp_path, route)
+    deliverer.clock = lambda: datetime.now(UTC)
+    await h.send(T)
+    h.engine.dispatch_due(T)
+    stop = asyncio.Event()
+    running = asyncio.create_task(deliverer.run(asyncio.Event(), stop))
+    await wait_until((tmp_path / "started").exists, 20, "the runtime running")
+    (claimed,) = await wait_until(
+        lambda: [r for r in h.engine.deliveries.rows("claimed") if r.runner], 20,
+        "the runtime's pid noted")
+    pid = int(claimed.runner.split(":")[0])
+    stop.set()
+    await asyncio.wait_for(running, 1.0)
+    (row,) = h.engine.deliveries.rows()
+    assert row.status == "pending" and row.instance is None
+    assert row.next_attempt <= datetime.now(UTC)
+    await all_dead(pid)
 
 
 async def test_the_key_is_stable_across_retries_and_unique(tmp_path: Path, hook: Server) -> None:

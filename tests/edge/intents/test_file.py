@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.errors import DuplicateIntent, IntentFileError
 from edge.intents.declarations import Declarations
 from edge.intents.edit import (
     HEADER,
@@ -20,7 +21,7 @@ from edge.intents.edit import (
     render_intent,
     set_paused,
 )
-from edge.intents.file import DuplicateIntent, IntentFileError, load_intents, parse_intents
+from edge.intents.file import load_intents, parse_intents
 from edge.intents.model import (
     ActiveHours,
     Intent,

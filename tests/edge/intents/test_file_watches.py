@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.errors import DuplicateWatch, IntentFileError
 from edge.intents.declarations import (
     AbsenceWatch,
     CommandWatch,
@@ -28,7 +29,7 @@ from edge.intents.edit import (
     set_paused,
     set_watch_paused,
 )
-from edge.intents.file import DuplicateWatch, IntentFileError, load_intents, parse_intents
+from edge.intents.file import load_intents, parse_intents
 from edge.intents.model import Intent, Match, Predicate, Settings
 from edge.intents.reload import IntentWatcher
 from shared.envelope import Priority

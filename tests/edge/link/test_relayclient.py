@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from edge.link.relayclient import RelayClient, RelayUnreachable
+from edge.errors import RelayUnreachable
+from edge.link.relayclient import RelayClient
 
 
 def closed_port() -> int:

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from edge.engine.explain import explain
-from edge.errors import EdgeError, KeyFileError
-from edge.store.activity import ActivityLog, ActivityLogError, Entry, Event, head_file
+from edge.errors import ActivityLogError, EdgeError, KeyFileError
+from edge.store.activity import ActivityLog, Entry, Event, head_file
 from edge.store.activityline import STEPS, ZERO_HASH, canonical
 
 T0 = datetime(2026, 11, 25, 14, 3, 7, 250_000, tzinfo=UTC)

@@ -19,9 +19,9 @@ import ulid
 from tests_support import json_out, mailslot
 
 from edge.config import EdgePaths
-from edge.errors import InboxError
+from edge.errors import ClaimedByOther, InboxError
 from edge.store.claims import LEASE_MAX, check_lease, check_owner, default_owner
-from edge.store.inbox import Accepted, ClaimedByOther, Inbox, _accepted_row
+from edge.store.inbox import Accepted, Inbox, _accepted_row
 from edge.store.inboxschema import INSERT, SCHEMA, SCHEMA_VERSION
 from shared.envelope import Envelope, Priority, Source
 from shared.identity import Identity

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from edge.errors import EdgeError
+from edge.errors import EdgeError, WatchDefinitionError
 from edge.intents.declarations import FileWatch
 from edge.watches.fileevents import FileEvent, merge, ordered
-from edge.watches.filepaths import WatchDefinitionError, check_file_watch
+from edge.watches.filepaths import check_file_watch
 from edge.watches.files import FileWatcher
 from shared.envelope import PAYLOAD_MAX_BYTES
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from edge.errors import InvalidWatch
 from edge.intents.declarations import Declarations
-from edge.intents.file import InvalidWatch
 from edge.watches.folders import check_folders
 
 
