@@ -3,11 +3,14 @@ websockets library). Every refusal is ``{"error": code, "message": text}`` with 
 status the error class carries; nothing is stored unless every check passed.
 
     POST   /v1/interrupts                      store an interrupt (signed, or a draft + token)
+    POST   /v1/interrupts/batch                up to BATCH_MAX_ITEMS of them, a result each
+    POST   /v1/send/{id}                       plain text + query/headers (relay.plaintext)
     POST   /v1/enroll                          spend an enrollment token on an identity
     GET    /v1/identities/{id}                 public keys (self-certifying)
     PUT    /v1/identities/{id}/grants/{signer} recipient grants a producer key (signed request)
     DELETE /v1/identities/{id}/grants/{signer} ... and revokes it
     GET    /healthz  /readyz
+    GET    /metrics  /v1/openapi.json          Prometheus text (relay.metrics); OpenAPI (relay.openapi)
     WS     /v1/connect                         the edge link (subprotocol mailslot.v1)
 
 Every outside input ends in a refusal with a status below 500 or in a stored interrupt:
@@ -38,8 +41,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from relay.admin import admin_routes
 from relay.errors import RelayError, Unauthorized, UnsupportedMediaType
-from relay.ingest import Ingest
+from relay.ingest import BatchResult, Ingest, Stored
+from relay.metrics import MetricsEndpoint, ObserveMiddleware, metrics_of
+from relay.openapi import OpenApiEndpoint
+from relay.plaintext import check_text_media, decode_text, options, send_draft
 from relay.registry import ProducerToken, Registry
 from relay.session import LinkSession
 from relay.store import Store
@@ -54,8 +61,7 @@ from shared.encoding import b64e
 from shared.errors import MalformedInput, RemoteProtocolError, TooLarge
 from shared.frames import SUBPROTOCOL
 from shared.identity import Identity, PublicIdentity
-from shared.limits import loads
-from shared.signing import signed_from_doc
+from shared.limits import BATCH_BODY_MAX_BYTES, BATCH_MAX_ITEMS, MAX_DEPTH, loads
 from shared.tokens import check_identity
 
 log = logging.getLogger("mailslot.relay.http")
@@ -186,17 +192,16 @@ def guarded(handler: Handler) -> Handler:
 
 
 def build_app(services: Services) -> Starlette:
-    async def read_body(request: Request) -> bytes:
+    async def read_body(request: Request, limit: int | None = None) -> bytes:
         """The whole body, size-capped. Read before any other check refuses the request,
         so that a refusal leaves the keep-alive connection usable (a partly read request
         body would make uvicorn close it)."""
+        cap = services.max_body_bytes if limit is None else limit
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
-            if len(body) > services.max_body_bytes:
-                raise TooLarge(
-                    f"body is larger than {services.max_body_bytes} bytes", code="body_too_large"
-                )
+            if len(body) > cap:
+                raise TooLarge(f"body is larger than {cap} bytes", code="body_too_large")
         return bytes(body)
 
     async def read_json(request: Request) -> tuple[bytes, Any]:
@@ -214,22 +219,58 @@ def build_app(services: Services) -> Starlette:
             raise Unauthorized("Authorization must be 'Bearer <token>'", code="invalid_token")
         return token.strip()
 
-    async def post_interrupt(request: Request) -> Response:
-        _, doc = await read_json(request)
+    async def producer_of(request: Request) -> ProducerToken | None:
         token = bearer(request)
-        producer: ProducerToken | None = None
-        if token is not None:
-            producer = await services.registry.producer(token)
-        if isinstance(doc, dict) and "envelope" in doc:
-            stored = await services.ingest.submit_signed(signed_from_doc(doc), producer)
-        else:
-            if producer is None:
-                raise Unauthorized(
-                    "a draft needs 'Authorization: Bearer <producer token>'", code="missing_token"
-                )
-            stored = await services.ingest.submit_draft(services.ingest.parse_draft(doc), producer)
+        return None if token is None else await services.registry.producer(token)
+
+    def stored_response(stored: Stored) -> Response:
         status = 200 if stored.duplicate else 202
         return JSONResponse({"id": stored.id, "duplicate": stored.duplicate}, status_code=status)
+
+    async def post_interrupt(request: Request) -> Response:
+        _, doc = await read_json(request)
+        return stored_response(await services.ingest.submit_doc(doc, await producer_of(request)))
+
+    def batch_item(result: BatchResult) -> dict[str, Any]:
+        if isinstance(result, Stored):
+            return {"status": 200 if result.duplicate else 202, "id": result.id,
+                    "duplicate": result.duplicate}
+        return {"status": result.status, **result.to_dict()}
+
+    async def post_batch(request: Request) -> Response:
+        """``{"items": [draft or signed document, ...]}`` → ``{"results": [...]}``, one
+        per item in order; 200 whenever the batch itself was well-formed."""
+        body = await read_body(request, BATCH_BODY_MAX_BYTES)
+        check_json_media(request)
+        doc = loads(body, max_depth=MAX_DEPTH + 3)  # {"items": [item{payload}]}
+        if not isinstance(doc, dict) or set(doc) != {"items"} or not isinstance(
+            doc["items"], list
+        ):
+            raise MalformedInput('expected {"items": [...]}', code="malformed_batch")
+        items = doc["items"]
+        if not items:
+            raise MalformedInput("items is empty", code="empty_batch")
+        if len(items) > BATCH_MAX_ITEMS:
+            raise TooLarge(f"at most {BATCH_MAX_ITEMS} items per batch (got {len(items)})",
+                           code="too_many_items")
+        results = await services.ingest.submit_batch(items, await producer_of(request))
+        return JSONResponse({"results": [batch_item(r) for r in results]})
+
+    async def send_text(request: Request) -> Response:
+        """Plain text to one identity (``relay.plaintext``); answered like a draft."""
+        body = await read_body(request)
+        to = check_identity(request.path_params["id"])
+        check_text_media(request.headers.get("content-type"))
+        producer = await producer_of(request)
+        opts = options(request.query_params.multi_items(), request.headers)
+        if producer is None:
+            raise Unauthorized(
+                "send needs 'Authorization: Bearer <producer token>'", code="missing_token"
+            )
+        doc = send_draft(to, decode_text(body), opts)
+        return stored_response(
+            await services.ingest.submit_draft(services.ingest.parse_draft(doc), producer)
+        )
 
     async def enroll(request: Request) -> Response:
         _, doc = await read_json(request)
@@ -306,13 +347,18 @@ def build_app(services: Services) -> Starlette:
 
     routes = [
         Route("/v1/interrupts", guarded(post_interrupt), methods=["POST"]),
+        Route("/v1/interrupts/batch", guarded(post_batch), methods=["POST"]),
+        Route("/v1/send/{id}", guarded(send_text), methods=["POST"]),
         Route("/v1/enroll", guarded(enroll), methods=["POST"]),
         Route("/v1/identities/{id}", guarded(get_identity), methods=["GET"]),
         Route("/v1/identities/{id}/grants/{signer}", guarded(put_grant), methods=["PUT"]),
         Route("/v1/identities/{id}/grants/{signer}", guarded(delete_grant), methods=["DELETE"]),
         Route("/healthz", guarded(healthz), methods=["GET"]),
         Route("/readyz", guarded(readyz), methods=["GET"]),
+        *admin_routes(services.store, services.registry, guarded, read_body, read_json),
         WebSocketRoute("/v1/connect", connect),
+        Route("/metrics", MetricsEndpoint(metrics_of(services.store)), methods=["GET"]),
+        Route("/v1/openapi.json", OpenApiEndpoint(), methods=["GET"]),
     ]
 
     async def not_found(_request: Request, _exc: Exception) -> Response:
@@ -331,7 +377,10 @@ def build_app(services: Services) -> Starlette:
 
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(ObserveMiddleware, metrics=metrics_of(services.store)),
+        ],
         exception_handlers={
             404: not_found,
             405: method_not_allowed,

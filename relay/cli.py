@@ -1,5 +1,5 @@
-"""``mailslot relay …``: the relay's command line — serve, and manage accounts and producer
-tokens — registered on the ``mailslot`` parser by ``edge.cli.main`` through
+"""``mailslot relay …``: the relay's command line — serve, and the admin API's clients
+(accounts, producer tokens, enrollment tokens, identities) — registered on the ``mailslot`` parser by ``edge.cli.main`` through
 ``add_relay_commands``; the commands themselves run in ``relay.commands``.
 
 This module only parses: it imports nothing heavy, so that every ``mailslot`` command can
@@ -8,7 +8,7 @@ build its parser without loading uvicorn, starlette or nats. ``edge.cli`` hands 
 imports ``edge``.
 
 Flags are checked while parsing (``--listen``, ``--sync``, ``--replicas``,
-``--nats-restart-timeout``), so a bad one is a usage error (exit 2) before anything
+``--nats-restart-timeout``, ``--expires``, ``--count``), so a bad one is a usage error (exit 2) before anything
 starts.
 """
 
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.config import DEFAULT_LISTEN, RelayConfig, StreamSettings, check_listen, relay_data_dir
+from shared.host.logs import LOG_FORMATS
 
 
 def add_relay_commands(
@@ -61,32 +62,101 @@ def add_relay_commands(
         help="embedded nats-server: how long to try restarting it after it exits before "
         "the relay fails /healthz and exits with code 7 (default 30)",
     )
+    p.add_argument("--metrics-listen", type=listen_arg, metavar="HOST:PORT",
+                   help="serve GET /metrics on this address only (the main port then "
+                   "answers 404 for it)")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                   help="log lines as text (default) or one JSON object per line")
+
+    add_admin_commands(relay, command, handler)
+
+
+def add_admin_commands(
+    relay: Any, command: Callable[..., argparse.ArgumentParser], handler: Callable[[str], Any]
+) -> None:
+    """``mailslot relay account|token|enrollment|identity …``: clients of the admin API
+    (``relay.adminclient``), never a store of their own."""
+
+    def admin(name: str, help_text: str, group: Any) -> argparse.ArgumentParser:
+        p = command(name.rsplit(" ", 1)[-1], handler(name), help_text, group)
+        p.add_argument("--relay", metavar="URL",
+                       help="the relay's URL (default: the relay running in this "
+                       "MAILSLOT_HOME, from DATA_DIR/relay.json)")
+        p.add_argument("--admin-key-file", type=Path, metavar="FILE",
+                       help="the admin credential (default: $MAILSLOT_ADMIN_KEY, else "
+                       "DATA_DIR/admin.key of the local relay)")
+        p.add_argument("--data-dir", type=Path, help="the local relay's data folder")
+        return p
+
+    def with_account(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--account", required=True, metavar="NAME")
+        return p
 
     account = relay.add_parser("account", help="accounts").add_subparsers(metavar="COMMAND")
-    p = with_store_options(
-        command(
-            "create",
-            handler("account create"),
-            "create an account; prints a one-time enrollment token",
-            account,
-        )
-    )
-    p.add_argument("name")
-    p = with_store_options(
-        command("token", handler("account token"), "print another one-time enrollment token", account)
-    )
-    p.add_argument("name")
-    with_store_options(command("list", handler("account list"), "list accounts", account))
+    admin("account create", "create an account; prints a one-time enrollment token",
+          account).add_argument("name")
+    admin("account token", "print another one-time enrollment token",
+          account).add_argument("name")
+    admin("account list", "list accounts", account)
+    admin("account show", "an account: disabled?, identities, tokens, pending interrupts",
+          account).add_argument("name")
+    admin("account disable", "refuse the account's producers and edges (data kept)",
+          account).add_argument("name")
+    admin("account enable", "accept a disabled account's producers and edges again",
+          account).add_argument("name")
+    admin("account delete", "delete an account: its identities, tokens and queued "
+          "interrupts are purged", account).add_argument("name")
 
     token = relay.add_parser("token", help="producer tokens").add_subparsers(metavar="COMMAND")
-    p = with_store_options(
-        command(
-            "create", handler("token create"), "create a producer bearer token for one recipient", token
-        )
-    )
-    p.add_argument("--account", required=True)
-    p.add_argument("--to", required=True, help="recipient identity id")
+    p = with_account(admin("token create", "create a producer bearer token", token))
+    p.add_argument("--to", required=True, action="append", metavar="ID",
+                   help="recipient identity id (repeat for several)")
     p.add_argument("--name", default="producer", help="shown as the interrupts' source name")
+    p.add_argument("--type", action="append", dest="types", metavar="GLOB",
+                   help="allowed interrupt types, a glob (repeat; default: any)")
+    p.add_argument("--expires", type=duration_arg, metavar="DURATION",
+                   help="valid for this long (90s, 30m, 12h, 30d, 1w; default: until revoked)")
+    with_account(admin("token list", "the account's producer tokens (never the secret)",
+                       token))
+    with_account(admin("token revoke", "revoke a producer token by its id",
+                       token)).add_argument("id")
+
+    enrollment = relay.add_parser("enrollment", help="enrollment tokens").add_subparsers(
+        metavar="COMMAND")
+    p = with_account(admin("enrollment create", "one-time enrollment tokens", enrollment))
+    p.add_argument("--count", type=count_arg, default=1, help="how many (default 1)")
+    p.add_argument("--expires", type=duration_arg, metavar="DURATION",
+                   help="valid for this long (default: until spent or revoked)")
+    with_account(admin("enrollment list", "the account's unspent enrollment tokens",
+                       enrollment))
+    with_account(admin("enrollment revoke", "revoke an enrollment token by its id",
+                       enrollment)).add_argument("id")
+
+    identity = relay.add_parser("identity", help="enrolled identities").add_subparsers(
+        metavar="COMMAND")
+    with_account(admin("identity list", "the account's identities", identity))
+    with_account(admin("identity revoke", "remove an identity: its link is refused, its "
+                       "queued interrupts purged", identity)).add_argument("id")
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(s|m|h|d|w)?")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def duration_arg(value: str) -> float:
+    """``--expires``: ``90s``, ``30m``, ``12h``, ``30d``, ``1w`` or seconds."""
+    match = _DURATION.fullmatch(value.strip())
+    seconds = float(match[1]) * _UNIT[match[2] or "s"] if match else 0.0
+    if not 0 < seconds <= 10 * 365 * 86_400:
+        raise argparse.ArgumentTypeError(
+            f"must be a duration like 90s, 30m, 12h, 30d, 1w (up to 10 years), not {value!r}")
+    return seconds
+
+
+def count_arg(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 1000:
+        raise argparse.ArgumentTypeError(f"must be a number from 1 to 1000, not {value!r}")
+    return int(value)
 
 
 def listen_arg(value: str) -> str:
@@ -133,4 +203,5 @@ def config_from(args: argparse.Namespace) -> RelayConfig:
         embedded_sync=getattr(args, "sync", "always"),
         embedded_restart_timeout=getattr(args, "nats_restart_timeout", 30.0),
         stream=StreamSettings(replicas=getattr(args, "replicas", 1)),
+        metrics_listen=getattr(args, "metrics_listen", None),
     )

@@ -1,10 +1,11 @@
-"""The ``mailslot relay …`` commands (parsed by ``relay.cli``): serve, and manage accounts
-and producer tokens.
+"""The ``mailslot relay …`` commands (parsed by ``relay.cli``): serve, and manage
+accounts, enrollment tokens, producer tokens and identities.
 
-Admin commands talk to the registry in JetStream directly: the configured ``--nats``,
-else the running relay's embedded server, else the embedded store opened just for the
-command under the data folder's lock (never a second nats-server on a store a relay
-owns). Tokens are printed once and stored only as hashes.
+Admin commands are clients of the admin API (``relay.adminclient``): ``--relay URL``, or
+the relay running in this data folder (they say so on stderr); with none running they
+fail with ``relay_not_running`` and never open a store. Tokens are printed once and
+stored only as hashes. ``serve`` makes the admin credential on the first start and
+prints it once.
 
 This module loads the relay server (uvicorn, starlette, nats): ``edge.cli`` imports it only
 when a relay command runs, so that the rest of ``mailslot`` does not carry that weight.
@@ -16,17 +17,20 @@ import argparse
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import sys
+from collections.abc import Callable
+from typing import Any
 
+from relay.admin import PREFIX as ACCOUNTS
+from relay.adminauth import ADMIN_KEY_FILE, ensure_admin_credential
+from relay.adminclient import AdminClient, resolve_target, segment
 from relay.cli import config_from
-from relay.registry import Registry
-from relay.server import RelayServer, admin_store
+from relay.config import relay_data_dir
+from relay.server import RelayServer
 from shared.host.signals import stop_on_signals
 from shared.host.waiting import first_of
 
 log = logging.getLogger("mailslot.relay")
-T = TypeVar("T")
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -44,12 +48,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         with stop_on_signals(stop):
             await server.start()
-            assert server.identity is not None
-            _print(
-                args,
-                {"url": server.url, "relay": server.identity.id},
-                f"relay {server.identity.id} listening on {server.url}",
-            )
+            assert server.identity is not None and server.store is not None
+            try:
+                admin_key = await ensure_admin_credential(server.store, config.data_dir)
+            except BaseException:
+                await server.stop()
+                raise
+            announced: dict[str, Any] = {"url": server.url, "relay": server.identity.id}
+            text = f"relay {server.identity.id} listening on {server.url}"
+            if admin_key is not None:  # the first start: shown this once
+                announced["admin_key"] = admin_key
+                text += (f"\nadmin key (shown once; saved in "
+                         f"{config.data_dir / ADMIN_KEY_FILE}): {admin_key}")
+            _print(args, announced, text)
             waiter = asyncio.ensure_future(server.wait())
             try:
                 await first_of(waiter, stop.wait())
@@ -63,16 +74,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_registry(args: argparse.Namespace, action: Callable[[Registry], Awaitable[T]]) -> T:
-    async def run() -> T:
-        async with admin_store(config_from(args)) as store:
-            return await action(Registry(store))
+def _client(args: argparse.Namespace) -> AdminClient:
+    target = resolve_target(
+        args.relay, args.admin_key_file, args.data_dir or relay_data_dir()
+    )
+    if target.note is not None:
+        print(f"mailslot: {target.note}", file=sys.stderr, flush=True)
+    return AdminClient(target)
 
-    return asyncio.run(run())
+
+def _account_path(name: str, *rest: str) -> str:
+    return "/".join([ACCOUNTS, segment(name), *(segment(r) for r in rest)])
 
 
 def cmd_account_create(args: argparse.Namespace) -> int:
-    token = _with_registry(args, lambda r: r.create_account(args.name))
+    made = _client(args).request("POST", ACCOUNTS, {"name": args.name})
+    token = made["enrollment_token"]
     _print(
         args,
         {"account": args.name, "enrollment_token": token},
@@ -83,22 +100,117 @@ def cmd_account_create(args: argparse.Namespace) -> int:
 
 
 def cmd_account_token(args: argparse.Namespace) -> int:
-    token = _with_registry(args, lambda r: r.enrollment_token(args.name))
+    made = _client(args).request("POST", _account_path(args.name, "enrollments"), {})
+    token = made["enrollment_tokens"][0]
     _print(args, {"account": args.name, "enrollment_token": token}, token)
     return 0
 
 
 def cmd_account_list(args: argparse.Namespace) -> int:
-    names = _with_registry(args, lambda r: r.accounts())
+    accounts = _client(args).request("GET", ACCOUNTS)["accounts"]
+    names = [a["name"] for a in accounts]
     _print(args, names, "\n".join(names) or "(none)")
     return 0
 
 
+def cmd_account_show(args: argparse.Namespace) -> int:
+    doc = _client(args).request("GET", _account_path(args.name))
+    usage = doc["usage"]
+    pending = usage["pending"]
+    _print(args, doc, "\n".join([
+        f"account    {doc['name']}{' (disabled)' if doc['disabled'] else ''}",
+        f"created    {doc.get('created_at')}",
+        f"identities {usage['identities']}",
+        f"tokens     {usage['producer_tokens']} producer, {usage['enrollment_tokens']} "
+        "enrollment",
+        f"pending    {usage['pending_total']} (now {pending['now']}, next {pending['next']}, "
+        f"later {pending['later']})",
+    ]))
+    return 0
+
+
+def _set_disabled(verb: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        doc = _client(args).request("POST", _account_path(args.name, verb))
+        _print(args, doc, f"account {args.name} {verb}d")
+        return 0
+
+    return run
+
+
+def cmd_account_delete(args: argparse.Namespace) -> int:
+    doc = _client(args).request("DELETE", _account_path(args.name))
+    purged = doc["purged"]
+    _print(args, doc, f"account {args.name} deleted: {purged['identities']} identities, "
+           f"{purged['producer_tokens']} producer tokens, {purged['enrollment_tokens']} "
+           f"enrollment tokens, {purged['interrupts']} queued interrupts purged")
+    return 0
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
-    token = _with_registry(
-        args, lambda r: r.create_producer_token(args.account, args.to, args.name)
-    )
-    _print(args, {"account": args.account, "to": args.to, "token": token}, token)
+    body: dict[str, Any] = {"to": args.to, "name": args.name}
+    if args.types:
+        body["types"] = args.types
+    if args.expires is not None:
+        body["expires_in"] = args.expires
+    made = _client(args).request("POST", _account_path(args.account, "tokens"), body)
+    to = args.to[0] if len(args.to) == 1 else args.to
+    _print(args, {"account": args.account, "to": to, "token": made["token"], "id": made["id"],
+                  "types": made["types"], "expires_at": made["expires_at"]}, made["token"])
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    tokens = _client(args).request("GET", _account_path(args.account, "tokens"))["tokens"]
+    lines = [
+        f"{t['id']}  {t['state']:<7}  {t['name']}  to {','.join(t['to'])}  "
+        f"types {','.join(t['types'])}  expires {t['expires_at'] or 'never'}"
+        for t in tokens
+    ]
+    _print(args, tokens, "\n".join(lines) or "(none)")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    doc = _client(args).request("DELETE", _account_path(args.account, "tokens", args.id))
+    _print(args, doc, f"token {args.id} revoked")
+    return 0
+
+
+def cmd_enrollment_create(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"count": args.count}
+    if args.expires is not None:
+        body["expires_in"] = args.expires
+    made = _client(args).request("POST", _account_path(args.account, "enrollments"), body)
+    _print(args, made, "\n".join(made["enrollment_tokens"]))
+    return 0
+
+
+def cmd_enrollment_list(args: argparse.Namespace) -> int:
+    doc = _client(args).request("GET", _account_path(args.account, "enrollments"))
+    lines = [f"{t['id']}  {t['state']:<7}  created {t['created_at']}  "
+             f"expires {t['expires_at'] or 'never'}" for t in doc["enrollments"]]
+    _print(args, doc["enrollments"], "\n".join(lines) or "(none)")
+    return 0
+
+
+def cmd_enrollment_revoke(args: argparse.Namespace) -> int:
+    doc = _client(args).request("DELETE", _account_path(args.account, "enrollments", args.id))
+    _print(args, doc, f"enrollment token {args.id} revoked")
+    return 0
+
+
+def cmd_identity_list(args: argparse.Namespace) -> int:
+    doc = _client(args).request("GET", _account_path(args.account, "identities"))
+    lines = [f"{i['id']}  enrolled {i['created_at']}" for i in doc["identities"]]
+    _print(args, doc["identities"], "\n".join(lines) or "(none)")
+    return 0
+
+
+def cmd_identity_revoke(args: argparse.Namespace) -> int:
+    doc = _client(args).request("DELETE", _account_path(args.account, "identities", args.id))
+    _print(args, doc, f"identity {args.id} revoked ({doc['purged_interrupts']} queued "
+           "interrupts purged)")
     return 0
 
 
@@ -108,5 +220,16 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "account create": cmd_account_create,
     "account token": cmd_account_token,
     "account list": cmd_account_list,
+    "account show": cmd_account_show,
+    "account disable": _set_disabled("disable"),
+    "account enable": _set_disabled("enable"),
+    "account delete": cmd_account_delete,
     "token create": cmd_token_create,
+    "token list": cmd_token_list,
+    "token revoke": cmd_token_revoke,
+    "enrollment create": cmd_enrollment_create,
+    "enrollment list": cmd_enrollment_list,
+    "enrollment revoke": cmd_enrollment_revoke,
+    "identity list": cmd_identity_list,
+    "identity revoke": cmd_identity_revoke,
 }

@@ -65,11 +65,19 @@ class RelayConfig(BaseModel):
     embedded_restart_timeout: float = Field(default=30.0, gt=0)
     #: Seconds an edge has to answer the link's challenge before it is closed (4408).
     auth_timeout: float = Field(default=10.0, gt=0)
+    #: ``HOST:PORT`` serving ``GET /metrics`` alone; when set, the main port no longer
+    #: answers /metrics (404), so that it can stay on a private network.
+    metrics_listen: str | None = None
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
         return check_listen(value)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_host_port(cls, value: str | None) -> str | None:
+        return None if value is None else check_listen(value)
 
     @property
     def host(self) -> str:

@@ -8,10 +8,13 @@ frame and a close.
 
     RelayError                   500  internal (close 1011)
     │   refusals of a request: the client is at fault (RemoteError)
-    ├── Unauthorized             401  missing_token / invalid_token / bad_auth / stale_request
-    │                                 / replayed_request (a signed request's nonce, used before)
-    ├── Forbidden                403  recipient_not_allowed / untrusted_signer
-    ├── NotFound                 404  unknown_identity / unknown_account
+    ├── Unauthorized             401  missing_token / invalid_token / token_expired / bad_auth
+    │                                 / stale_request / replayed_request (a signed request's
+    │                                 nonce, used before)
+    ├── Forbidden                403  recipient_not_allowed / type_not_allowed / untrusted_signer
+    │                                 / account_disabled (close 4403 on a link) / wrong_account
+    ├── NotFound                 404  unknown_identity / unknown_account / unknown_token
+    │                                 / unknown_enrollment
     ├── Conflict                 409  exists / token_used
     ├── UnsupportedMediaType     415  unsupported_media_type (a body that is not JSON)
     ├── QueueFull                429  queue_full (the recipient's per-priority cap)

@@ -13,7 +13,8 @@ but the reserved ones (``shared.sources``), which only the relay or the edge may
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from ulid import ULID
 
-from relay.errors import Forbidden
+from relay.errors import Forbidden, RelayError, Unauthorized
 from relay.registry import ProducerToken, Registry
 from relay.store import Store
 from shared.envelope import (
@@ -39,10 +40,10 @@ from shared.envelope import (
     parse_envelope,
     validation_error,
 )
-from shared.errors import Expired, InvalidEnvelope, UntrustedSigner
+from shared.errors import Expired, InvalidEnvelope, RemoteProtocolError, UntrustedSigner
 from shared.identity import Identity
 from shared.limits import TTL_MAX_SECONDS, check_created_at
-from shared.signing import SignedEnvelope, check_signature, sign_envelope
+from shared.signing import SignedEnvelope, check_signature, sign_envelope, signed_from_doc
 from shared.sources import source_claim_refusal
 
 
@@ -73,6 +74,23 @@ class Stored:
     duplicate: bool
 
 
+#: How many checked batch items are queued before the publishes are let go out.
+_YIELD_EVERY = 8
+
+#: One item's outcome in a batch: stored (or a duplicate), or the refusal it would have
+#: had as a single post.
+BatchResult = Stored | RemoteProtocolError | RelayError
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """An interrupt that passed every check: ready to publish."""
+
+    envelope: Envelope
+    signed: SignedEnvelope
+    now: datetime
+
+
 class Ingest:
     def __init__(
         self,
@@ -99,7 +117,65 @@ class Ingest:
             raise validation_error(exc, "draft") from exc
 
     async def submit_draft(self, draft: Draft, producer: ProducerToken) -> Stored:
-        self._check_route(draft.to, producer)
+        return await self._publish(await self._check_draft(draft, producer))
+
+    async def submit_signed(self, signed: SignedEnvelope, producer: ProducerToken | None) -> Stored:
+        return await self._publish(await self._check_signed(signed, producer))
+
+    async def submit_doc(self, doc: object, producer: ProducerToken | None) -> Stored:
+        """One body of ``POST /v1/interrupts``: a signed envelope or a draft."""
+        return await self._publish(await self._check_doc(doc, producer))
+
+    async def submit_batch(
+        self, docs: Sequence[object], producer: ProducerToken | None
+    ) -> list[BatchResult]:
+        """Check every item as a single post would be checked, then publish the good ones
+        all at once (pipelined on the one NATS connection; JetStream takes them in list
+        order, so a repeated id within a batch is the later item's duplicate). Each result
+        is known only once JetStream acknowledged (or refused) that item."""
+        results: list[BatchResult | asyncio.Task[Stored]] = []
+        try:
+            for n, doc in enumerate(docs):
+                try:
+                    checked = await self._check_doc(doc, producer)
+                except (RemoteProtocolError, RelayError) as exc:
+                    results.append(exc)
+                    continue
+                # Published as soon as checked, so that checking the rest overlaps with
+                # JetStream's writes; tasks start in creation order, so the publishes
+                # reach NATS in list order.
+                results.append(asyncio.ensure_future(self._publish(checked)))
+                if n % _YIELD_EVERY == _YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # let the publishes queued so far go out
+            tasks = [r for r in results if isinstance(r, asyncio.Task)]
+            if tasks:
+                await asyncio.wait(tasks)
+        except BaseException:
+            for r in results:
+                if isinstance(r, asyncio.Task):
+                    r.cancel()
+            raise
+        out: list[BatchResult] = []
+        for r in results:
+            if not isinstance(r, asyncio.Task):
+                out.append(r)
+            elif isinstance(r.exception(), RemoteProtocolError | RelayError):
+                out.append(r.exception())  # type: ignore[arg-type]
+            else:
+                out.append(r.result())  # a bug re-raises: answered 500 like a single post
+        return out
+
+    async def _check_doc(self, doc: object, producer: ProducerToken | None) -> _Checked:
+        if isinstance(doc, dict) and "envelope" in doc:
+            return await self._check_signed(signed_from_doc(doc), producer)
+        if producer is None:
+            raise Unauthorized(
+                "a draft needs 'Authorization: Bearer <producer token>'", code="missing_token"
+            )
+        return await self._check_draft(self.parse_draft(doc), producer)
+
+    async def _check_draft(self, draft: Draft, producer: ProducerToken) -> _Checked:
+        producer.check(draft.to, draft.type)  # recipient and type scope (registry)
         await self.registry.require_identity(draft.to)
         now = self.clock()
         self._check_not_expired(draft.expires_at, now)
@@ -114,12 +190,14 @@ class Ingest:
             )
         except ValidationError as exc:
             raise validation_error(exc, "draft") from exc
-        return await self._store(envelope, sign_envelope(envelope, self.relay), now)
+        return _Checked(envelope, sign_envelope(envelope, self.relay), now)
 
-    async def submit_signed(self, signed: SignedEnvelope, producer: ProducerToken | None) -> Stored:
+    async def _check_signed(
+        self, signed: SignedEnvelope, producer: ProducerToken | None
+    ) -> _Checked:
         envelope = parse_envelope(signed.envelope)
         if producer is not None:
-            self._check_route(envelope.to, producer)
+            producer.check(envelope.to, envelope.type)
         refusal = source_claim_refusal(
             envelope.source.kind, envelope.signer, relay=self.relay.id, recipient=envelope.to
         )
@@ -137,7 +215,7 @@ class Ingest:
         now = self.clock()
         self._check_not_expired(envelope.expires_at, now)
         check_created_at(envelope.created_at, now)  # by our clock, at the door only
-        return await self._store(envelope, signed, now)
+        return _Checked(envelope, signed, now)
 
     @staticmethod
     def _check_route(to: str, producer: ProducerToken) -> None:
@@ -149,7 +227,8 @@ class Ingest:
         if expires_at is not None and expires_at <= now:
             raise Expired(f"expires_at {expires_at.isoformat()} is in the past")
 
-    async def _store(self, envelope: Envelope, signed: SignedEnvelope, now: datetime) -> Stored:
+    async def _publish(self, checked: _Checked) -> Stored:
+        envelope, signed, now = checked.envelope, checked.signed, checked.now
         ttl = (envelope.expires_at - now).total_seconds() if envelope.expires_at else None
         if ttl is not None:
             # JetStream's per-message TTL overflows past ~292 years (nanoseconds in an

@@ -9,6 +9,10 @@ nats-server exists). Any later failure stops what was started. While it runs, th
 embedded server is supervised: restarted if it exits (``/readyz`` is 503 meanwhile), and
 if it cannot come back ``wait`` raises ``StoreLost`` (``/healthz`` is 503 by then).
 
+With ``--metrics-listen`` a second, tiny HTTP server serves ``GET /metrics`` on that
+address (bound right after the main socket, stopped first); the relay's metrics live in
+``self.metrics``, a registry of its own (``relay.metrics``).
+
 ``RelayServer`` never installs signal handlers itself, so that ``mailslot up`` can run a
 relay and an edge in one process under one handler (``shared.host.signals``).
 """
@@ -23,6 +27,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -30,6 +35,7 @@ from relay.app import Services, build_app
 from relay.config import RelayConfig
 from relay.errors import StartupFailed, StoreUnavailable
 from relay.ingest import Ingest
+from relay.metrics import MeteredStore, RelayMetrics, metrics_app
 from relay.natsserver import EmbeddedNats
 from relay.registry import Registry
 from relay.store import Store
@@ -64,6 +70,14 @@ class RelayServer:
         self._wrote_runtime = False
         self.url = ""
         self.nats_url = ""
+        #: This relay's metrics (its own registry): ``GET /metrics``.
+        self.metrics = RelayMetrics()
+        self._metrics_server: _Server | None = None
+        #: The ASGI app serving the main port (for ``relay.openapi`` and its tests).
+        self.app: Any = None
+        self._metrics_task: asyncio.Task[None] | None = None
+        #: ``http://HOST:PORT`` of ``--metrics-listen`` once started, else "".
+        self.metrics_url = ""
 
     @property
     def healthy(self) -> bool:
@@ -83,7 +97,11 @@ class RelayServer:
         config = self.config
         self._lock = relay_lock(config.data_dir).acquire()
         sock = _bind(config.host, config.port)
+        metrics_sock: socket.socket | None = None
         try:
+            if config.metrics_listen is not None:
+                host, _, port = config.metrics_listen.rpartition(":")
+                metrics_sock = _bind(host.strip("[]"), int(port))
             servers = list(config.nats)
             if not servers:
                 self.embedded = EmbeddedNats(
@@ -97,8 +115,13 @@ class RelayServer:
                     raise StartupFailed(exc.message, code="store_unavailable") from exc
             self.nats_url = servers[0]
             try:
-                self.store = await Store.connect(servers, config.stream)
+                store = await MeteredStore.connect(servers, config.stream)
+                assert isinstance(store, MeteredStore)
+                store.attach(self.metrics)
+                self.metrics.on_main_port = config.metrics_listen is None
+                self.store = store
                 await self.store.ensure()
+                await self.store.watch_registry()  # registry reads from memory (regcache)
             except StoreUnavailable as exc:
                 raise StartupFailed(exc.message, code="store_unavailable") from exc
             registry = Registry(self.store)
@@ -112,8 +135,9 @@ class RelayServer:
                 auth_timeout=config.auth_timeout,
                 healthy=lambda: self.healthy,
             )
+            self.app = build_app(services)
             uv_config = uvicorn.Config(
-                build_app(services),
+                self.app,
                 host=config.host,
                 port=config.port,
                 ws="websockets-sansio",
@@ -128,16 +152,26 @@ class RelayServer:
             )
             self._server = _Server(uv_config)
             self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+            if metrics_sock is not None:
+                self._metrics_server = _Server(uvicorn.Config(
+                    metrics_app(self.metrics), lifespan="off", access_log=False,
+                    log_config=None, timeout_graceful_shutdown=1,
+                ))
+                self._metrics_task = asyncio.create_task(
+                    self._metrics_server.serve(sockets=[metrics_sock]))
         except BaseException:
             sock.close()
+            if metrics_sock is not None:
+                metrics_sock.close()
             raise
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise StartupFailed(f"relay could not listen on {config.listen}")
-            await asyncio.sleep(0.01)  # start-up only: uvicorn exposes no started event
+        await _started(self._server, self._task, config.listen)
         port = self._server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://{_url_host(config.host)}:{port}"
+        if self._metrics_server is not None and self._metrics_task is not None:
+            await _started(self._metrics_server, self._metrics_task, str(config.metrics_listen))
+            host = str(config.metrics_listen).rpartition(":")[0].strip("[]")
+            port = self._metrics_server.servers[0].sockets[0].getsockname()[1]
+            self.metrics_url = f"http://{_url_host(host)}:{port}"
         if self.embedded is not None:
             self._supervisor = asyncio.create_task(self._supervise(), name="nats-supervisor")
         self._write_runtime_file()
@@ -167,6 +201,11 @@ class RelayServer:
         if supervisor is not None:
             supervisor.cancel()
             await asyncio.gather(supervisor, return_exceptions=True)
+        if self._metrics_server is not None and self._metrics_task is not None:
+            self._metrics_server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._metrics_task, 5)
+            self._metrics_server = self._metrics_task = None
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
@@ -196,6 +235,14 @@ class RelayServer:
             json.dump(doc, fh)
         os.replace(tmp, path)
         self._wrote_runtime = True
+
+
+async def _started(server: _Server, task: asyncio.Task[None], listen: str) -> None:
+    while not server.started:
+        if task.done():
+            task.result()
+            raise StartupFailed(f"relay could not listen on {listen}")
+        await asyncio.sleep(0.01)  # start-up only: uvicorn exposes no started event
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -28,6 +28,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from relay.errors import ConsumerGone, RelayError, SessionClosed, StoreUnavailable
+from relay.metrics import metrics_of
 from relay.registry import Registry
 from relay.store import IdentityQueue, PulledInterrupt, Store, control_subject, notify_subject
 from shared.auth import auth_message, check_b64_signature
@@ -81,6 +82,9 @@ class LinkSession:
         self.stale = False
         self._subs: list[Any] = []
         self._queue: IdentityQueue | None = None
+        #: Where the link's events are counted (``relay.metrics``); None: nowhere.
+        self.metrics = metrics_of(store)
+        self._counted = False
 
     async def run(self) -> None:
         unregister = self.store.on_reconnect(self._on_reconnect)
@@ -129,6 +133,7 @@ class LinkSession:
             )
         except RemoteProtocolError as exc:
             raise SessionClosed(4401, "bad_auth") from exc
+        await self.registry.require_active_account(found[1])  # 4403 account_disabled
         self.identity = identity
 
     async def _open(self) -> None:
@@ -150,6 +155,9 @@ class LinkSession:
         await self.ws.send_text(
             self.link.send(Welcome(session=self.session_id, pending=Pending(**pending)))
         )
+        if self.metrics is not None:
+            self.metrics.edge_connected()
+            self._counted = True
         log.info(
             "edge %s connected (session %s, pending %s)", self.identity, self.session_id, pending
         )
@@ -186,10 +194,14 @@ class LinkSession:
                     delivery = self.inflight.pop(envelope_id, None)
                     if delivery is not None:
                         await delivery.ack()
+                        if self.metrics is not None:
+                            self.metrics.acks.inc()
             elif isinstance(frame, Nak):
                 delivery = self.inflight.pop(frame.id, None)
                 if delivery is not None:
                     await delivery.nak(frame.delay)
+                    if self.metrics is not None:
+                        self.metrics.naks.inc()
                     # JetStream has it back (now, or after the delay): pull again then.
                     asyncio.get_running_loop().call_later(frame.delay or 0.0, self.wake.set)
             elif isinstance(frame, Reject):
@@ -197,6 +209,8 @@ class LinkSession:
                 if delivery is not None:
                     log.warning("edge %s rejected %s: %s", self.identity, frame.id, frame.code)
                     await delivery.term()
+                    if self.metrics is not None:
+                        self.metrics.rejects.inc()
             elif isinstance(frame, Error):
                 log.info("edge %s closed the link: %s", self.identity, frame.code)
                 raise SessionClosed(1000, "edge_error")
@@ -233,6 +247,9 @@ class LinkSession:
                 continue
             for chunk in _pack(batch):
                 await self.ws.send_text(self.link.send_deliver([d.data for d in chunk]))
+                if self.metrics is not None:
+                    for delivery in chunk:
+                        self.metrics.delivered(delivery.priority, _delivered_before(delivery))
 
     async def _wait_wake(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -273,8 +290,20 @@ class LinkSession:
         self.inflight.clear()
         if self._queue is not None:
             await self._queue.close()
+        if self._counted and self.metrics is not None:
+            self.metrics.edge_disconnected()
+            self._counted = False
         if self.identity:
             log.info("edge %s disconnected (session %s)", self.identity, self.session_id)
+
+
+def _delivered_before(delivery: PulledInterrupt) -> bool:
+    """Whether JetStream delivered this interrupt before on the same consumer (after a
+    nak or ``ack_wait``). A takeover recreates the consumers, which count afresh."""
+    try:
+        return int(delivery.msg.metadata.num_delivered or 1) > 1
+    except Exception:  # not a JetStream delivery (no ack subject to read it from)
+        return False
 
 
 def _pack(batch: list[PulledInterrupt]) -> list[list[PulledInterrupt]]:

@@ -22,6 +22,7 @@ consumer per identity forever. Taking from ``now`` until it is empty, then ``nex
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -40,6 +41,7 @@ from nats.js.kv import KeyValue
 
 from relay.config import StreamSettings
 from relay.errors import Conflict, ConsumerGone, QueueFull, StoreUnavailable
+from relay.regcache import RegistryCache
 from shared.auth import NONCE_MEMORY_SECONDS
 from shared.envelope import PRIORITIES, Priority
 from shared.tokens import check_identity
@@ -110,6 +112,10 @@ class Store:
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._ready = False
         self._closing = False
+        #: The registry as last seen by ``watch_registry`` (empty and not live until then).
+        self.cache = RegistryCache()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._caught_up = asyncio.Event()
 
     @classmethod
     async def connect(cls, servers: list[str], settings: StreamSettings) -> Store:
@@ -217,8 +223,60 @@ class Store:
         is not reported as a warning (admin commands exit quietly)."""
         self._closing = True
         self._ready = False
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+            self._watch_task = None
+        self.cache.suspend()
         with contextlib.suppress(Exception):
             await self.nc.drain()
+
+    async def watch_registry(self, caught_up_timeout: float = 10.0) -> None:
+        """Keep ``self.cache`` current from a watch of the whole registry bucket (call
+        after ``ensure``; ``close`` stops it). Returns once the cache has caught up, or
+        after ``caught_up_timeout`` (reads then go to NATS until it has). If the watch
+        fails — NATS restarted, the consumer was lost — the cache stops answering and a
+        new watch starts; after a reconnect the watch is restarted too, since a deletion
+        may have happened while this process was cut off."""
+        if self._watch_task is not None:
+            return
+        self._watch_task = asyncio.create_task(self._watch_loop(), name="registry-watch")
+        self.on_reconnect(self._restart_watch)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._caught_up.wait(), caught_up_timeout)
+
+    def _restart_watch(self) -> None:
+        self.cache.suspend()
+        if self._watch_task is not None and not self._closing:
+            self._watch_task.cancel()
+            self._watch_task = asyncio.create_task(self._watch_loop(), name="registry-watch")
+
+    async def _watch_loop(self) -> None:
+        while not self._closing:
+            watcher = None
+            try:
+                watcher = await self.kv.watchall()
+                async for entry in watcher:
+                    if entry is None:
+                        self.cache.caught_up()
+                        self._caught_up.set()
+                    elif entry.operation in ("DEL", "PURGE") or entry.value is None:
+                        self.cache.deleted(entry.key, int(entry.revision or 0))
+                    else:
+                        self.cache.apply(entry.key, entry.value, int(entry.revision or 0))
+            except asyncio.CancelledError:
+                self.cache.suspend()
+                raise
+            except Exception as exc:  # any failure: stop answering, then watch again
+                log.warning("registry watch failed (%s: %s); reading the registry from "
+                            "NATS until it is back", type(exc).__name__, exc)
+            finally:
+                if watcher is not None:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()  # type: ignore[no-untyped-call]
+            self.cache.suspend()
+            await asyncio.sleep(0.25)  # back off before the next attempt (NATS is down)
 
     # -- interrupts ---------------------------------------------------------------------
 
@@ -259,6 +317,17 @@ class Store:
         subjects = info.state.subjects or {}
         return {p.value: int(subjects.get(prefix + p.value, 0)) for p in PRIORITIES}
 
+    async def purge_identity(self, identity: str) -> int:
+        """Drop every interrupt queued for ``identity`` (subjects ``ms.in.<id>.>``, all
+        priorities); return how many there were. For an identity revoked or an account
+        deleted: nobody could drain them any more."""
+        count = sum((await self.pending(identity)).values())
+        try:
+            await self.js.purge_stream(STREAM, subject=f"ms.in.{check_identity(identity)}.>")
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"cannot purge the queue of {identity}: {exc}") from exc
+        return count
+
     async def subscribe(self, subject: str, callback: Callable[[Msg], Awaitable[None]]) -> Any:
         try:
             return await self.nc.subscribe(subject, cb=callback)
@@ -281,6 +350,11 @@ class Store:
         return self._kv
 
     async def kv_get(self, key: str) -> tuple[dict[str, Any], int] | None:
+        """The record and its revision; from the watch-fed cache when it holds the key
+        (see ``relay.regcache`` for why that is as good as a read), else from NATS."""
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
         try:
             entry = await self.kv.get(key)
         except nats.js.errors.KeyNotFoundError:
@@ -293,6 +367,7 @@ class Store:
 
     async def kv_create(self, key: str, value: dict[str, Any]) -> None:
         """Create ``key``; raise ``Conflict`` if it exists (atomic, across processes)."""
+        self.cache.invalidate(key)
         try:
             await self.kv.create(key, json.dumps(value).encode())
         except nats.js.errors.KeyWrongLastSequenceError as exc:
@@ -301,6 +376,7 @@ class Store:
             raise StoreUnavailable(f"registry write failed: {exc}") from exc
 
     async def kv_put(self, key: str, value: dict[str, Any]) -> None:
+        self.cache.invalidate(key)
         try:
             await self.kv.put(key, json.dumps(value).encode())
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
@@ -308,6 +384,7 @@ class Store:
 
     async def kv_delete(self, key: str, revision: int | None = None) -> None:
         """Delete ``key``; with ``revision``, only if unchanged since (else ``Conflict``)."""
+        self.cache.invalidate(key)
         try:
             await self.kv.delete(key, last=revision)
         except nats.js.errors.APIError as exc:
@@ -330,13 +407,27 @@ class Store:
             raise StoreUnavailable(f"nonce store write failed: {exc}") from exc
 
     async def kv_keys(self, prefix: str) -> list[str]:
-        # nats-py matches ``filters`` as substrings, not subject wildcards: filter here.
+        """The registry's live keys that start with ``prefix``, sorted.
+
+        Read from the bucket stream's per-subject state, not with nats-py's ``keys()``:
+        that one ends at a marker which, on a busy machine, can arrive before the values
+        (its consumer reports nothing pending before the first message was handled) and
+        then answers an empty or short list — an admin listing, or an account deletion,
+        would miss records. A deleted key keeps a marker message under its subject, so
+        each candidate is confirmed with a read (from the cache when it holds it)."""
+        base = f"$KV.{REGISTRY_BUCKET}."
+        whole = prefix[: prefix.rfind(".") + 1]  # a subject filter names whole tokens
         try:
-            return [key for key in await self.kv.keys() if key.startswith(prefix)]
-        except nats.js.errors.NoKeysError:
-            return []
+            info = await self.js.stream_info(
+                f"KV_{REGISTRY_BUCKET}", subjects_filter=base + whole + ">"
+            )
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"registry read failed: {exc}") from exc
+        candidates = sorted(
+            key for key in (s[len(base):] for s in (info.state.subjects or {}))
+            if key.startswith(prefix)
+        )
+        return [key for key in candidates if await self.kv_get(key) is not None]
 
 
 class IdentityQueue:

@@ -16,6 +16,9 @@ Every figure is printed next to a baseline measured in the same run on this mach
 - engine: decisions/s through the decision engine with 100 intents (real engine state,
   real activity log, fsync per batch), against the drain rate of the same run. Target
   >= 1x: the engine must never be the bottleneck.
+- ingest: how fast the relay takes interrupts over HTTP (single, 20 producers, paced,
+  batch), against raw nats-py JetStream publish on the same server: see
+  ``scripts/bench_ingest.py``.
 - watches: file change to interrupt in the inbox (p50, target <= 150 ms), and an idle
   edge with 20 watches and a live link: RSS (target <= 40 MB) and CPU over 60 s (target
   <= 0.1 %), read from /proc.
@@ -48,6 +51,7 @@ from typing import Any
 import httpx
 import nats
 import ulid
+from bench_ingest import ingest_part
 from nats.js import api
 
 from relay.natsserver import EmbeddedNats
@@ -599,7 +603,10 @@ async def main() -> None:
     parser.add_argument("-n", type=int, default=20_000, help="drain size")
     parser.add_argument("--rate", type=float, default=200.0, help="latency test rate /s")
     parser.add_argument("--seconds", type=float, default=10.0, help="latency test length")
-    parser.add_argument("--only", choices=("drain", "latency", "engine", "watches"))
+    parser.add_argument("--only", choices=("drain", "latency", "engine", "watches", "ingest"))
+    parser.add_argument("--ingest-n", type=int, default=5000,
+                        help="interrupts per ingest measurement")
+    parser.add_argument("--batch", type=int, default=100, help="items per ingest batch")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     args = parser.parse_args()
 
@@ -658,6 +665,9 @@ async def main() -> None:
                   f"{args.idle_seconds:.0f}s: {statistics.median(rss):.1f} MB RSS "
                   f"(target <= 40), {statistics.median(cpu):.3f} % CPU (target <= 0.1)",
                   flush=True)
+        if args.only in (None, "ingest"):
+            await ingest_part(root, args.runs, args.ingest_n, args.seconds, args.batch,
+                              free_port)
         if args.only in (None, "latency"):
             p50s, p99s = [], []
             for run in range(args.runs):

@@ -14,6 +14,8 @@ signed wire document   128 KiB         413 ``too_large``
 edge frame             64 KiB          WebSocket close 1009
 relay frame            4 MiB           (the relay packs deliveries under it)
 items per frame        1024            close 4400 ``invalid_frame``
+items per HTTP batch   256             413 ``too_many_items``
+HTTP batch body        4 MiB           413 ``body_too_large``
 nesting depth          32              422 ``too_deep``
 numbers                finite          422 ``non_finite_number``
 integers               ±(2**53 - 1)    422 ``number_out_of_range``
@@ -59,6 +61,12 @@ MAX_BATCH = 1024
 #: Default cap on an HTTP request body at the relay (``RelayConfig.max_body_bytes``):
 #: a signed wire document plus headroom.
 BODY_MAX_BYTES = 160 * 1024
+#: Most interrupts in one ``POST /v1/interrupts/batch``; each item is also held to the
+#: single-post limits above.
+BATCH_MAX_ITEMS = 256
+#: Largest ``POST /v1/interrupts/batch`` body: room for many small items, not for 256
+#: signed documents at their cap (split those).
+BATCH_BODY_MAX_BYTES = 4 * 1024 * 1024
 #: Deepest nesting of containers in a payload (the payload object counts as one).
 MAX_DEPTH = 32
 #: Largest magnitude of a JSON integer: every JSON parser (JavaScript's included) reads

@@ -51,18 +51,23 @@ ADAPTERS: dict[str, frozenset[str]] = {
     # The relay's WebSocket side is uvicorn's (``ws="websockets-sansio"``) behind
     # starlette: the relay never imports websockets itself.
     "websockets": frozenset({"edge/link/client.py"}),
-    "httpx": frozenset({"edge/link/relayclient.py", "edge/delivery/webhook.py"}),
+    # The edge's relay client, its webhook channel, and the admin API's client (the
+    # `mailslot relay account|token|…` commands).
+    "httpx": frozenset({"edge/link/relayclient.py", "edge/delivery/webhook.py",
+                        "relay/adminclient.py"}),
     "mcp": frozenset({"edge/mcp/server.py"}),
     "nats": frozenset({"relay/store.py"}),
     "uvicorn": frozenset({"relay/server.py"}),
     # The HTTP routes, and the WebSocket session they hand a link to.
-    "starlette": frozenset({"relay/app.py", "relay/session.py"}),
+    # The admin API's routes (relay/admin.py) are mounted by app.py.
+    "starlette": frozenset({"relay/app.py", "relay/session.py", "relay/admin.py"}),
     "tomlkit": frozenset({"edge/intents/edit.py"}),
     "standardwebhooks": frozenset({"edge/delivery/webhook.py"}),
     # The schedule of a timer watch, and the check at load time that its cron
     # expression parses (so a bad one is refused with its line in intents.toml).
     "cronsim": frozenset({"edge/watches/timing.py", "edge/intents/declarations.py"}),
-    "prometheus_client": frozenset({"edge/status.py"}),
+    # The edge's status page, and the relay's own metrics (a registry per relay).
+    "prometheus_client": frozenset({"edge/status.py", "relay/metrics.py"}),
 }
 
 TOP, TYPE_ONLY, IN_FUNCTION = "module level", "TYPE_CHECKING", "in a function"

@@ -38,6 +38,7 @@ from edge.cli.watches import add_watch_commands
 from edge.config import EdgePaths
 from edge.errors import UsageError
 from shared.errors import ExitCode, MailslotError
+from shared.host.logs import configure_logging
 
 #: The only imports made inside functions in the project, each for start-up cost: a
 #: command that does not need a heavy library does not pay for loading it. (module, where,
@@ -49,6 +50,8 @@ LAZY_IMPORTS = (
      "the relay server (uvicorn, starlette, nats: ~0.1 s): only `mailslot relay …` needs it"),
     ("relay.server", "edge/cli/up.py", "the relay server, for `mailslot up`"),
     ("relay.registry", "edge/cli/up.py", "the relay's registry (nats), for `mailslot up`"),
+    ("relay.adminauth", "edge/cli/up.py",
+     "the relay's admin credential (nats), made on `mailslot up`'s first start"),
 )
 
 
@@ -91,9 +94,8 @@ def _main(argv: list[str]) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return ExitCode.USAGE
-    logging.basicConfig(
-        level=os.environ.get("MAILSLOT_LOG", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    configure_logging(
+        os.environ.get("MAILSLOT_LOG", "INFO").upper(), getattr(args, "log_format", "text")
     )
     for noisy in ("websockets", "uvicorn.error", "httpx", "nats", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

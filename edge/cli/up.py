@@ -29,6 +29,7 @@ from relay.cli import listen_arg
 from relay.config import DEFAULT_LISTEN, RelayConfig, relay_data_dir
 from relay.errors import Conflict
 from shared.host.lockfile import edge_lock
+from shared.host.logs import LOG_FORMATS
 from shared.host.signals import stop_on_signals
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ def add_up_command(sub: Any, command: Command) -> None:
         "--listen", default=DEFAULT_LISTEN, type=listen_arg,
         help=f"relay HOST:PORT (default {DEFAULT_LISTEN})",
     )
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                   help="log lines as text (default) or one JSON object per line")
 
 
 def cmd_up(args: argparse.Namespace, paths: EdgePaths) -> int:
@@ -64,10 +67,11 @@ async def run_up(paths: EdgePaths, listen: str, json_output: bool = False,
             await relay.start()
             try:
                 token = await _local_setup(paths, relay)
+                admin_key = await _admin_key(relay)
                 daemon = EdgeDaemon(paths)
                 daemon.start(lock=lock)
                 assert daemon.config is not None
-                _announce(relay.url, daemon.config.identity, token, json_output)
+                _announce(relay.url, daemon.config.identity, token, json_output, admin_key)
                 await _run_until_stopped(daemon, relay, stop)
             finally:
                 await relay.stop()
@@ -117,7 +121,17 @@ async def _local_setup(paths: EdgePaths, relay: RelayServer) -> str:
     return token
 
 
-def _announce(url: str, identity: str, token: str, json_output: bool) -> None:
+async def _admin_key(relay: RelayServer) -> str | None:
+    """The relay's admin credential if this start made it (shown once), else None."""
+    from relay.adminauth import ensure_admin_credential  # lazy: see LAZY_IMPORTS
+
+    assert relay.store is not None
+    return await ensure_admin_credential(relay.store, relay.config.data_dir)
+
+
+def _announce(
+    url: str, identity: str, token: str, json_output: bool, admin_key: str | None = None
+) -> None:
     body = json.dumps(
         {
             "to": identity,
@@ -131,8 +145,14 @@ def _announce(url: str, identity: str, token: str, json_output: bool) -> None:
         f"-H 'Content-Type: application/json' -d '{body}'"
     )
     if json_output:
-        print(json.dumps({"relay": url, "identity": identity, "curl": curl}), flush=True)
+        doc = {"relay": url, "identity": identity, "curl": curl}
+        if admin_key is not None:
+            doc["admin_key"] = admin_key
+        print(json.dumps(doc), flush=True)
         return
+    if admin_key is not None:  # the first start: shown this once
+        print(f"admin key (shown once; saved in the relay's data folder, admin.key): "
+              f"{admin_key}", flush=True)
     print(
         f"mailslot is up.\n  relay     {url}\n  identity  {identity}\n\n"
         f"send it an interrupt:\n  {curl}\n\nthen: mailslot inbox list   (Ctrl-C stops)",

@@ -30,6 +30,8 @@ from fuzz.strategies import (
     envelope_text,
     header_value,
     json_values,
+    tokenish,
+    ulids,
 )
 from shared.auth import request_header
 from shared.encoding import b64e
@@ -250,4 +252,100 @@ def test_fuzz_identities_grants_and_unknown_routes(harness: Harness, http: KeepA
     response = post_and_check(harness, http, body, {"Content-Type": "application/json"})
     assert response.status_code == 202, response.text
     harness.accepted.add(response.json()["id"])
+    finish(harness, http)
+
+
+def test_fuzz_batches(harness: Harness, http: KeepAlive) -> None:
+    """POST /v1/interrupts/batch with hostile items (drafts by the draft strategy, signed
+    documents, junk values) and hostile bodies: a 200 carries one result per item and
+    JetStream holds exactly one more message per 202 result; anything else stores none."""
+    alice = harness.alice
+
+    def as_item(text: str) -> Any:
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return text
+
+    items = st.lists(st.one_of(draft_text(alice.id).map(as_item), json_values),
+                     min_size=0, max_size=6)
+
+    @given(
+        items=items,
+        shape=st.sampled_from(["items", "items", "items", "list", "extra", "junk"]),
+        content_type=st.one_of(st.just("application/json"), content_types),
+        token=st.one_of(st.just(alice.token), st.just(harness.carol.token), header_value),
+    )
+    def run(items: list[Any], shape: str, content_type: str, token: str) -> None:
+        doc: Any = {"items": items, "list": items, "extra": {"items": items, "x": 1},
+                    "junk": {"items": json.dumps(items)}}[shape]
+        if shape == "list":
+            doc = items
+        body = json.dumps(doc, allow_nan=True).encode("utf-8", "surrogatepass")
+        headers = {"Content-Type": content_type, "Authorization": f"Bearer {token}".strip()}
+        before = harness.stored()
+        response = http.request("POST", "/v1/interrupts/batch", content=body, headers=headers)
+        assert_answer(response)
+        after = harness.stored()
+        if response.status_code != 200:
+            assert after == before, f"stored on {response.status_code}: {response.text}"
+            return
+        results = response.json()["results"]
+        assert len(results) == len(items)
+        accepted = [r for r in results if r["status"] == 202]
+        assert after == before + len(accepted), response.text
+        for item, result in zip(items, results, strict=True):
+            assert result["status"] in (200, 202) or (
+                400 <= result["status"] < 500 and isinstance(result["error"], str)
+                and isinstance(result["message"], str)), result
+            if result["status"] == 202:
+                assert token == alice.token and item["to"] == alice.id
+                (harness.sealed_junk if item.get("sealed") is not None
+                 else harness.accepted).add(result["id"])
+
+    run()
+    finish(harness, http)
+
+
+def test_fuzz_plain_text_send(harness: Harness, http: KeepAlive) -> None:
+    """POST /v1/send/{identity} with hostile text, query parameters, option headers,
+    content types and tokens: never a 5xx, one message stored per 202, none otherwise."""
+    alice = harness.alice
+    names = st.sampled_from(["type", "priority", "title", "session", "dedupe_key", "id",
+                             "event_id", "prio", "", "to"])
+    values = st.one_of(any_text, tokenish, st.sampled_from(["now", "next", "later", "a.b"]),
+                       ulids)
+    header_names = st.sampled_from(["X-Type", "X-Priority", "X-Title", "X-Session",
+                                    "X-Dedupe-Key", "X-Interrupt-Id", "X-Event-Id"])
+
+    @given(
+        to=st.one_of(st.just(alice.id), st.just(harness.carol.id),
+                     st.from_regex(r"[A-Za-z0-9%._~-]{0,40}", fullmatch=True)),
+        body=st.one_of(any_text.map(lambda t: t.encode("utf-8", "surrogatepass")),
+                       st.binary(max_size=64), st.just(b"disk full on nas")),
+        query=st.lists(st.tuples(names, values), max_size=4),
+        headers=st.dictionaries(header_names, header_value, max_size=3),
+        content_type=st.one_of(st.none(), st.just("text/plain"), content_types),
+        token=st.one_of(st.just(alice.token), st.just(alice.token),
+                        st.just(harness.carol.token), header_value),
+    )
+    def run(to: str, body: bytes, query: list[tuple[str, str]], headers: dict[str, str],
+            content_type: str | None, token: str) -> None:
+        all_headers: dict[str, Any] = {k: v.encode() for k, v in headers.items()}
+        all_headers["Authorization"] = f"Bearer {token}".strip().encode()
+        if content_type is not None:
+            all_headers["Content-Type"] = content_type
+        params = [(k, v.encode("utf-8", "surrogatepass")) for k, v in query]
+        before = harness.stored()
+        response = http.request("POST", f"/v1/send/{to}", content=body, params=params,
+                                headers=all_headers)
+        assert_answer(response)
+        after = harness.stored()
+        if response.status_code == 202:
+            assert after == before + 1 and token == alice.token and to == alice.id
+            harness.accepted.add(response.json()["id"])
+        else:
+            assert after == before, f"stored on {response.status_code}: {response.text}"
+
+    run()
     finish(harness, http)

@@ -203,20 +203,19 @@ def test_usage_errors_are_one_line_or_json_and_exit_2(
     assert list(tmp_path.iterdir()) == [], "nothing may start or be written on bad flags"
 
 
-def test_admin_commands_exit_quietly(tmp_path: Path) -> None:
-    """No relay running: the command opens the store itself, under the folder's lock,
-    and stops it again; a disconnect it asked for is not a warning."""
+def test_admin_commands_need_a_running_relay(tmp_path: Path) -> None:
+    """No relay running: an admin command says so (``relay_not_running``, exit 1) and
+    opens no store: no nats-server, nothing created under the data folder."""
     data = tmp_path / "relay"
-    env_log = {"MAILSLOT_LOG": "INFO"}
     result = subprocess.run(
         [sys.executable, "-m", "edge", "relay", "account", "create", "acme", "--json",
          "--data-dir", str(data)],
-        env={**os.environ, "MAILSLOT_HOME": str(tmp_path), **env_log},
+        env={**os.environ, "MAILSLOT_HOME": str(tmp_path), "MAILSLOT_LOG": "INFO"},
         capture_output=True, text=True, timeout=60,
     )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["account"] == "acme"
-    assert "WARNING" not in result.stderr, result.stderr
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["error"] == "relay_not_running"
+    assert not data.exists()
     assert nats_servers(conf_of(data)) == []
 
 

@@ -1,0 +1,250 @@
+"""The admin API: accounts, enrollment tokens, producer tokens and identities, under
+``/v1/admin/…``, every request authenticated by the admin credential
+(``relay.adminauth``: ``Authorization: Bearer msa_…``)::
+
+    POST   /v1/admin/accounts                              create {name}
+    GET    /v1/admin/accounts                              list
+    GET    /v1/admin/accounts/{account}                    show, with usage
+    DELETE /v1/admin/accounts/{account}                    delete, purging what it holds
+    POST   /v1/admin/accounts/{account}/disable            refuse its producers and edges
+    POST   /v1/admin/accounts/{account}/enable             ... and accept them again
+    POST   /v1/admin/accounts/{account}/enrollments        create {count?, expires_in?}
+    GET    /v1/admin/accounts/{account}/enrollments        list (unspent)
+    DELETE /v1/admin/accounts/{account}/enrollments/{id}   revoke
+    POST   /v1/admin/accounts/{account}/tokens             create {to, name?, types?, expires_in?}
+    GET    /v1/admin/accounts/{account}/tokens             list (never the secret)
+    DELETE /v1/admin/accounts/{account}/tokens/{id}        revoke
+    GET    /v1/admin/accounts/{account}/identities         list
+    DELETE /v1/admin/accounts/{account}/identities/{id}    revoke
+
+``relay.app`` mounts ``admin_routes`` and hands in its ``guarded`` wrapper (errors to
+answers) and its body readers. Every handler reads the body first (a refusal then
+leaves the keep-alive connection usable), checks the credential, then the input; the
+checks of each concept are ``relay.registry``'s. Bodies are validated by the pydantic
+models below (``extra="forbid"``): ``400 unknown_field`` / ``400 invalid_request``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from relay.adminauth import check_admin
+from relay.errors import NotFound, RelayError
+from relay.registry import (
+    MAX_ENROLLMENT_COUNT,
+    MAX_EXPIRES_SECONDS,
+    MAX_RECIPIENTS,
+    MAX_TYPE_GLOBS,
+    Registry,
+    check_type_glob,
+    expiry,
+    public_id,
+    token_hash,
+)
+from relay.store import Store
+from shared.errors import MalformedInput, RemoteProtocolError, TooLarge
+from shared.tokens import IDENTITY_RE, NAME_RE, check_identity, check_name
+
+Handler = Callable[[Request], Awaitable[Response]]
+BodyReader = Callable[[Request], Awaitable[bytes]]
+JsonReader = Callable[[Request], Awaitable[tuple[bytes, Any]]]
+
+PREFIX = "/v1/admin/accounts"
+M = TypeVar("M", bound=BaseModel)
+
+
+class AccountCreate(BaseModel):
+    """``POST /v1/admin/accounts``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: Annotated[str, AfterValidator(lambda v: check_name(v, "account"))]
+
+
+class EnrollmentCreate(BaseModel):
+    """``POST …/enrollments``: ``count`` one-time tokens, each valid ``expires_in``
+    seconds (default: until spent or revoked)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    count: int = Field(default=1, ge=1, le=MAX_ENROLLMENT_COUNT)
+    expires_in: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_SECONDS)
+
+
+class TokenCreate(BaseModel):
+    """``POST …/tokens``: a producer token that may send to the ``to`` identities (one
+    id or a list, all in the account), types matching ``types`` (globs, default ``*``),
+    for ``expires_in`` seconds (default: until revoked). ``name`` is the interrupts'
+    ``source.name``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    to: (
+        Annotated[str, AfterValidator(check_identity)]
+        | Annotated[list[Annotated[str, AfterValidator(check_identity)]],
+                    Field(min_length=1, max_length=MAX_RECIPIENTS)]
+    )
+    name: Annotated[str, AfterValidator(lambda v: check_name(v, "token name"))] = "producer"
+    types: Annotated[
+        list[Annotated[str, AfterValidator(check_type_glob)]],
+        Field(min_length=1, max_length=MAX_TYPE_GLOBS),
+    ] = ["*"]
+    expires_in: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_SECONDS)
+
+
+def _parse(model: type[M], doc: object) -> M:
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        if first["type"] == "extra_forbidden":
+            raise MalformedInput(f"{where}: unknown field", code="unknown_field") from exc
+        raise MalformedInput(f"{where}: {first['msg']}", code="invalid_request") from exc
+
+
+def _account(request: Request) -> str:
+    """The account named in the path; a name that cannot exist is simply unknown."""
+    name = str(request.path_params["account"])
+    if NAME_RE.fullmatch(name) is None:
+        raise NotFound(f"no account {name[:64]!r}", code="unknown_account")
+    return name
+
+
+def admin_routes(
+    store: Store, registry: Registry, guarded: Callable[[Handler], Handler],
+    read_body: BodyReader, read_json: JsonReader,
+) -> list[Route]:
+    """The admin API's routes, for ``relay.app``'s route list."""
+
+    async def authorized(request: Request, body: bool = False) -> Any:
+        """Read the body (JSON with ``body``), then check the credential, and only then
+        answer for a body that is not JSON: nobody learns anything without it."""
+        doc: Any = None
+        refusal: RemoteProtocolError | RelayError | None = None
+        try:
+            if body:
+                _, doc = await read_json(request)
+            else:
+                await read_body(request)
+        except TooLarge:
+            raise  # the body was cut short: HTTP needs the connection closed anyway
+        except (RemoteProtocolError, RelayError) as exc:
+            refusal = exc
+        await check_admin(store, request.headers.get("authorization"))
+        if refusal is not None:
+            raise refusal
+        return doc
+
+    async def create_account(request: Request) -> Response:
+        body = _parse(AccountCreate, await authorized(request, body=True))
+        token = await registry.create_account(body.name)
+        record = await registry.account(body.name)
+        return JSONResponse({**record, "enrollment_token": token}, status_code=201)
+
+    async def list_accounts(request: Request) -> Response:
+        await authorized(request)
+        accounts = [await registry.account(name) for name in await registry.accounts()]
+        return JSONResponse({"accounts": accounts})
+
+    async def show_account(request: Request) -> Response:
+        await authorized(request)
+        account = _account(request)
+        record = await registry.account(account)
+        return JSONResponse({**record, "usage": await registry.usage(account)})
+
+    async def delete_account(request: Request) -> Response:
+        await authorized(request)
+        account = _account(request)
+        purged = await registry.delete_account(account)
+        return JSONResponse({"name": account, "deleted": True, "purged": purged})
+
+    def set_disabled(disabled: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            await authorized(request)
+            return JSONResponse(await registry.set_disabled(_account(request), disabled))
+
+        return handler
+
+    async def create_enrollments(request: Request) -> Response:
+        body = _parse(EnrollmentCreate, await authorized(request, body=True))
+        account = _account(request)
+        tokens = [await registry.enrollment_token(account, body.expires_in)
+                  for _ in range(body.count)]
+        return JSONResponse(
+            {"account": account, "expires_at": expiry(body.expires_in),
+             "enrollment_tokens": tokens, "ids": [public_id(token_hash(t)) for t in tokens]},
+            status_code=201,
+        )
+
+    async def list_enrollments(request: Request) -> Response:
+        await authorized(request)
+        account = _account(request)
+        return JSONResponse({"enrollments": await registry.enrollment_tokens(account)})
+
+    async def revoke_enrollment(request: Request) -> Response:
+        await authorized(request)
+        account, token_id = _account(request), str(request.path_params["id"])
+        await registry.revoke_enrollment(account, token_id)
+        return JSONResponse({"id": token_id, "account": account, "revoked": True})
+
+    async def create_token(request: Request) -> Response:
+        body = _parse(TokenCreate, await authorized(request, body=True))
+        account = _account(request)
+        token, record = await registry.create_producer_token_record(
+            account, body.to, body.name, body.types, body.expires_in
+        )
+        return JSONResponse(
+            {"id": record["id"], "account": account, "name": record["name"],
+             "to": record["recipients"], "types": record["types"],
+             "created_at": record["created_at"], "expires_at": record["expires_at"],
+             "token": token},
+            status_code=201,
+        )
+
+    async def list_tokens(request: Request) -> Response:
+        await authorized(request)
+        return JSONResponse({"tokens": await registry.producer_tokens(_account(request))})
+
+    async def revoke_token(request: Request) -> Response:
+        await authorized(request)
+        account, token_id = _account(request), str(request.path_params["id"])
+        record = await registry.revoke_producer_token(account, token_id)
+        return JSONResponse({"id": token_id, "account": account, "revoked": True,
+                             "revoked_at": record["revoked_at"]})
+
+    async def list_identities(request: Request) -> Response:
+        await authorized(request)
+        return JSONResponse({"identities": await registry.identities(_account(request))})
+
+    async def revoke_identity(request: Request) -> Response:
+        await authorized(request)
+        account, identity = _account(request), str(request.path_params["id"])
+        if IDENTITY_RE.fullmatch(identity) is None:
+            raise NotFound(f"no identity {identity[:64]!r} in account {account}",
+                           code="unknown_identity")
+        purged = await registry.revoke_identity(account, identity)
+        return JSONResponse({"id": identity, "account": account, "revoked": True,
+                             "purged_interrupts": purged})
+
+    one = PREFIX + "/{account}"
+    table: list[tuple[str, str, Handler]] = [
+        (PREFIX, "POST", create_account),
+        (PREFIX, "GET", list_accounts),
+        (one, "GET", show_account),
+        (one, "DELETE", delete_account),
+        (one + "/disable", "POST", set_disabled(True)),
+        (one + "/enable", "POST", set_disabled(False)),
+        (one + "/enrollments", "POST", create_enrollments),
+        (one + "/enrollments", "GET", list_enrollments),
+        (one + "/enrollments/{id}", "DELETE", revoke_enrollment),
+        (one + "/tokens", "POST", create_token),
+        (one + "/tokens", "GET", list_tokens),
+        (one + "/tokens/{id}", "DELETE", revoke_token),
+        (one + "/identities", "GET", list_identities),
+        (one + "/identities/{id}", "DELETE", revoke_identity),
+    ]
+    return [Route(path, guarded(handler), methods=[method]) for path, method, handler in table]
