@@ -1,19 +1,16 @@
 """What the daemon recorded, read from outside it: ``mailslot status`` and the MCP
-``status`` tool (``edge_status``, ``metrics_text``), and the watches' runtime rows that
+``status`` tool (``edge_status``), and the watches' runtime rows that
 ``mailslot watch list`` and the MCP ``watches_list`` tool show (``watch_runtime``).
 
 Rules this module keeps: it only reads. A file the daemon has not created yet reads as
 empty (zero counters, no rows) and is never created here, so asking for the status of a
-fresh edge leaves no trace. It is the one module that imports ``prometheus_client``.
+fresh edge leaves no trace.
+``mailslot status --metrics`` formats the same figures in ``edge.metrics``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from edge.config import EdgePaths, load_config
 from edge.store.inbox import Inbox
@@ -70,35 +67,3 @@ def watch_runtime(paths: EdgePaths) -> dict[str, WatchRow]:
         return {row.id: row for row in state.rows()}
     finally:
         state.close()
-
-
-class _StatusCollector:
-    """One ``edge_status`` result as Prometheus metric families."""
-
-    def __init__(self, status: dict[str, Any]) -> None:
-        self.status = status
-
-    def collect(self) -> Iterator[Metric]:
-        status = self.status
-        for name, value in sorted(status["counters"].items()):
-            metric = "mailslot_" + name.replace(".", "_")
-            yield CounterMetricFamily(metric, f"mailslot {name}", value=value)
-        pending = GaugeMetricFamily(
-            "mailslot_inbox_pending", "pending interrupts in the inbox", labels=["priority"]
-        )
-        for priority, count in status["pending"].items():
-            pending.add_metric([priority], count)
-        yield pending
-        yield GaugeMetricFamily("mailslot_link_connected", "1 if the edge is connected",
-                                value=1 if status["connected"] else 0)
-        yield CounterMetricFamily("mailslot_delivered", "interrupts received from the relay",
-                                  value=status["delivered_total"] or 0)
-        yield CounterMetricFamily("mailslot_rejected", "envelopes refused by verification",
-                                  value=status["rejected"])
-
-
-def metrics_text(status: dict[str, Any]) -> str:
-    """``mailslot status --metrics``: an ``edge_status`` result in Prometheus text format."""
-    registry = CollectorRegistry()
-    registry.register(_StatusCollector(status))
-    return generate_latest(registry).decode()

@@ -67,7 +67,7 @@ ADAPTERS: dict[str, frozenset[str]] = {
     # expression parses (so a bad one is refused with its line in intents.toml).
     "cronsim": frozenset({"edge/watches/timing.py", "edge/intents/declarations.py"}),
     # The edge's status page, and the relay's own metrics (a registry per relay).
-    "prometheus_client": frozenset({"edge/status.py", "relay/metrics.py"}),
+    "prometheus_client": frozenset({"edge/metrics.py", "relay/metrics.py"}),
 }
 
 TOP, TYPE_ONLY, IN_FUNCTION = "module level", "TYPE_CHECKING", "in a function"

@@ -13,7 +13,6 @@ from typing import Any
 
 from edge.cli.output import Command, emit
 from edge.config import EdgePaths, load_config
-from edge.daemon import EdgeDaemon
 from edge.enrollment import enroll_edge
 from edge.errors import EdgeConfigError, EdgeError
 from edge.link.relayclient import RelayClient
@@ -62,6 +61,8 @@ def cmd_edge_init(args: argparse.Namespace, paths: EdgePaths) -> int:
 
 
 def cmd_edge_run(args: argparse.Namespace, paths: EdgePaths) -> int:
+    from edge.daemon import EdgeDaemon  # lazy: see LAZY_IMPORTS
+
     paths.ensure()
     daemon = EdgeDaemon(paths)
     daemon.start()

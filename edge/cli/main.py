@@ -52,6 +52,10 @@ LAZY_IMPORTS = (
     ("relay.registry", "edge/cli/up.py", "the relay's registry (nats), for `mailslot up`"),
     ("relay.adminauth", "edge/cli/up.py",
      "the relay's admin credential (nats), made on `mailslot up`'s first start"),
+    ("edge.daemon", "edge/cli/edge.py",
+     "the daemon and all it runs (websockets, httpx, the engine: ~0.1 s): `edge run` only"),
+    ("edge.daemon", "edge/cli/up.py", "the daemon, for `mailslot up`"),
+    ("edge.metrics", "edge/cli/status.py", "prometheus_client (~25 ms): `status --metrics` only"),
 )
 
 

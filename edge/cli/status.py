@@ -8,7 +8,7 @@ from typing import Any
 
 from edge.cli.output import Command, emit
 from edge.config import EdgePaths
-from edge.status import edge_status, metrics_text
+from edge.status import edge_status
 
 
 def add_status_command(sub: Any, command: Command) -> None:
@@ -20,6 +20,8 @@ def add_status_command(sub: Any, command: Command) -> None:
 def cmd_status(args: argparse.Namespace, paths: EdgePaths) -> int:
     s = edge_status(paths)
     if args.metrics:
+        from edge.metrics import metrics_text  # lazy: see LAZY_IMPORTS
+
         print(metrics_text(s), end="")
         return 0
     link = (

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from edge.cli.output import Command
 from edge.config import EdgePaths, load_config, save_config
-from edge.daemon import EdgeDaemon
 from edge.enrollment import enroll_edge
 from edge.errors import EdgeError
 from relay.cli import listen_arg
@@ -33,6 +32,7 @@ from shared.host.logs import LOG_FORMATS
 from shared.host.signals import stop_on_signals
 
 if TYPE_CHECKING:
+    from edge.daemon import EdgeDaemon
     from relay.server import RelayServer
 
 LOCAL_ACCOUNT = "local"
@@ -56,7 +56,8 @@ def cmd_up(args: argparse.Namespace, paths: EdgePaths) -> int:
 
 async def run_up(paths: EdgePaths, listen: str, json_output: bool = False,
                  stop: asyncio.Event | None = None) -> None:
-    from relay.server import RelayServer  # lazy: see LAZY_IMPORTS in edge.cli.main
+    from edge.daemon import EdgeDaemon  # lazy: see LAZY_IMPORTS in edge.cli.main
+    from relay.server import RelayServer
 
     lock = edge_lock(paths.data_dir).acquire()  # before anything is written
     try:

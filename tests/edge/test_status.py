@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.config import EdgePaths
-from edge.status import COUNTERS, counters, metrics_text, watch_runtime
+from edge.metrics import metrics_text
+from edge.status import COUNTERS, counters, watch_runtime
 
 
 def test_a_fresh_edge_reads_as_zero_and_nothing_is_created(tmp_path: Path) -> None:
