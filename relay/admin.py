@@ -64,6 +64,8 @@ class AccountCreate(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: Annotated[str, AfterValidator(lambda v: check_name(v, "account"))]
+    #: One of the plans of the relay's ``--config`` (default: its ``default_plan``).
+    plan: Annotated[str, AfterValidator(lambda v: check_name(v, "plan"))] | None = None
 
 
 class EnrollmentCreate(BaseModel):
@@ -141,7 +143,7 @@ def admin_routes(
 
     async def create_account(request: Request) -> Response:
         body = _parse(AccountCreate, await authorized(request, body=True))
-        token = await registry.create_account(body.name)
+        token = await registry.create_account(body.name, body.plan)
         record = await registry.account(body.name)
         return JSONResponse({**record, "enrollment_token": token}, status_code=201)
 

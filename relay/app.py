@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from relay.admin import admin_routes
-from relay.errors import RelayError, Unauthorized, UnsupportedMediaType
+from relay.errors import RateLimited, RelayError, Unauthorized, UnsupportedMediaType
 from relay.ingest import BatchResult, Ingest, Stored
 from relay.metrics import MetricsEndpoint, ObserveMiddleware, metrics_of
 from relay.openapi import OpenApiEndpoint
@@ -102,7 +102,8 @@ class ErrorResponse(JSONResponse):
 
 
 def error_response(exc: RemoteProtocolError | RelayError) -> JSONResponse:
-    return ErrorResponse(exc.to_dict(), status_code=exc.status)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return ErrorResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
 def request_id(scope: Scope) -> str:

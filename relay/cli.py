@@ -20,7 +20,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from relay.config import DEFAULT_LISTEN, RelayConfig, StreamSettings, check_listen, relay_data_dir
+from relay.config import (
+    DEFAULT_LISTEN,
+    PlansFile,
+    RelayConfig,
+    StreamSettings,
+    check_listen,
+    load_plans,
+    relay_data_dir,
+)
 from shared.host.logs import LOG_FORMATS
 
 
@@ -67,6 +75,9 @@ def add_relay_commands(
                    "answers 404 for it)")
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                    help="log lines as text (default) or one JSON object per line")
+    p.add_argument("--config", type=Path, metavar="FILE",
+                   help="plans (quotas and rate limits per account), TOML; see README, "
+                   "\"Configuration\"")
 
     add_admin_commands(relay, command, handler)
 
@@ -93,8 +104,11 @@ def add_admin_commands(
         return p
 
     account = relay.add_parser("account", help="accounts").add_subparsers(metavar="COMMAND")
-    admin("account create", "create an account; prints a one-time enrollment token",
-          account).add_argument("name")
+    p = admin("account create", "create an account; prints a one-time enrollment token",
+              account)
+    p.add_argument("name")
+    p.add_argument("--plan", metavar="PLAN",
+                   help="one of the relay's plans (default: its default_plan)")
     admin("account token", "print another one-time enrollment token",
           account).add_argument("name")
     admin("account list", "list accounts", account)
@@ -196,12 +210,19 @@ _SYNC_INTERVAL = re.compile(r"[1-9][0-9]{0,6}(ms|s|m|h)")
 
 
 def config_from(args: argparse.Namespace) -> RelayConfig:
+    """The one config of ``relay serve`` (``ConfigInvalid``, exit 2, for a bad
+    ``--config`` file)."""
+    config_file = getattr(args, "config", None)
+    found = load_plans(config_file) if config_file is not None else PlansFile()
     return RelayConfig(
+        plans=found.plans,
+        default_plan=found.default_plan,
         listen=getattr(args, "listen", DEFAULT_LISTEN),
         nats=tuple(args.nats),
         data_dir=args.data_dir or relay_data_dir(),
         embedded_sync=getattr(args, "sync", "always"),
         embedded_restart_timeout=getattr(args, "nats_restart_timeout", 30.0),
-        stream=StreamSettings(replicas=getattr(args, "replicas", 1)),
+        stream=StreamSettings(replicas=getattr(args, "replicas", 1),
+                              max_bytes=found.stream.max_bytes),
         metrics_listen=getattr(args, "metrics_listen", None),
     )

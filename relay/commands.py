@@ -88,7 +88,8 @@ def _account_path(name: str, *rest: str) -> str:
 
 
 def cmd_account_create(args: argparse.Namespace) -> int:
-    made = _client(args).request("POST", ACCOUNTS, {"name": args.name})
+    body = {"name": args.name} | ({"plan": args.plan} if args.plan else {})
+    made = _client(args).request("POST", ACCOUNTS, body)
     token = made["enrollment_token"]
     _print(
         args,
@@ -125,6 +126,9 @@ def cmd_account_show(args: argparse.Namespace) -> int:
         "enrollment",
         f"pending    {usage['pending_total']} (now {pending['now']}, next {pending['next']}, "
         f"later {pending['later']})",
+        f"plan       {usage.get('plan', 'default')}: " + (", ".join(
+            f"{k} {v}" for k, v in sorted(usage.get("limits", {}).items()) if v is not None)
+            or "no limits"),
     ]))
     return 0
 

@@ -18,8 +18,14 @@ frame and a close.
     ├── Conflict                 409  exists / token_used
     ├── UnsupportedMediaType     415  unsupported_media_type (a body that is not JSON)
     ├── QueueFull                429  queue_full (the recipient's per-priority cap)
+    ├── RateLimited              429  rate_limited (the account's or token's publish rate;
+    │                                 carries retry_after, sent as Retry-After)
+    ├── QuotaExceeded            429  quota_exceeded (the plan's max_identities, max_pending)
     │   failures of ours (LocalError)
+    ├── StorageFull              507  storage_full (the stream's max_bytes, all accounts)
     ├── StoreUnavailable         503  store_unavailable (JetStream did not acknowledge)
+    ├── ConfigInvalid                 config_syntax / config_invalid / config_unreadable: the
+    │                                 --config file (exit 2)
     ├── StartupFailed                 port_in_use / store_unavailable / ...: a server could not
     │                                 start; nothing was left running (exit 6)
     └── StoreLost                     store_lost: the embedded nats-server died and could not be
@@ -46,6 +52,8 @@ code and reason it ends the link with).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from shared.errors import ExitCode, LocalError, MailslotError, RemoteError
 
@@ -82,6 +90,37 @@ class UnsupportedMediaType(RelayError, RemoteError):
 
 class QueueFull(RelayError, RemoteError):
     status, code = 429, "queue_full"
+
+
+class RateLimited(RelayError, RemoteError):
+    """Over a publish rate: retry after ``retry_after`` whole seconds (``Retry-After``)."""
+
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str = "", retry_after: int = 1, *,
+                 code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, retry_after)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "retry_after": self.retry_after}
+
+
+class QuotaExceeded(RelayError, RemoteError):
+    status, code = 429, "quota_exceeded"
+
+
+class StorageFull(RelayError, LocalError):
+    """The interrupt stream holds its ``max_bytes``: new interrupts wait for the edges
+    to drain it (a client may retry later); nothing stored is dropped."""
+
+    status, code = 507, "storage_full"
+
+
+class ConfigInvalid(RelayError, LocalError):
+    """The relay's ``--config`` file cannot be read or parsed; nothing was started."""
+
+    status, code, exit_code = 500, "config_invalid", ExitCode.USAGE
 
 
 class StoreUnavailable(RelayError, LocalError):

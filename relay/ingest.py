@@ -23,6 +23,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from ulid import ULID
 
 from relay.errors import Forbidden, RelayError, Unauthorized
+from relay.quota import PendingQuota
+from relay.ratelimit import RateLimiter
 from relay.registry import ProducerToken, Registry
 from relay.store import Store
 from shared.envelope import (
@@ -98,11 +100,33 @@ class Ingest:
         registry: Registry,
         relay: Identity,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        limiter: RateLimiter | None = None,
+        quota: PendingQuota | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.relay = relay
         self.clock = clock
+        #: The plans' publish rates and pending caps (None: not applied at all).
+        self.limiter = limiter
+        self.quota = quota
+
+    async def _check_limits(self, account: str, producer: ProducerToken | None) -> None:
+        """The last checks before publishing, by the account's plan: its pending cap
+        (``relay.quota``: ``QuotaExceeded``), then the token's and the account's rate
+        buckets (``relay.ratelimit``: ``RateLimited``)."""
+        config = self.registry.config
+        if config is None or (self.limiter is None and self.quota is None):
+            return
+        _, plan = config.plan_of((await self.registry.account(account)).get("plan"))
+        if self.quota is not None:
+
+            async def identities() -> list[str]:
+                return [i["id"] for i in await self.registry.identities(account)]
+
+            await self.quota.check(account, identities, plan)
+        if self.limiter is not None:
+            await self.limiter.take(plan, account, producer.id if producer else None)
 
     def parse_draft(self, doc: object) -> Draft:
         if isinstance(doc, dict) and "source" in doc:
@@ -190,7 +214,9 @@ class Ingest:
             )
         except ValidationError as exc:
             raise validation_error(exc, "draft") from exc
-        return _Checked(envelope, sign_envelope(envelope, self.relay), now)
+        checked = _Checked(envelope, sign_envelope(envelope, self.relay), now)
+        await self._check_limits(producer.account, producer)
+        return checked
 
     async def _check_signed(
         self, signed: SignedEnvelope, producer: ProducerToken | None
@@ -203,7 +229,7 @@ class Ingest:
         )
         if refusal is not None:
             raise InvalidEnvelope(f"source.kind: {refusal}", code="source_not_allowed")
-        await self.registry.require_identity(envelope.to)
+        _, account = await self.registry.require_identity(envelope.to)
         if envelope.signer == self.relay.id:
             raise UntrustedSigner("only the relay signs relay attestations")
         if not await self.registry.is_granted(envelope.to, envelope.signer):
@@ -215,6 +241,7 @@ class Ingest:
         now = self.clock()
         self._check_not_expired(envelope.expires_at, now)
         check_created_at(envelope.created_at, now)  # by our clock, at the door only
+        await self._check_limits(producer.account if producer else account, producer)
         return _Checked(envelope, signed, now)
 
     @staticmethod

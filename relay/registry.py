@@ -5,7 +5,7 @@ registry does not reveal a usable token. Every key is built from validated token
 
 Keys::
 
-    account.<name>              {"name", "created_at", "disabled"}
+    account.<name>              {"name", "created_at", "disabled", "plan"}
     enroll.<sha256(token)>      {"account", "created_at", "expires_at"}    one-time
     identity.<id>               {"account", "doc", "created_at"}
     token.<sha256(token)>       {"account", "to", "recipients", "types", "name",
@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from relay.errors import Conflict, Forbidden, NotFound, Unauthorized
+from relay.config import RelayConfig
+from relay.errors import Conflict, Forbidden, NotFound, QuotaExceeded, Unauthorized
 from relay.store import Store, control_subject
 from shared.auth import check_request_nonce
 from shared.identity import Identity, PublicIdentity
@@ -136,8 +137,17 @@ def check_type_glob(value: object) -> str:
 
 
 class Registry:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, config: RelayConfig | None = None) -> None:
         self.store = store
+        #: The plans (``relay serve --config``); None: the default plan, no limits.
+        self.config = config
+
+    def plan_of(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The name and limits of the plan an account record runs under."""
+        if self.config is None:
+            return "default", {}
+        name, plan = self.config.plan_of(record.get("plan"))
+        return name, plan.model_dump()
 
     async def relay_identity(self) -> Identity:
         """The relay's signing identity: made once, then shared by every relay process."""
@@ -154,11 +164,18 @@ class Registry:
 
     # -- accounts -------------------------------------------------------------------------
 
-    async def create_account(self, name: str) -> str:
-        """Create ``name`` and return its first one-time enrollment token."""
+    async def create_account(self, name: str, plan: str | None = None) -> str:
+        """Create ``name`` under ``plan`` (default: the config's default plan) and return
+        its first one-time enrollment token."""
         check_name(name, "account")
+        if plan is not None and (self.config is None or plan not in self.config.plans):
+            known = ", ".join(sorted(self.config.plans)) if self.config else "default"
+            raise NotFound(f"no plan {plan!r} (plans: {known})", code="unknown_plan")
+        if plan is None and self.config is not None:
+            plan = self.config.default_plan
         await self.store.kv_create(
-            f"account.{name}", {"name": name, "created_at": _now(), "disabled": False}
+            f"account.{name}",
+            {"name": name, "created_at": _now(), "disabled": False, "plan": plan},
         )
         return await self.enrollment_token(name)
 
@@ -225,6 +242,7 @@ class Registry:
             for priority, n in (await self.store.pending(identity["id"])).items():
                 pending[priority] += n
         tokens = [t for t in await self.producer_tokens(account) if t["state"] == "active"]
+        plan, limits = self.plan_of(await self.account(account))
         enrollments = await self.enrollment_tokens(account)
         return {
             "identities": len(identities),
@@ -232,6 +250,8 @@ class Registry:
             "enrollment_tokens": len(enrollments),
             "pending": pending,
             "pending_total": sum(pending.values()),
+            "plan": plan,
+            "limits": limits,
         }
 
     async def _records(self, prefix: str) -> list[tuple[str, dict[str, Any]]]:
@@ -299,6 +319,8 @@ class Registry:
         if existing is not None and existing[0]["account"] != account:
             # Refused before the token is spent: the user can still enroll another key.
             raise Conflict("identity is enrolled in another account")
+        if existing is None:
+            await self._check_identity_quota(account)
         try:
             await self.store.kv_delete(key, revision=revision)
         except Conflict as exc:
@@ -310,6 +332,16 @@ class Registry:
             {"account": account, "doc": public.to_doc(), "created_at": _now()},
         )
         return account
+
+    async def _check_identity_quota(self, account: str) -> None:
+        """``QuotaExceeded`` if the account already has its plan's ``max_identities``
+        (checked before the token is spent, so it can still be used once one is revoked)."""
+        _, limits = self.plan_of(await self.account(account))
+        cap = limits.get("max_identities")
+        if cap is not None and len(await self.identities(account)) >= cap:
+            raise QuotaExceeded(
+                f"account {account} has its plan's {cap} identities; revoke one first",
+                code="quota_exceeded")
 
     # -- identities -----------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ from relay.errors import StartupFailed, StoreUnavailable
 from relay.ingest import Ingest
 from relay.metrics import MeteredStore, RelayMetrics, metrics_app
 from relay.natsserver import EmbeddedNats
+from relay.quota import PendingQuota
+from relay.ratelimit import RateLimiter
 from relay.registry import Registry
 from relay.store import Store
 from shared.errors import AlreadyRunning
@@ -124,13 +126,14 @@ class RelayServer:
                 await self.store.watch_registry()  # registry reads from memory (regcache)
             except StoreUnavailable as exc:
                 raise StartupFailed(exc.message, code="store_unavailable") from exc
-            registry = Registry(self.store)
+            registry = Registry(self.store, config)
             self.identity = await registry.relay_identity()
             services = Services(
                 store=self.store,
                 registry=registry,
                 relay=self.identity,
-                ingest=Ingest(self.store, registry, self.identity),
+                ingest=Ingest(self.store, registry, self.identity,
+                              limiter=RateLimiter(self.store), quota=PendingQuota(self.store)),
                 max_body_bytes=config.max_body_bytes,
                 auth_timeout=config.auth_timeout,
                 healthy=lambda: self.healthy,

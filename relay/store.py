@@ -40,7 +40,7 @@ from nats.js import api
 from nats.js.kv import KeyValue
 
 from relay.config import StreamSettings
-from relay.errors import Conflict, ConsumerGone, QueueFull, StoreUnavailable
+from relay.errors import Conflict, ConsumerGone, QueueFull, StorageFull, StoreUnavailable
 from relay.regcache import RegistryCache
 from shared.auth import NONCE_MEMORY_SECONDS
 from shared.envelope import PRIORITIES, Priority
@@ -51,6 +51,10 @@ log = logging.getLogger("mailslot.relay.store")
 STREAM = "MAILSLOT"
 REGISTRY_BUCKET = "mailslot_registry"
 NONCE_BUCKET = "mailslot_nonces"
+#: Rate-limit buckets (``relay.ratelimit``): in memory, shared by every relay process on
+#: the NATS; an entry idle this long is gone, i.e. its bucket is full again.
+RATES_BUCKET = "mailslot_rates"
+RATES_IDLE_SECONDS = 86_400
 _REQUEST_TIMEOUT = 5.0
 
 
@@ -109,6 +113,7 @@ class Store:
         self.settings = settings
         self._kv: KeyValue | None = None
         self._nonces: KeyValue | None = None
+        self._rates: KeyValue | None = None
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._ready = False
         self._closing = False
@@ -186,6 +191,7 @@ class Store:
             duplicate_window=s.duplicate_window,
             allow_msg_ttl=True,
             max_age=s.max_age or None,
+            max_bytes=s.max_bytes or -1,
             num_replicas=s.replicas,
             max_msg_size=256 * 1024,
         )
@@ -213,6 +219,16 @@ class Store:
                     ttl=NONCE_MEMORY_SECONDS,
                     replicas=s.replicas,
                     storage=api.StorageType.FILE,
+                )
+            try:
+                self._rates = await self.js.key_value(RATES_BUCKET)
+            except nats.js.errors.BucketNotFoundError:
+                self._rates = await self.js.create_key_value(
+                    bucket=RATES_BUCKET,
+                    history=1,
+                    ttl=RATES_IDLE_SECONDS,
+                    replicas=s.replicas,
+                    storage=api.StorageType.MEMORY,
                 )
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"cannot set up JetStream: {exc}") from exc
@@ -298,6 +314,10 @@ class Store:
                 msg_ttl=max(1, int(ttl + 0.999)) if ttl is not None else None,
             )
         except nats.js.errors.APIError as exc:
+            if exc.err_code == 10077 and "bytes" in (exc.description or ""):
+                # The same code as below, for the stream's max_bytes: told by its text.
+                raise StorageFull("the relay's interrupt store is full (its max_bytes); "
+                                  "nothing stored was dropped") from exc
             if exc.err_code == 10077:  # maximum messages per subject exceeded
                 raise QueueFull(f"{priority.value} queue of {identity} is full") from exc
             raise StoreUnavailable(f"JetStream refused the write: {exc.description}") from exc
@@ -405,6 +425,43 @@ class Store:
             raise Conflict(f"nonce {key} already used") from exc
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"nonce store write failed: {exc}") from exc
+
+    async def rate_get(self, key: str) -> tuple[dict[str, Any], int] | None:
+        """A rate bucket's state and revision (None: never used, or idle long enough to
+        have expired). Always read from NATS: other relay processes change it."""
+        if self._rates is None:
+            raise StoreUnavailable("rate store is not ready")
+        try:
+            entry = await self._rates.get(key)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"rate store read failed: {exc}") from exc
+        if entry.value is None:
+            return None
+        return json.loads(entry.value), int(entry.revision or 0)
+
+    async def rate_swap(
+        self, key: str, value: dict[str, Any], revision: int | None
+    ) -> int | None:
+        """Write a rate bucket's state if it is still at ``revision`` (None: if it does
+        not exist) and return its new revision; None when another writer got there first
+        (read again and retry)."""
+        if self._rates is None:
+            raise StoreUnavailable("rate store is not ready")
+        data = json.dumps(value).encode()
+        try:
+            if revision is None:
+                return int(await self._rates.create(key, data))
+            return int(await self._rates.update(key, data, last=revision))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return None
+        except nats.js.errors.APIError as exc:
+            if exc.err_code in (10071, 10164):
+                return None
+            raise StoreUnavailable(f"rate store write failed: {exc}") from exc
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"rate store write failed: {exc}") from exc
 
     async def kv_keys(self, prefix: str) -> list[str]:
         """The registry's live keys that start with ``prefix``, sorted.

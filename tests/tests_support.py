@@ -198,9 +198,11 @@ class RelayProcess:
     tests can kill -9 it. ``store``/``identity`` come from the test's own NATS
     connection, for enrollment."""
 
-    def __init__(self, nats_url: str, data_dir: Path) -> None:
+    def __init__(self, nats_url: str, data_dir: Path, *args: str) -> None:
         self.nats_url = nats_url
         self.data_dir = data_dir
+        #: More ``relay serve`` arguments (e.g. ``--config FILE``).
+        self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[str] | None = None
@@ -211,7 +213,7 @@ class RelayProcess:
         env = {**os.environ, "MAILSLOT_LOG": "WARNING"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "edge", "relay", "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--nats", self.nats_url, "--data-dir", str(self.data_dir)],
+             "--nats", self.nats_url, "--data-dir", str(self.data_dir), *self.args],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
         )
 

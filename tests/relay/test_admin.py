@@ -176,6 +176,9 @@ async def test_accounts_create_list_show_disable_enable(
     assert shown["usage"] == {
         "identities": 1, "producer_tokens": 1, "enrollment_tokens": 0,
         "pending": {"now": 0, "next": 3, "later": 0}, "pending_total": 3,
+        "plan": "default", "limits": {"account_rate": None, "account_burst": None,
+                                      "token_rate": None, "token_burst": None,
+                                      "max_identities": None, "max_pending": None},
     }
 
     disabled = await admin.post(f"{A}/acme/disable")

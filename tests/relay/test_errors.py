@@ -13,14 +13,18 @@ import pytest
 
 from relay import errors
 from relay.errors import (
+    ConfigInvalid,
     Conflict,
     ConsumerGone,
     Forbidden,
     NotFound,
     QueueFull,
+    QuotaExceeded,
+    RateLimited,
     RelayError,
     SessionClosed,
     StartupFailed,
+    StorageFull,
     StoreLost,
     StoreUnavailable,
     Unauthorized,
@@ -36,6 +40,10 @@ RELAY: dict[type[RelayError], tuple[int, str, int, int, type[MailslotError]]] = 
     Conflict: (409, "exists", 1011, ExitCode.ERROR, RemoteError),
     UnsupportedMediaType: (415, "unsupported_media_type", 1011, ExitCode.ERROR, RemoteError),
     QueueFull: (429, "queue_full", 1011, ExitCode.ERROR, RemoteError),
+    RateLimited: (429, "rate_limited", 1011, ExitCode.ERROR, RemoteError),
+    QuotaExceeded: (429, "quota_exceeded", 1011, ExitCode.ERROR, RemoteError),
+    StorageFull: (507, "storage_full", 1011, ExitCode.ERROR, LocalError),
+    ConfigInvalid: (500, "config_invalid", 1011, ExitCode.USAGE, LocalError),
     StoreUnavailable: (503, "store_unavailable", 1013, ExitCode.ERROR, LocalError),
     StartupFailed: (503, "startup_failed", 1011, ExitCode.STARTUP_FAILED, LocalError),
     StoreLost: (503, "store_lost", 1011, ExitCode.STORE_LOST, LocalError),
@@ -58,7 +66,8 @@ def test_each_maps_to_its_status_code_close_and_exit_code(cls: type[RelayError])
         status, code, close_code, exit_code)
     assert isinstance(error, RelayError) and isinstance(error, fault)
     assert not isinstance(error, LocalError if fault is RemoteError else RemoteError)
-    assert error.to_dict() == {"error": code, "message": "refused"}
+    extra = {"retry_after": 1} if cls is RateLimited else {}  # sent as Retry-After too
+    assert error.to_dict() == {"error": code, "message": "refused", **extra}
     assert cls("x", code="replayed_request").code == "replayed_request"
 
 
@@ -72,10 +81,10 @@ def test_the_docstring_draws_each_with_its_status() -> None:
     drawn = dict(re.findall(r"(?:├──|└──)\s+(\w+)\s+(\d{3})?", errors.__doc__))
     assert set(drawn) == {cls.__name__ for cls in RELAY} | {"ConsumerGone", "SessionClosed"}
     for cls, (status, *_) in RELAY.items():
-        if drawn[cls.__name__]:  # StartupFailed and StoreLost end a command: no status
+        if drawn[cls.__name__]:  # StartupFailed, StoreLost, ConfigInvalid end a command
             assert drawn[cls.__name__] == str(status), cls.__name__
     assert {name for name, status in drawn.items() if not status} == {
-        "StartupFailed", "StoreLost", "ConsumerGone", "SessionClosed"}
+        "StartupFailed", "StoreLost", "ConfigInvalid", "ConsumerGone", "SessionClosed"}
 
 
 def test_every_relay_error_class_lives_in_this_module() -> None:
