@@ -102,8 +102,8 @@ class RateLimited(RelayError, RemoteError):
         super().__init__(message, code=code)
         self.retry_after = max(1, retry_after)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "retry_after": self.retry_after}
+    def details(self) -> dict[str, Any]:
+        return {"retry_after": self.retry_after}
 
 
 class QuotaExceeded(RelayError, RemoteError):

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from ulid import ULID
 
-from relay.errors import Forbidden, RelayError, Unauthorized
+from relay.errors import RelayError, Unauthorized
 from relay.quota import PendingQuota
 from relay.ratelimit import RateLimiter
 from relay.registry import ProducerToken, Registry
@@ -243,11 +243,6 @@ class Ingest:
         check_created_at(envelope.created_at, now)  # by our clock, at the door only
         await self._check_limits(producer.account if producer else account, producer)
         return _Checked(envelope, signed, now)
-
-    @staticmethod
-    def _check_route(to: str, producer: ProducerToken) -> None:
-        if to != producer.to:
-            raise Forbidden(f"this token may not send to {to}", code="recipient_not_allowed")
 
     @staticmethod
     def _check_not_expired(expires_at: datetime | None, now: datetime) -> None:

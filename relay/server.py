@@ -25,8 +25,6 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -41,7 +39,6 @@ from relay.quota import PendingQuota
 from relay.ratelimit import RateLimiter
 from relay.registry import Registry
 from relay.store import Store
-from shared.errors import AlreadyRunning
 from shared.frames import EDGE_FRAME_MAX_BYTES
 from shared.host.lockfile import FolderLock, relay_lock
 from shared.identity import Identity
@@ -279,55 +276,3 @@ def _url_host(host: str) -> str:
     if host in ("0.0.0.0", ""):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
-
-
-@contextlib.asynccontextmanager
-async def admin_store(config: RelayConfig, wait: float = 10.0) -> AsyncIterator[Store]:
-    """A store for admin commands: the configured NATS, else the running relay's embedded
-    server (found through ``relay.json``), else the embedded store started just for this
-    command, under the data folder's lock (so never a second nats-server on a store a
-    relay owns). A relay still starting, or another admin command on the folder, is
-    waited for up to ``wait`` seconds; then ``AlreadyRunning``."""
-    embedded: EmbeddedNats | None = None
-    lock: FolderLock | None = None
-    servers = list(config.nats)
-    if not servers:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while True:
-            try:
-                lock = relay_lock(config.data_dir).acquire()
-                break
-            except AlreadyRunning as exc:
-                runtime = _running_relay(config.data_dir)
-                if runtime is not None and runtime.get("pid") == exc.pid:
-                    servers = [str(runtime["nats"])]
-                    break
-                if loop.time() > deadline:
-                    raise
-            # The holder is starting up or is a short admin command: no event to await.
-            await asyncio.sleep(0.1)
-    try:
-        if lock is not None:
-            embedded = EmbeddedNats(config.data_dir / "jetstream", sync=config.embedded_sync)
-            servers = [await embedded.start()]
-        store = await Store.connect(servers, config.stream)
-        try:
-            await store.ensure()
-            yield store
-        finally:
-            await store.close()
-    finally:
-        if embedded is not None:
-            await embedded.stop()
-        if lock is not None:
-            lock.release()
-
-
-def _running_relay(data_dir: Path) -> dict[str, object] | None:
-    try:
-        runtime = json.loads((data_dir / RUNTIME_FILE).read_text())
-        os.kill(int(runtime["pid"]), 0)
-    except (FileNotFoundError, ValueError, KeyError, ProcessLookupError, PermissionError):
-        return None
-    return dict(runtime)

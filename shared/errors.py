@@ -17,6 +17,8 @@ marks a class that also derives from the package root named after it)::
     │   ├── StoreUnavailable       · RelayError: JetStream did not acknowledge        503
     │   ├── StartupFailed          · RelayError: a server could not start            exit 6
     │   ├── StoreLost              · RelayError: the embedded nats-server is gone    exit 7
+    │   ├── StorageFull            · RelayError: the stream holds its max_bytes       507
+    │   ├── ConfigInvalid          · RelayError: the relay's --config file is bad    exit 2
     │   ├── ConsumerGone           relay: a pull consumer vanished; the session resets it
     │   ├── BadLine                edge.store.activityline: a log line that does not parse
     │   ├── EdgeError              the edge's local state
@@ -69,6 +71,8 @@ marks a class that also derives from the package root named after it)::
         ├── Conflict               · RelayError: exists, or a token already used      409
         ├── UnsupportedMediaType   · RelayError: a body that is not JSON              415
         ├── QueueFull              · RelayError: the recipient's per-priority cap     429
+        ├── RateLimited            · RelayError: over a publish rate (retry_after)    429
+        ├── QuotaExceeded          · RelayError: over a plan's identities or pending  429
         ├── SessionClosed          relay: the session ends an edge's link (its close code)
         ├── RelayRefused           edge: the relay said no (its status)
         ├── RelayUnreachable       edge: the relay did not answer
@@ -91,6 +95,7 @@ module that imports the library.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -131,9 +136,14 @@ class MailslotError(Exception):
         self.message = message or self.code
         super().__init__(self.message)
 
-    def to_dict(self) -> dict[str, str]:
-        """The JSON body of an error answer: ``{"error": code, "message": text}``."""
-        return {"error": self.code, "message": self.message}
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body of an error answer: ``{"error": code, "message": text}``, plus
+        what ``details()`` adds (e.g. ``retry_after``)."""
+        return {"error": self.code, "message": self.message, **self.details()}
+
+    def details(self) -> dict[str, Any]:
+        """Machine-readable fields a subclass adds to its answer's body (none here)."""
+        return {}
 
 
 class LocalError(MailslotError):

@@ -17,7 +17,7 @@ import edge
 import relay
 import shared
 from edge.errors import EdgeError, UsageError
-from relay.errors import RelayError, StartupFailed, StoreLost
+from relay.errors import ConfigInvalid, RelayError, StartupFailed, StoreLost
 from shared import errors
 from shared.errors import (
     AlreadyRunning,
@@ -37,6 +37,7 @@ EXIT_CODES = {
     AlreadyRunning: ExitCode.ALREADY_RUNNING,
     StartupFailed: ExitCode.STARTUP_FAILED,
     StoreLost: ExitCode.STORE_LOST,
+    ConfigInvalid: ExitCode.USAGE,
 }
 
 
