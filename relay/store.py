@@ -201,38 +201,25 @@ class Store:
                 await self.js.update_stream(config)
             except nats.js.errors.NotFoundError:
                 await self.js.add_stream(config)
-            try:
-                self._kv = await self.js.key_value(REGISTRY_BUCKET)
-            except nats.js.errors.BucketNotFoundError:
-                self._kv = await self.js.create_key_value(
-                    bucket=REGISTRY_BUCKET,
-                    history=1,
-                    replicas=s.replicas,
-                    storage=api.StorageType.FILE,
-                )
-            try:
-                self._nonces = await self.js.key_value(NONCE_BUCKET)
-            except nats.js.errors.BucketNotFoundError:
-                self._nonces = await self.js.create_key_value(
-                    bucket=NONCE_BUCKET,
-                    history=1,
-                    ttl=NONCE_MEMORY_SECONDS,
-                    replicas=s.replicas,
-                    storage=api.StorageType.FILE,
-                )
-            try:
-                self._rates = await self.js.key_value(RATES_BUCKET)
-            except nats.js.errors.BucketNotFoundError:
-                self._rates = await self.js.create_key_value(
-                    bucket=RATES_BUCKET,
-                    history=1,
-                    ttl=RATES_IDLE_SECONDS,
-                    replicas=s.replicas,
-                    storage=api.StorageType.MEMORY,
-                )
+            file, memory = api.StorageType.FILE, api.StorageType.MEMORY
+            self._kv = await self._bucket(REGISTRY_BUCKET, None, file)
+            self._nonces = await self._bucket(NONCE_BUCKET, NONCE_MEMORY_SECONDS, file)
+            self._rates = await self._bucket(RATES_BUCKET, RATES_IDLE_SECONDS, memory)
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"cannot set up JetStream: {exc}") from exc
         self._ready = True
+
+    async def _bucket(self, name: str, ttl: float | None,
+                      storage: api.StorageType) -> KeyValue:
+        """The KV bucket ``name``, created with one value per key, ``ttl`` (None: entries
+        never expire), ``storage`` and the configured replicas if it does not exist yet."""
+        try:
+            return await self.js.key_value(name)
+        except nats.js.errors.BucketNotFoundError:
+            return await self.js.create_key_value(
+                bucket=name, history=1, ttl=ttl, replicas=self.settings.replicas,
+                storage=storage,
+            )
 
     async def close(self) -> None:
         """Drain and close the connection. The disconnect this causes is expected, so it
