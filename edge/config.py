@@ -33,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import platformdirs
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge.errors import EdgeConfigError
+from edge.errors import EdgeConfigError, NotInitialized
 from shared.errors import InvalidIdentity
 from shared.identity import PublicIdentity
 from shared.tokens import check_identity
@@ -114,6 +114,11 @@ class EdgePaths:
         """Touched to wake the daemon's watch loop at once (a new sleep, a decided
         approval); the daemon watches it with inotify, never polls it."""
         return self.data_dir / POKE_FILE
+
+    def require_initialized(self) -> None:
+        """Raise ``NotInitialized`` unless ``mailslot edge init`` wrote the config here."""
+        if not self.config_file.exists():
+            raise NotInitialized("no edge here; run `mailslot edge init` first")
 
     def ensure(self) -> None:
         """Create the directories with mode 0700, tightening existing ones: they hold a

@@ -23,9 +23,9 @@ from urllib.parse import quote
 import httpx
 
 from relay.adminauth import ADMIN_KEY_FILE, read_admin_key
+from relay.config import RUNTIME_FILE
 from shared.errors import LocalError, RemoteError
 
-RUNTIME_FILE = "relay.json"
 ADMIN_KEY_ENV = "MAILSLOT_ADMIN_KEY"
 
 

@@ -26,6 +26,8 @@ from shared.limits import BODY_MAX_BYTES
 from shared.tokens import NAME_RE
 
 DEFAULT_LISTEN = "127.0.0.1:7710"
+#: In the data dir while a relay runs: where it listens, for the admin commands.
+RUNTIME_FILE = "relay.json"
 
 
 def relay_data_dir(environ: Mapping[str, str] = os.environ) -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 import uvicorn
 
 from relay.app import Services, build_app
-from relay.config import RelayConfig
+from relay.config import RUNTIME_FILE, RelayConfig
 from relay.errors import StartupFailed, StoreUnavailable
 from relay.ingest import Ingest
 from relay.metrics import MeteredStore, RelayMetrics, metrics_app
@@ -44,8 +44,6 @@ from shared.host.lockfile import FolderLock, relay_lock
 from shared.identity import Identity
 
 log = logging.getLogger("mailslot.relay")
-
-RUNTIME_FILE = "relay.json"
 
 
 class _Server(uvicorn.Server):

@@ -362,15 +362,7 @@ class Store:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        try:
-            entry = await self.kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            raise StoreUnavailable(f"registry read failed: {exc}") from exc
-        if entry.value is None:
-            return None
-        return json.loads(entry.value), int(entry.revision or 0)
+        return await _read_entry(self.kv, key, "registry")
 
     async def kv_create(self, key: str, value: dict[str, Any]) -> None:
         """Create ``key``; raise ``Conflict`` if it exists (atomic, across processes)."""
@@ -418,15 +410,7 @@ class Store:
         have expired). Always read from NATS: other relay processes change it."""
         if self._rates is None:
             raise StoreUnavailable("rate store is not ready")
-        try:
-            entry = await self._rates.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            raise StoreUnavailable(f"rate store read failed: {exc}") from exc
-        if entry.value is None:
-            return None
-        return json.loads(entry.value), int(entry.revision or 0)
+        return await _read_entry(self._rates, key, "rate store")
 
     async def rate_swap(
         self, key: str, value: dict[str, Any], revision: int | None
@@ -562,3 +546,16 @@ class IdentityQueue:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+
+
+async def _read_entry(bucket: KeyValue, key: str, what: str) -> tuple[dict[str, Any], int] | None:
+    """``key``'s JSON value and revision in ``bucket`` (None: absent or deleted)."""
+    try:
+        entry = await bucket.get(key)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+        raise StoreUnavailable(f"{what} read failed: {exc}") from exc
+    if entry.value is None:
+        return None
+    return json.loads(entry.value), int(entry.revision or 0)

@@ -244,6 +244,22 @@ class RelayProcess:
             await self.store.close()
 
 
+@contextlib.asynccontextmanager
+async def relay_processes(
+    nats_url: str, tmp_path: Path, *args: str, count: int = 2
+) -> AsyncIterator[list[RelayProcess]]:
+    """``count`` relay processes on one nats-server (data in ``tmp_path/relay<i>``), each
+    started with ``args``; all closed when the block ends."""
+    started = [RelayProcess(nats_url, tmp_path / f"relay{i}", *args) for i in range(count)]
+    try:
+        for relay in started:
+            await relay.start()
+        yield started
+    finally:
+        for relay in started:
+            await relay.close()
+
+
 class EdgeProcess:
     """A real edge daemon in its own process (``mailslot edge run``)."""
 

@@ -21,7 +21,6 @@ from edge.approvals.dial import check_action, read_permissions
 from edge.cli.output import Command, emit
 from edge.config import EdgePaths
 from edge.engine.explain import human_duration
-from edge.errors import NotInitialized
 from edge.intents.edit import promote
 from edge.intents.file import load_intents
 from edge.intents.model import parse_duration
@@ -77,8 +76,7 @@ def _wait(value: str) -> float:
 
 def _initialized(paths: EdgePaths) -> EdgePaths:
     """``paths``, checked to be an enrolled edge and made sure to exist."""
-    if not paths.config_file.exists():
-        raise NotInitialized("no edge here; run `mailslot edge init` first")
+    paths.require_initialized()
     paths.ensure()
     return paths
 

@@ -15,22 +15,16 @@ from zoneinfo import ZoneInfo
 
 from edge.config import EdgePaths
 from edge.engine.decide import record_activity
-from edge.errors import NotInitialized
 from edge.intents.file import load_intents
 from edge.store.activity import ActivityLog, Event
 from edge.store.enginestate import EngineState, anchored_append
 from shared.tokens import check_name, check_opaque, check_session
 
 
-def _initialized(paths: EdgePaths) -> None:
-    if not paths.config_file.exists():
-        raise NotInitialized("no edge here; run `mailslot edge init` first")
-
-
 def report_activity(paths: EdgePaths, session: str | None) -> dict[str, Any]:
     """The user is here (in ``session``, or everywhere): recorded in the engine's state
     and the log; return what ``--json`` prints."""
-    _initialized(paths)
+    paths.require_initialized()
     session = check_session(session) if session else ""
     now = datetime.now(UTC)
     events: list[Event] = []
@@ -49,7 +43,7 @@ def report_outcome(paths: EdgePaths, interrupt: str, status: str, tokens: int,
                    intent: str | None = None) -> dict[str, Any]:
     """A runtime did ``status`` with ``interrupt`` and spent ``tokens`` (counted against
     today's budget, in the intents' time zone); return what ``--json`` prints."""
-    _initialized(paths)
+    paths.require_initialized()
     interrupt = check_opaque(interrupt, "interrupt id")
     intent = check_name(intent, "intent") if intent else None
     now = datetime.now(UTC)

@@ -276,14 +276,14 @@ class Tools:
         return report_activity(self.paths, args.session)
 
     def approve_request(self, args: ApproveRequestArgs) -> dict[str, Any]:
-        self._initialized()
+        self.paths.require_initialized()
         with open_desk(self.paths) as desk:
             approval = desk.request(args.action, args.summary, session=args.session,
                                     intent=args.intent, held=read_permissions(os.environ))
         return approval.to_dict()
 
     def approval_get(self, args: ApprovalIdArgs) -> dict[str, Any]:
-        self._initialized()
+        self.paths.require_initialized()
         with open_desk(self.paths) as desk:
             return desk.get(args.id).to_dict()
 
@@ -298,10 +298,6 @@ class Tools:
         zone = datetime.now().astimezone().tzinfo or UTC
         return {"interrupt": args.id, "trace": explain(args.id, entries, tz=zone),
                 "entries": [e.to_dict() for e in entries]}
-
-    def _initialized(self) -> None:
-        if not self.paths.config_file.exists():
-            raise NotInitialized("no edge here; run `mailslot edge init` first")
 
 
 _WATCH: TypeAdapter[Watch] = TypeAdapter(Watch)

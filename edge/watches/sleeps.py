@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from edge.config import EdgePaths
-from edge.errors import NotInitialized
 from edge.store.activity import ActivityLog, Event
 from edge.store.watchstate import WatchState
 from edge.watches.timing import cache_aware, clamp_sleep
@@ -23,8 +22,7 @@ def start_sleep(paths: EdgePaths, duration: float, reason: str, session: str | N
                 *, cache_aware_snap: bool = False) -> dict[str, Any]:
     """Record a sleep (clamped, optionally snapped), log it, poke the daemon; return what
     ``--json`` prints."""
-    if not paths.config_file.exists():
-        raise NotInitialized("no edge here; run `mailslot edge init` first")
+    paths.require_initialized()
     session = check_session(session) if session else ""
     seconds = clamp_sleep(duration)
     snapped = False

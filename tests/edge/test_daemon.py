@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from tests_support import wait_until
 
 from edge.config import EdgeConfig, EdgePaths, save_config
 from edge.daemon import EdgeDaemon, Part
@@ -85,7 +86,7 @@ async def test_stop_waits_for_the_parts_then_closes(paths: EdgePaths) -> None:
     daemon.start()
     stop = asyncio.Event()
     running = asyncio.create_task(daemon.run(stop))
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: len(daemon._tasks) == len(daemon.parts()), 10, "every part running")
     stop.set()
     await asyncio.wait_for(running, 10)
     assert daemon.cancelled == []  # every real part stops by itself
@@ -100,7 +101,7 @@ async def test_a_part_that_ignores_stop_is_cancelled_after_the_timeout_and_named
     daemon.start()
     stop = asyncio.Event()
     running = asyncio.create_task(daemon.run(stop))
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: "stuck" in daemon._tasks, 10, "the stuck part running")
     caplog.set_level(logging.WARNING, logger="mailslot.edge")
     stop.set()
     await asyncio.wait_for(running, 10)

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from fuzz.fuzz_support import Harness
+from fuzz.fuzz_support import Harness, KeepAlive
 
 set_hypothesis_home_dir(
     os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY")
@@ -52,3 +52,13 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         yield h
     finally:
         h.close()
+
+
+@pytest.fixture
+def http(harness: Harness) -> Iterator[KeepAlive]:
+    """A keep-alive HTTP client on the harness's relay, one per test."""
+    client = KeepAlive(harness.relay.url)
+    try:
+        yield client
+    finally:
+        client.close()

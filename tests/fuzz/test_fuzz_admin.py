@@ -11,11 +11,9 @@ serves, logged no unexpected failure, and alice's accepted interrupts reach her 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,15 +24,6 @@ from relay.adminauth import ADMIN_KEY_FILE
 #: Accounts the harness's members live in: the fuzzer may not disable or delete them.
 PROTECTED = {"acme", "producers"}
 A = "/v1/admin/accounts"
-
-
-@pytest.fixture
-def http(harness: Harness) -> Iterator[KeepAlive]:
-    client = KeepAlive(harness.relay.url)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def admin_key(harness: Harness) -> str:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from ulid import ULID
@@ -56,15 +54,6 @@ def post_and_check(
         return response
     assert after == before, f"stored on {response.status_code}: {response.text}"
     return response
-
-
-@pytest.fixture
-def http(harness: Harness) -> Iterator[KeepAlive]:
-    client = KeepAlive(harness.relay.url)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def seal_for(harness: Harness, text: str) -> tuple[str, bool]:

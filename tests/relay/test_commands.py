@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests_support import NatsServer, RelayProcess, enroll, wait_until
+from tests_support import NatsServer, RelayProcess, enroll, relay_processes, wait_until
 
 from relay.adminauth import ADMIN_KEY_FILE
 
@@ -42,14 +42,8 @@ def failed(result: subprocess.CompletedProcess[str], code: str) -> None:
 @pytest.fixture
 async def relays(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[list[RelayProcess]]:
     """Two relay processes (``relay serve --nats``) on one nats-server."""
-    started = [RelayProcess(nats_server.url, tmp_path / f"relay{i}") for i in range(2)]
-    try:
-        for relay in started:
-            await relay.start()
+    async with relay_processes(nats_server.url, tmp_path) as started:
         yield started
-    finally:
-        for relay in started:
-            await relay.close()
 
 
 async def post(url: str, token: str, to: str, type_: str = "ci.failed") -> httpx.Response:

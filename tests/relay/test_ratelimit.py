@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from relay_support import SOON, draft, pending, refused, signed_doc
-from tests_support import Member, NatsServer, RelayProcess, enroll
+from tests_support import Member, NatsServer, RelayProcess, enroll, relay_processes
 
 from relay.config import RelayConfig, parse_plans
 from relay.registry import Registry
@@ -70,15 +70,8 @@ def rate_limited(response: httpx.Response) -> int:
 async def relays(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[list[RelayProcess]]:
     config_file = tmp_path / "plans.toml"
     config_file.write_text(PLANS)
-    started = [RelayProcess(nats_server.url, tmp_path / f"relay{i}", "--config",
-                            str(config_file)) for i in range(2)]
-    try:
-        for relay in started:
-            await relay.start()
+    async with relay_processes(nats_server.url, tmp_path, "--config", str(config_file)) as started:
         yield started
-    finally:
-        for relay in started:
-            await relay.close()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from relay_support import SOON, draft, envelope, relay_config_fixture  # noqa: F401
-from tests_support import Member, NatsServer, RelayProcess, enroll, wait_until
+from tests_support import Member, NatsServer, RelayProcess, enroll, relay_processes, wait_until
 
 from relay.registry import Registry, public_id, token_hash
 from shared.identity import Identity
@@ -24,14 +24,8 @@ WITHIN = 1.0  # seconds: the issue's bound for a revocation to reach every proce
 
 @pytest.fixture
 async def relays(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[list[RelayProcess]]:
-    started = [RelayProcess(nats_server.url, tmp_path / f"relay{i}") for i in range(2)]
-    try:
-        for relay in started:
-            await relay.start()
+    async with relay_processes(nats_server.url, tmp_path) as started:
         yield started
-    finally:
-        for relay in started:
-            await relay.close()
 
 
 async def post_to(relay: RelayProcess, body: Any, token: str | None = None) -> httpx.Response:
