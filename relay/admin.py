@@ -4,7 +4,8 @@
 
     POST   /v1/admin/accounts                              create {name}
     GET    /v1/admin/accounts                              list
-    GET    /v1/admin/accounts/{account}                    show, with usage
+    GET    /v1/admin/accounts/{account}                    show, with usage against quotas
+    PATCH  /v1/admin/accounts/{account}                    change {plan}
     DELETE /v1/admin/accounts/{account}                    delete, purging what it holds
     POST   /v1/admin/accounts/{account}/disable            refuse its producers and edges
     POST   /v1/admin/accounts/{account}/enable             ... and accept them again
@@ -35,7 +36,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.adminauth import check_admin
+from relay.config import Plan
 from relay.errors import NotFound, RelayError
+from relay.hooks.registry import HookRegistry
 from relay.registry import (
     MAX_ENROLLMENT_COUNT,
     MAX_EXPIRES_SECONDS,
@@ -48,6 +51,7 @@ from relay.registry import (
     token_hash,
 )
 from relay.store import Store
+from relay.usage import UsageLedger, byte_caps
 from shared.errors import MalformedInput, RemoteProtocolError, TooLarge
 from shared.tokens import IDENTITY_RE, NAME_RE, check_identity, check_name
 
@@ -66,6 +70,14 @@ class AccountCreate(BaseModel):
     name: Annotated[str, AfterValidator(lambda v: check_name(v, "account"))]
     #: One of the plans of the relay's ``--config`` (default: its ``default_plan``).
     plan: Annotated[str, AfterValidator(lambda v: check_name(v, "plan"))] | None = None
+
+
+class AccountUpdate(BaseModel):
+    """``PATCH /v1/admin/accounts/{account}``: run it under another plan from now on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    #: One of the plans of the relay's ``--config``.
+    plan: Annotated[str, AfterValidator(lambda v: check_name(v, "plan"))]
 
 
 class EnrollmentCreate(BaseModel):
@@ -156,13 +168,28 @@ def admin_routes(
         await authorized(request)
         account = _account(request)
         record = await registry.account(account)
-        return JSONResponse({**record, "usage": await registry.usage(account)})
+        usage = await registry.usage(account)
+        usage.update(await quota_usage(store, registry, account, usage))
+        return JSONResponse({**record, "usage": usage})
+
+    async def update_account(request: Request) -> Response:
+        body = _parse(AccountUpdate, await authorized(request, body=True))
+        account = _account(request)
+        record = await registry.account(account)
+        if registry.config is None or body.plan not in registry.config.plans:
+            known = ", ".join(sorted(registry.config.plans)) if registry.config else "default"
+            raise NotFound(f"no plan {body.plan!r} (plans: {known})", code="unknown_plan")
+        record = {**record, "plan": body.plan}
+        await store.kv_put(f"account.{account}", record)  # one write: every process sees it
+        return JSONResponse(record)
 
     async def delete_account(request: Request) -> Response:
         await authorized(request)
         account = _account(request)
         purged = await registry.delete_account(account)
-        return JSONResponse({"name": account, "deleted": True, "purged": purged})
+        hooks = await HookRegistry(store).delete_account(account)  # deliveries then 410
+        return JSONResponse({"name": account, "deleted": True, "purged": purged,
+                             "hooks_deleted": hooks})
 
     def set_disabled(disabled: bool) -> Handler:
         async def handler(request: Request) -> Response:
@@ -238,6 +265,7 @@ def admin_routes(
         (PREFIX, "GET", list_accounts),
         (one, "GET", show_account),
         (one, "DELETE", delete_account),
+        (one, "PATCH", update_account),
         (one + "/disable", "POST", set_disabled(True)),
         (one + "/enable", "POST", set_disabled(False)),
         (one + "/enrollments", "POST", create_enrollments),
@@ -250,3 +278,35 @@ def admin_routes(
         (one + "/identities/{id}", "DELETE", revoke_identity),
     ]
     return [Route(path, guarded(handler), methods=[method]) for path, method, handler in table]
+
+
+async def quota_usage(
+    store: Store, registry: Registry, account: str, usage: dict[str, Any]
+) -> dict[str, Any]:
+    """``usage`` (``Registry.usage``) against every quota of the account's plan:
+    ``{"quotas": {name: {"used", "limit"}}}`` plus the byte ledger's ``pending_bytes``
+    (recounted first, ``relay.usage``) and ``connected_edges`` (live links in every
+    process, ``relay.connections``); each None when the plan does not keep it."""
+    limits = usage["limits"]
+    ids = [i["id"] for i in await registry.identities(account)]
+    per_identity = [sum((await store.pending(i)).values()) for i in ids]
+    _, plan = registry.config.plan_of(usage["plan"]) if registry.config else (None, Plan())
+    ledger = await UsageLedger(store).recount(account, ids) if byte_caps(plan) else None
+    edges = (len(await store.link_identities(account))
+             if plan.max_connected_edges is not None else None)
+    used = {
+        "identities": usage["identities"],
+        "pending": usage["pending_total"],
+        "pending_per_identity": max(per_identity, default=0),
+        "pending_bytes": ledger[""] if ledger else None,
+        "pending_bytes_per_identity": (
+            max((ledger[i] for i in ids), default=0) if ledger else None),
+        "connected_edges": edges,
+    }
+    keys = {"identities": "max_identities", "pending": "max_pending"}
+    return {
+        "pending_bytes": used["pending_bytes"],
+        "connected_edges": edges,
+        "quotas": {name: {"used": value, "limit": limits.get(keys.get(name, "max_" + name))}
+                   for name, value in used.items()},
+    }

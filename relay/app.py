@@ -12,6 +12,7 @@ status the error class carries; nothing is stored unless every check passed.
     GET    /healthz  /readyz
     GET    /metrics  /v1/openapi.json          Prometheus text (relay.metrics); OpenAPI (relay.openapi)
     WS     /v1/connect                         the edge link (subprotocol mailslot.v1)
+    POST   /v1/hooks/{hook_id}, /v1/admin/hooks…  webhook ingress (relay.hooks.routes)
 
 Every outside input ends in a refusal with a status below 500 or in a stored interrupt:
 bodies must say ``Content-Type: application/json`` (else 415) and are parsed by
@@ -42,11 +43,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from relay.admin import admin_routes
-from relay.errors import RateLimited, RelayError, Unauthorized, UnsupportedMediaType
+from relay.connections import LinkQuotas
+from relay.drain import LinkHub
+from relay.errors import (
+    ByteQuotaExceeded,
+    RateLimited,
+    RelayError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from relay.hooks.routes import hook_routes
 from relay.ingest import BatchResult, Ingest, Stored
 from relay.metrics import MetricsEndpoint, ObserveMiddleware, metrics_of
 from relay.openapi import OpenApiEndpoint
 from relay.plaintext import check_text_media, decode_text, options, send_draft
+from relay.ratelimit import AddressLimiter
 from relay.registry import ProducerToken, Registry
 from relay.session import LinkSession
 from relay.store import Store
@@ -78,10 +89,16 @@ class Services:
     relay: Identity
     ingest: Ingest
     max_body_bytes: int
+    #: The process's links: one subscription for their notifications and takeovers,
+    #: the JetStream API throttle (``relay.drain``).
+    hub: LinkHub
     auth_timeout: float = 10.0
     #: False once the relay cannot recover by itself (its embedded nats-server is gone
     #: for good): ``/healthz`` then fails so that a supervisor restarts the process.
     healthy: Callable[[], bool] = lambda: True
+    #: Requests per client address to the unauthenticated endpoints (enroll, the link's
+    #: handshake): ``await gate.check(scope)`` first thing in such a handler. None: no limit.
+    gate: AddressLimiter | None = None
 
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -106,11 +123,15 @@ def error_response(exc: RemoteProtocolError | RelayError) -> JSONResponse:
     return ErrorResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
+def new_request_id() -> str:
+    return b64e(os.urandom(9))
+
+
 def request_id(scope: Scope) -> str:
     """The id ``RequestIdMiddleware`` gave this request (made here if it did not run)."""
     state = scope.setdefault("state", {})
     if "request_id" not in state:
-        state["request_id"] = b64e(os.urandom(9))
+        state["request_id"] = new_request_id()
     return str(state["request_id"])
 
 
@@ -180,7 +201,7 @@ def guarded(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except (RemoteProtocolError, RelayError) as exc:
-            if exc.status >= 500:
+            if exc.status >= 500 and not isinstance(exc, ByteQuotaExceeded):  # a tenant's cap
                 log.warning("request %s: %s %s: %s", request_id(request.scope),
                             request.method, request.url.path, exc.message)
             return error_response(exc)
@@ -193,6 +214,10 @@ def guarded(handler: Handler) -> Handler:
 
 
 def build_app(services: Services) -> Starlette:
+    quota = services.ingest.quota  # the plans' caps of links (relay.connections)
+    link_quotas = LinkQuotas(services.store, services.registry,
+                             quota.ledger if quota is not None else None)
+
     async def read_body(request: Request, limit: int | None = None) -> bytes:
         """The whole body, size-capped. Read before any other check refuses the request,
         so that a refusal leaves the keep-alive connection usable (a partly read request
@@ -274,7 +299,11 @@ def build_app(services: Services) -> Starlette:
         )
 
     async def enroll(request: Request) -> Response:
-        _, doc = await read_json(request)
+        body = await read_body(request)
+        if services.gate is not None:  # per client address, before any other check
+            await services.gate.check(request.scope)
+        check_json_media(request)
+        doc = loads(body)
         if not isinstance(doc, dict) or set(doc) != {"token", "identity", "proof"}:
             raise MalformedInput("expected {token, identity, proof}")
         token, proof = doc["token"], doc["proof"]
@@ -338,17 +367,30 @@ def build_app(services: Services) -> Starlette:
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     async def connect(ws: WebSocket) -> None:
+        if services.gate is not None:
+            try:  # per client address: an HTTP 429 (Retry-After) instead of the upgrade
+                await services.gate.check(ws.scope)
+            except RelayError as exc:
+                await ws.send_denial_response(error_response(exc))
+                return
         if SUBPROTOCOL not in ws.scope.get("subprotocols", []):
             await ws.close(code=4400, reason="subprotocol mailslot.v1 required")
             return
         await ws.accept(subprotocol=SUBPROTOCOL)
-        await LinkSession(
-            ws, services.store, services.registry, services.relay, services.auth_timeout
-        ).run()
+        session = LinkSession(ws, services.hub, services.registry, services.relay,
+                              services.auth_timeout, quotas=link_quotas)
+        try:
+            await session.run()
+        finally:
+            await link_quotas.leave(session.session_id)
 
     routes = [
         Route("/v1/interrupts", guarded(post_interrupt), methods=["POST"]),
         Route("/v1/interrupts/batch", guarded(post_batch), methods=["POST"]),
+        # Early in the list: a route is found by trying each in turn, and providers post
+        # webhooks at the rate producers post interrupts.
+        *hook_routes(services.store, services.registry, services.ingest, services.gate,
+                     read_body, read_json),
         Route("/v1/send/{id}", guarded(send_text), methods=["POST"]),
         Route("/v1/enroll", guarded(enroll), methods=["POST"]),
         Route("/v1/identities/{id}", guarded(get_identity), methods=["GET"]),
@@ -376,7 +418,7 @@ def build_app(services: Services) -> Starlette:
     async def last_resort(request: Request, exc: Exception) -> Response:
         return internal_error(request, exc)
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[
             Middleware(RequestIdMiddleware),
@@ -390,3 +432,22 @@ def build_app(services: Services) -> Starlette:
             Exception: last_resort,
         },
     )
+    app.state.connect = connect  # for ``LinksFirst``
+    return app
+
+
+class LinksFirst:
+    """What uvicorn serves: ``WS /v1/connect`` straight to the link's handler, past
+    Starlette's middleware and router. They do nothing for a WebSocket, but each layer is
+    a coroutine frame kept for as long as the link lives, about 5 KiB per connected edge.
+    Everything else goes to the Starlette app of ``build_app``."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.connect: Callable[[WebSocket], Awaitable[None]] = app.state.connect
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope.get("path") == "/v1/connect":
+            await self.connect(WebSocket(scope, receive, send))
+            return
+        await self.app(scope, receive, send)

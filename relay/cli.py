@@ -7,7 +7,7 @@ build its parser without loading uvicorn, starlette or nats. ``edge.cli`` hands 
 ``handler(name)``, which loads ``relay.commands`` when a relay command runs. It never
 imports ``edge``.
 
-Flags are checked while parsing (``--listen``, ``--sync``, ``--replicas``,
+Flags are checked while parsing (``--listen``, ``--sync``, ``--replicas``, ``--trusted-proxy``,
 ``--nats-restart-timeout``, ``--expires``, ``--count``), so a bad one is a usage error (exit 2) before anything
 starts.
 """
@@ -26,9 +26,11 @@ from relay.config import (
     RelayConfig,
     StreamSettings,
     check_listen,
+    check_networks,
     load_plans,
     relay_data_dir,
 )
+from relay.hooks.cli import add_hook_commands
 from shared.host.logs import LOG_FORMATS
 
 
@@ -46,7 +48,8 @@ def add_relay_commands(
             action="append",
             default=[],
             metavar="URL",
-            help="NATS server URL (repeat for a cluster); default: embedded",
+            help="NATS server URL; a cluster's: repeat it or separate URLs with commas "
+            "(default: embedded)",
         )
         p.add_argument("--data-dir", type=Path, help="relay data folder")
         return p
@@ -75,6 +78,9 @@ def add_relay_commands(
                    "answers 404 for it)")
     p.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                    help="log lines as text (default) or one JSON object per line")
+    p.add_argument("--trusted-proxy", action="append", type=proxy_arg, metavar="CIDR",
+                   help="a load balancer or reverse proxy whose X-Forwarded-For names the "
+                   "client (repeat; adds to the --config file's [proxy] trusted)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="plans (quotas and rate limits per account), TOML; see README, "
                    "\"Configuration\"")
@@ -112,8 +118,12 @@ def add_admin_commands(
     admin("account token", "print another one-time enrollment token",
           account).add_argument("name")
     admin("account list", "list accounts", account)
-    admin("account show", "an account: disabled?, identities, tokens, pending interrupts",
-          account).add_argument("name")
+    admin("account show", "an account: disabled?, identities, tokens, pending interrupts, "
+          "usage against its plan's quotas", account).add_argument("name")
+    p = admin("account plan", "run an account under another plan (from its next request)",
+              account)
+    p.add_argument("name")
+    p.add_argument("plan", help="one of the relay's plans (its --config file)")
     admin("account disable", "refuse the account's producers and edges (data kept)",
           account).add_argument("name")
     admin("account enable", "accept a disabled account's producers and edges again",
@@ -151,6 +161,7 @@ def add_admin_commands(
     with_account(admin("identity list", "the account's identities", identity))
     with_account(admin("identity revoke", "remove an identity: its link is refused, its "
                        "queued interrupts purged", identity)).add_argument("id")
+    add_hook_commands(relay, admin)  # mailslot relay hook … (relay.hooks.cli)
 
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(s|m|h|d|w)?")
@@ -177,6 +188,14 @@ def listen_arg(value: str) -> str:
     """``--listen``: HOST:PORT, checked while parsing so a typo is a usage error (exit 2)."""
     try:
         return check_listen(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def proxy_arg(value: str) -> str:
+    """``--trusted-proxy``: a CIDR (``10.0.0.0/8``) or one address."""
+    try:
+        return check_networks([value])[0]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -218,11 +237,13 @@ def config_from(args: argparse.Namespace) -> RelayConfig:
         plans=found.plans,
         default_plan=found.default_plan,
         listen=getattr(args, "listen", DEFAULT_LISTEN),
-        nats=tuple(args.nats),
+        nats=tuple(url.strip() for arg in args.nats for url in arg.split(",") if url.strip()),
         data_dir=args.data_dir or relay_data_dir(),
         embedded_sync=getattr(args, "sync", "always"),
         embedded_restart_timeout=getattr(args, "nats_restart_timeout", 30.0),
         stream=StreamSettings(replicas=getattr(args, "replicas", 1),
                               max_bytes=found.stream.max_bytes),
         metrics_listen=getattr(args, "metrics_listen", None),
+        unauthenticated=found.unauthenticated,
+        trusted_proxies=(*found.proxy.trusted, *(getattr(args, "trusted_proxy", None) or ())),
     )

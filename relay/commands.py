@@ -26,7 +26,8 @@ from relay.adminauth import ADMIN_KEY_FILE, ensure_admin_credential
 from relay.adminclient import AdminClient, resolve_target, segment
 from relay.cli import config_from
 from relay.config import relay_data_dir
-from relay.server import RelayServer
+from relay.hookcommands import HOOK_COMMANDS
+from relay.server import RelayServer, run
 from shared.host.signals import stop_on_signals
 from shared.host.waiting import first_of
 
@@ -70,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if not waiter.cancelled():
                 waiter.result()  # StoreLost: exit with its code
 
-    asyncio.run(serve())
+    run(serve())
     return 0
 
 
@@ -129,7 +130,21 @@ def cmd_account_show(args: argparse.Namespace) -> int:
         f"plan       {usage.get('plan', 'default')}: " + (", ".join(
             f"{k} {v}" for k, v in sorted(usage.get("limits", {}).items()) if v is not None)
             or "no limits"),
+        *_quota_lines(usage.get("quotas", {})),
     ]))
+    return 0
+
+
+def _quota_lines(quotas: dict[str, Any]) -> list[str]:
+    """``quotas  NAME USED of LIMIT`` for each quota the plan sets (``account show``)."""
+    shown = [(name, q) for name, q in quotas.items() if q.get("limit") is not None]
+    return [f"{'quotas' if n == 0 else '':<10} {name} {q['used']} of {q['limit']}"
+            for n, (name, q) in enumerate(shown)]
+
+
+def cmd_account_plan(args: argparse.Namespace) -> int:
+    doc = _client(args).request("PATCH", _account_path(args.name), {"plan": args.plan})
+    _print(args, doc, f"account {args.name} now runs under plan {doc['plan']}")
     return 0
 
 
@@ -225,6 +240,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "account token": cmd_account_token,
     "account list": cmd_account_list,
     "account show": cmd_account_show,
+    "account plan": cmd_account_plan,
     "account disable": _set_disabled("disable"),
     "account enable": _set_disabled("enable"),
     "account delete": cmd_account_delete,
@@ -236,4 +252,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "enrollment revoke": cmd_enrollment_revoke,
     "identity list": cmd_identity_list,
     "identity revoke": cmd_identity_revoke,
+    **HOOK_COMMANDS,  # mailslot relay hook … (relay.hookcommands)
 }

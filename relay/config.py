@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import (
@@ -21,7 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from relay.errors import ConfigInvalid
+from relay.clientaddr import parse_networks
+from relay.errors import ConfigInvalid, StartupFailed
 from shared.limits import BODY_MAX_BYTES
 from shared.tokens import NAME_RE
 
@@ -47,6 +49,17 @@ def check_listen(value: str) -> str:
     return value
 
 
+def nats_credentials(servers: Sequence[str]) -> dict[str, str]:
+    """The token or user and password all ``servers`` share, as nats-py options. nats-py
+    sends a URL's credentials only to that URL, and the nodes it learns of from the
+    cluster come without any: failing over to one of them would be refused for good."""
+    found = {(url.username, url.password) for url in map(urlsplit, servers)}
+    user, password = found.pop() if len(found) == 1 else (None, None)
+    if user is None:
+        return {}
+    return {"token": user} if password is None else {"user": user, "password": password}
+
+
 class StreamSettings(BaseModel):
     """How interrupts are kept in JetStream (see README, "Operations")."""
 
@@ -67,6 +80,44 @@ class StreamSettings(BaseModel):
     #: interrupts are refused ``507 storage_full`` and nothing stored is dropped.
     max_bytes: int = Field(default=0, ge=0, le=2**62)
 
+    def stream_limits(self) -> dict[str, Any]:
+        """These settings as the interrupt stream's JetStream configuration fields (the
+        one place that maps them; ``Store.ensure`` applies them, nothing else does)."""
+        return {"max_msgs_per_subject": self.max_per_recipient,
+                "duplicate_window": self.duplicate_window, "max_age": self.max_age or None,
+                "max_bytes": self.max_bytes or -1, "num_replicas": self.replicas}
+
+    def changes(self, have: Mapping[str, Any] | None, limits: bool) -> str:
+        """What applying these settings changes in an existing stream's configuration
+        ``have`` ("" for nothing): with ``limits`` every field of ``stream_limits``, else
+        (a KV bucket) only replicas below ``replicas``. Never a scale-down: see
+        ``check_replicas``."""
+        if have is None:
+            return ""
+        unset = {"max_msgs_per_subject": -1, "duplicate_window": 0, "max_age": 0,
+                 "max_bytes": -1, "num_replicas": 1}
+        wanted = self.stream_limits() if limits else {"num_replicas": self.replicas}
+        out = []
+        for name, new in wanted.items():
+            old = have.get(name)
+            old, new = unset[name] if old is None else old, unset[name] if new is None else new
+            if abs(float(old) - float(new)) > 1e-6:
+                out.append(f"{name} {old:g} -> {new:g}")
+        return ", ".join(out)
+
+    def check_replicas(self, stream: str, have: int) -> None:
+        """Refuse to start (``StartupFailed`` ``replicas_conflict``, exit 6) when an
+        existing ``stream`` has more replicas than configured: a relay started without
+        ``--replicas 3`` on a cluster must not turn a replicated stream into one copy."""
+        if have > self.replicas:
+            raise StartupFailed(
+                f"stream {stream} has {have} replicas and this relay is configured for "
+                f"{self.replicas}: start it with --replicas {have} (a relay never scales "
+                f"a stream down; to do so on purpose: nats stream edit {stream} "
+                f"--replicas {self.replicas})",
+                code="replicas_conflict",
+            )
+
 
 class Plan(BaseModel):
     """One tier of limits an operator defines in the ``--config`` file (README,
@@ -84,6 +135,14 @@ class Plan(BaseModel):
     max_identities: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
     #: Interrupts queued for the account's identities together (all priorities).
     max_pending: StrictInt | None = Field(default=None, ge=1, le=1_000_000_000)
+    #: Interrupts queued for any one identity of the account (all priorities).
+    max_pending_per_identity: StrictInt | None = Field(default=None, ge=1, le=1_000_000_000)
+    #: Bytes queued for the account's identities together, and for any one of them
+    #: (``relay.usage``'s ledger; beyond it ``507 quota_bytes_exceeded``).
+    max_pending_bytes: StrictInt | None = Field(default=None, ge=1, le=2**62)
+    max_pending_bytes_per_identity: StrictInt | None = Field(default=None, ge=1, le=2**62)
+    #: Edges of the account connected at once, across every relay process on the NATS.
+    max_connected_edges: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
 
     def burst(self, rate: float | None, burst: int | None) -> int:
         return burst if burst is not None else max(1, int(rate or 1))
@@ -91,6 +150,55 @@ class Plan(BaseModel):
 
 #: The plan an account gets when the config defines none.
 DEFAULT_PLAN = "default"
+
+
+#: 127.0.0.0/8 and ::1: the relay's own host (``mailslot up``'s edge, local tools).
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
+
+class UnauthenticatedLimits(BaseModel):
+    """The ``[unauthenticated]`` table of the ``--config`` file: requests per client
+    address (``relay.clientaddr``) to the endpoints that come before any credential —
+    ``POST /v1/enroll`` and the link's handshake — a token bucket in NATS shared by
+    every relay process (``relay.ratelimit.AddressLimiter``). On by default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    #: Requests per second per client address (bucket refill); 0 turns the limit off.
+    rate: StrictFloat = Field(default=10.0, ge=0, le=1_000_000)
+    #: Bucket size: requests one address may make at once.
+    burst: StrictInt = Field(default=30, ge=1, le=10_000_000)
+    #: Client addresses never limited (CIDRs). Default: loopback, this host's own.
+    exempt: tuple[str, ...] = LOOPBACK
+
+    @field_validator("exempt", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> tuple[str, ...]:
+        return check_networks(value)
+
+
+def check_networks(value: Any) -> tuple[str, ...]:
+    """CIDRs (or single addresses), normalised (``ValueError`` naming a bad one)."""
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list of CIDRs like [\"10.0.0.0/8\"]")
+    return tuple(str(network) for network in parse_networks(value))
+
+
+class ProxySettings(BaseModel):
+    """The ``[proxy]`` table: the peers (load balancers, reverse proxies) whose
+    ``X-Forwarded-For`` names the client. Empty: the header is never believed.
+
+    Default: loopback. A reverse proxy on the relay's own host (the usual TLS set-up) then
+    gets each of its clients limited by their own address, where an untrusted local proxy
+    would make every client look like loopback (exempt by default: nothing limited). Only
+    a process on this host can send from loopback, so nobody else can spoof the header."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    trusted: tuple[str, ...] = LOOPBACK
+
+    @field_validator("trusted", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> tuple[str, ...]:
+        return check_networks(value)
 
 
 class RelayConfig(BaseModel):
@@ -116,6 +224,15 @@ class RelayConfig(BaseModel):
     #: ``HOST:PORT`` serving ``GET /metrics`` alone; when set, the main port no longer
     #: answers /metrics (404), so that it can stay on a private network.
     metrics_listen: str | None = None
+    #: Requests per client address to the unauthenticated endpoints (``[unauthenticated]``).
+    unauthenticated: UnauthenticatedLimits = UnauthenticatedLimits()
+    #: CIDRs whose ``X-Forwarded-For`` is believed (``[proxy] trusted``, ``--trusted-proxy``).
+    trusted_proxies: tuple[str, ...] = LOOPBACK
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies(cls, value: Any) -> tuple[str, ...]:
+        return check_networks(value)
 
     @field_validator("listen")
     @classmethod
@@ -160,6 +277,8 @@ class PlansFile(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     stream: StreamLimits = StreamLimits()
+    unauthenticated: UnauthenticatedLimits = UnauthenticatedLimits()
+    proxy: ProxySettings = ProxySettings()
     default_plan: str = DEFAULT_PLAN
     plans: dict[str, Plan] = Field(default_factory=lambda: {DEFAULT_PLAN: Plan()})
 

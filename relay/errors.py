@@ -20,9 +20,19 @@ frame and a close.
     ├── QueueFull                429  queue_full (the recipient's per-priority cap)
     ├── RateLimited              429  rate_limited (the account's or token's publish rate;
     │                                 carries retry_after, sent as Retry-After)
-    ├── QuotaExceeded            429  quota_exceeded (the plan's max_identities, max_pending)
+    ├── QuotaExceeded            429  quota_exceeded (the plan's max_identities, max_pending,
+    │                                 max_pending_per_identity)
+    ├── TooManyEdges             429  edges_exceeded: the plan's max_connected_edges (close 4429
+    │                                 on a link, after an error frame saying when to retry)
+    ├── HookRequestInvalid       400  missing_header / malformed_header / malformed_body: a
+    │                                 webhook delivery without what its source always sends
+    ├── HookUnverified           401  bad_signature / stale_timestamp: a webhook delivery
+    │                                 that no secret of its hook verifies, or replayed late
+    ├── HookGone                 410  hook_deleted: a delivery to a deleted hook
     │   failures of ours (LocalError)
     ├── StorageFull              507  storage_full (the stream's max_bytes, all accounts)
+    ├── ByteQuotaExceeded        507  quota_bytes_exceeded (the plan's max_pending_bytes,
+    │                                 max_pending_bytes_per_identity: that account only)
     ├── StoreUnavailable         503  store_unavailable (JetStream did not acknowledge)
     ├── ConfigInvalid                 config_syntax / config_invalid / config_unreadable: the
     │                                 --config file (exit 2)
@@ -110,6 +120,20 @@ class QuotaExceeded(RelayError, RemoteError):
     status, code = 429, "quota_exceeded"
 
 
+class TooManyEdges(RelayError, RemoteError):
+    """The account has its plan's ``max_connected_edges`` links open: the link is refused
+    at auth (an ``error`` frame, then close 4429); the edge retries later."""
+
+    status, code, close_code = 429, "edges_exceeded", 4429
+
+
+class ByteQuotaExceeded(RelayError, LocalError):
+    """The account (or the recipient) has its plan's pending bytes queued: new interrupts
+    wait for its edges to take some (retry later with the same id); nothing is dropped."""
+
+    status, code = 507, "quota_bytes_exceeded"
+
+
 class StorageFull(RelayError, LocalError):
     """The interrupt stream holds its ``max_bytes``: new interrupts wait for the edges
     to drain it (a client may retry later); nothing stored is dropped."""
@@ -157,3 +181,26 @@ class SessionClosed(RemoteError):
     def __init__(self, close_code: int, code: str) -> None:
         super().__init__(f"link closed: {code}", code=code)
         self.close_code = close_code
+
+
+class HookUnverified(RelayError, RemoteError):
+    """A delivery to a hook (``/v1/hooks/<id>``) whose signature does not verify with any
+    of the hook's secrets (``bad_signature``), or whose signed timestamp is outside its
+    source's tolerance (``stale_timestamp``: only said of a signature that verified).
+    Nothing is stored; ``relay.hooks.verify`` raises it."""
+
+    status, code = 401, "bad_signature"
+
+
+class HookRequestInvalid(RelayError, RemoteError):
+    """A delivery to a hook without a header its source always sends (``missing_header``),
+    with one that does not parse (``malformed_header``), or with a body that lacks what
+    the source always puts in it (``malformed_body``). Nothing is stored."""
+
+    status, code = 400, "missing_header"
+
+
+class HookGone(RelayError, RemoteError):
+    """A delivery to a deleted hook: 410 ``hook_deleted`` (a provider stops retrying)."""
+
+    status, code = 410, "hook_deleted"

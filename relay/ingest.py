@@ -27,6 +27,7 @@ from relay.quota import PendingQuota
 from relay.ratelimit import RateLimiter
 from relay.registry import ProducerToken, Registry
 from relay.store import Store
+from relay.usage import Reservation
 from shared.envelope import (
     DedupeKey,
     Envelope,
@@ -91,6 +92,11 @@ class _Checked:
     envelope: Envelope
     signed: SignedEnvelope
     now: datetime
+    #: Its bytes in the plan's byte ledger (``relay.usage``), settled once published.
+    usage: Reservation | None = None
+    #: JetStream's deduplication id (``Nats-Msg-Id``, after the recipient) when it is not
+    #: the envelope's id: a webhook's hook and delivery id (``submit_webhook``).
+    msg_id: str | None = None
 
 
 class Ingest:
@@ -111,22 +117,29 @@ class Ingest:
         self.limiter = limiter
         self.quota = quota
 
-    async def _check_limits(self, account: str, producer: ProducerToken | None) -> None:
-        """The last checks before publishing, by the account's plan: its pending cap
+    async def _check_limits(
+        self, account: str, producer: ProducerToken | None, signed: SignedEnvelope, to: str
+    ) -> Reservation | None:
+        """The last checks before publishing, by the account's plan: its pending caps
         (``relay.quota``: ``QuotaExceeded``), then the token's and the account's rate
-        buckets (``relay.ratelimit``: ``RateLimited``)."""
+        buckets (``relay.ratelimit``: ``RateLimited``), then its byte caps, which add
+        the interrupt to the byte ledger (``relay.usage``: ``ByteQuotaExceeded``)."""
         config = self.registry.config
         if config is None or (self.limiter is None and self.quota is None):
-            return
+            return None
         _, plan = config.plan_of((await self.registry.account(account)).get("plan"))
+
+        async def identities() -> list[str]:
+            return [i["id"] for i in await self.registry.identities(account)]
+
         if self.quota is not None:
-
-            async def identities() -> list[str]:
-                return [i["id"] for i in await self.registry.identities(account)]
-
-            await self.quota.check(account, identities, plan)
+            await self.quota.check(account, identities, plan, to)
         if self.limiter is not None:
             await self.limiter.take(plan, account, producer.id if producer else None)
+        if self.quota is None:
+            return None
+        return await self.quota.reserve(account, identities, plan, to,
+                                        lambda: len(signed.to_wire()))
 
     def parse_draft(self, doc: object) -> Draft:
         if isinstance(doc, dict) and "source" in doc:
@@ -158,6 +171,7 @@ class Ingest:
         order, so a repeated id within a batch is the later item's duplicate). Each result
         is known only once JetStream acknowledged (or refused) that item."""
         results: list[BatchResult | asyncio.Task[Stored]] = []
+        recipients: set[str] = set()
         try:
             for n, doc in enumerate(docs):
                 try:
@@ -168,12 +182,15 @@ class Ingest:
                 # Published as soon as checked, so that checking the rest overlaps with
                 # JetStream's writes; tasks start in creation order, so the publishes
                 # reach NATS in list order.
-                results.append(asyncio.ensure_future(self._publish(checked)))
+                results.append(asyncio.ensure_future(self._publish(checked, notify=False)))
+                recipients.add(checked.envelope.to)
                 if n % _YIELD_EVERY == _YIELD_EVERY - 1:
                     await asyncio.sleep(0)  # let the publishes queued so far go out
             tasks = [r for r in results if isinstance(r, asyncio.Task)]
             if tasks:
                 await asyncio.wait(tasks)
+            for recipient in recipients:  # one wake-up per recipient, once all are in
+                await self.store.notify(recipient)
         except BaseException:
             for r in results:
                 if isinstance(r, asyncio.Task):
@@ -188,6 +205,29 @@ class Ingest:
             else:
                 out.append(r.result())  # a bug re-raises: answered 500 like a single post
         return out
+
+    async def submit_webhook(
+        self, account: str, to: str, name: str, type_: str, priority: Priority,
+        payload: dict[str, Any], event_id: str | None, msg_id: str | None,
+    ) -> Stored:
+        """A delivery a hook verified and mapped (``relay.hooks.routes``), attested by the
+        relay: source kind ``webhook``, name = the hook's name, ``event_id`` = the
+        provider's delivery id. ``msg_id`` (made of the hook and delivery ids) makes a
+        redelivery within JetStream's duplicate window a duplicate. The account's plan
+        applies as to a draft (pending caps, its rate, the byte ledger)."""
+        await self.registry.require_identity(to)
+        now = self.clock()
+        try:
+            envelope = Envelope(
+                id=str(ULID()), to=to, type=type_, priority=priority, payload=payload,
+                source=Source(kind="webhook", name=name, event_id=event_id),
+                created_at=now, signer=self.relay.id,
+            )
+        except ValidationError as exc:
+            raise validation_error(exc, "webhook") from exc
+        signed = sign_envelope(envelope, self.relay)
+        usage = await self._check_limits(account, None, signed, to)
+        return await self._publish(_Checked(envelope, signed, now, usage, msg_id))
 
     async def _check_doc(self, doc: object, producer: ProducerToken | None) -> _Checked:
         if isinstance(doc, dict) and "envelope" in doc:
@@ -214,9 +254,9 @@ class Ingest:
             )
         except ValidationError as exc:
             raise validation_error(exc, "draft") from exc
-        checked = _Checked(envelope, sign_envelope(envelope, self.relay), now)
-        await self._check_limits(producer.account, producer)
-        return checked
+        signed = sign_envelope(envelope, self.relay)
+        usage = await self._check_limits(producer.account, producer, signed, draft.to)
+        return _Checked(envelope, signed, now, usage)
 
     async def _check_signed(
         self, signed: SignedEnvelope, producer: ProducerToken | None
@@ -241,22 +281,30 @@ class Ingest:
         now = self.clock()
         self._check_not_expired(envelope.expires_at, now)
         check_created_at(envelope.created_at, now)  # by our clock, at the door only
-        await self._check_limits(producer.account if producer else account, producer)
-        return _Checked(envelope, signed, now)
+        usage = await self._check_limits(
+            producer.account if producer else account, producer, signed, envelope.to)
+        return _Checked(envelope, signed, now, usage)
 
     @staticmethod
     def _check_not_expired(expires_at: datetime | None, now: datetime) -> None:
         if expires_at is not None and expires_at <= now:
             raise Expired(f"expires_at {expires_at.isoformat()} is in the past")
 
-    async def _publish(self, checked: _Checked) -> Stored:
+    async def _publish(self, checked: _Checked, notify: bool = True) -> Stored:
         envelope, signed, now = checked.envelope, checked.signed, checked.now
         ttl = (envelope.expires_at - now).total_seconds() if envelope.expires_at else None
         if ttl is not None:
             # JetStream's per-message TTL overflows past ~292 years (nanoseconds in an
             # int64): such a message was stored, answered 202, and dropped at once.
             ttl = min(ttl, TTL_MAX_SECONDS)
-        duplicate = await self.store.publish(
-            envelope.to, envelope.priority, envelope.id, signed.to_wire(), ttl
-        )
+        stored = False
+        try:
+            duplicate = await self.store.publish(
+                envelope.to, envelope.priority, checked.msg_id or envelope.id, signed.to_wire(),
+                ttl, notify
+            )
+            stored = not duplicate
+        finally:
+            if checked.usage is not None:
+                await checked.usage.done(stored)  # a failure or a duplicate: taken back
         return Stored(envelope.id, duplicate)

@@ -94,9 +94,14 @@ class RelayMetrics:
                            registry=r)
         self.consumers = Gauge(
             "mailslot_relay_jetstream_consumers", "Consumers on the interrupt stream (all relay "
-            "processes: three per connected identity)", registry=r)
+            "processes: three per identity being drained, none for an idle link)", registry=r)
         self.reconnects = Counter("mailslot_relay_nats_reconnects", "Reconnections to NATS",
                                   registry=r)
+        self.webhooks = Counter(
+            "mailslot_relay_webhook_deliveries", "Deliveries to a hook (relay.hooks), by its "
+            "account and name (never its id: the URL's secret part) and outcome: accepted, "
+            "duplicate, filtered, handshake or the refusal code", ["account", "hook", "outcome"],
+            registry=r)
         #: False when ``--metrics-listen`` moved /metrics off the main port.
         self.on_main_port = True
         self._refreshers: list[Callable[[], Awaitable[None]]] = []
@@ -119,6 +124,9 @@ class RelayMetrics:
     def edge_disconnected(self) -> None:
         self.edges.dec()
 
+    def webhook(self, account: str, hook: str, outcome: str) -> None:
+        self.webhooks.labels(account, hook, outcome).inc()
+
     def delivered(self, priority: Priority, redelivery: bool) -> None:
         self.deliveries.labels(priority.value).inc()
         if redelivery:
@@ -139,10 +147,11 @@ class MeteredStore(Store):
         metrics.add_refresher(self._count_consumers)
 
     async def publish(
-        self, identity: str, priority: Priority, msg_id: str, data: bytes, ttl: float | None
+        self, identity: str, priority: Priority, msg_id: str, data: bytes, ttl: float | None,
+        notify: bool = True,
     ) -> bool:
         start = time.perf_counter()
-        duplicate = await super().publish(identity, priority, msg_id, data, ttl)
+        duplicate = await super().publish(identity, priority, msg_id, data, ttl, notify)
         self.metrics.publish_seconds.observe(time.perf_counter() - start)
         if duplicate:
             self.metrics.duplicates.inc()

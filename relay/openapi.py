@@ -22,7 +22,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from relay.admin import PREFIX as ADMIN_PREFIX
-from relay.admin import AccountCreate, EnrollmentCreate, TokenCreate
+from relay.admin import AccountCreate, AccountUpdate, EnrollmentCreate, TokenCreate
+from relay.hooks.routes import ADMIN_PREFIX as HOOKS
+from relay.hooks.routes import DELIVERY_PATH, OWN_PREFIX, DeliveryAnswer, HookCreate, HookRotate
 from relay.ingest import Draft
 from shared.envelope import Envelope
 from shared.limits import BATCH_MAX_ITEMS
@@ -149,11 +151,38 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", ADMIN_PREFIX): Operation(
         "create an account", body=(AccountCreate,), security=("adminCredential",),
     ),
+    ("patch", ADMIN_PREFIX + "/{account}"): Operation(
+        "change an account's plan (applies from the next request)", body=(AccountUpdate,),
+        security=("adminCredential",),
+    ),
     ("post", ADMIN_PREFIX + "/{account}/enrollments"): Operation(
         "create enrollment tokens", body=(EnrollmentCreate,), security=("adminCredential",),
     ),
     ("post", ADMIN_PREFIX + "/{account}/tokens"): Operation(
         "create a producer token", body=(TokenCreate,), security=("adminCredential",),
+    ),
+    ("post", DELIVERY_PATH): Operation(
+        "a provider's webhook delivery, verified on the raw bytes (see README, Webhooks)",
+        responses={202: DeliveryAnswer, 200: DeliveryAnswer},
+    ),
+    ("post", HOOKS): Operation(
+        "create a hook (its secret, where the relay makes it, is answered once)",
+        body=(HookCreate,), security=("adminCredential",),
+    ),
+    ("post", HOOKS + "/{hook_id}/rotate-secret"): Operation(
+        "a new secret; the current one verifies for the grace period too",
+        body=(HookRotate,), security=("adminCredential",),
+    ),
+    ("post", OWN_PREFIX): Operation(
+        "the identity creates a hook of its own (Mailslot-Signature request)",
+        body=(HookCreate,), security=("signedRequest",),
+    ),
+    ("get", OWN_PREFIX): Operation(
+        "the identity's hooks (Mailslot-Signature request)", security=("signedRequest",),
+    ),
+    ("delete", OWN_PREFIX + "/{hook_id}"): Operation(
+        "the identity deletes one of its hooks (Mailslot-Signature request)",
+        security=("signedRequest",),
     ),
     ("post", "/v1/enroll"): Operation(
         "spend an enrollment token on an identity", body=(EnrollRequest,),

@@ -1,4 +1,5 @@
-"""The relay's one adapter to NATS JetStream. Nothing else in the relay imports ``nats``.
+"""The relay's adapter to NATS JetStream: the stream, the KV buckets, publishing. The
+drain's consumers are ``relay.drain``'s (the one other module that imports ``nats``).
 
 Layout in JetStream:
 
@@ -11,13 +12,17 @@ Layout in JetStream:
 * KV bucket ``mailslot_nonces``: the nonce of every signed request accepted in the last
   ``NONCE_MEMORY_SECONDS`` (the bucket's max age), so that a captured request replayed to
   any relay process is refused; ``create`` is the atomic check-and-set.
+* stream ``MAILSLOT_USAGE`` (file): JetStream counters (``Nats-Incr``) of the bytes and
+  interrupts queued per identity (``ms.usage.i.<account>.<id>``) and per account
+  (``ms.usage.a.<account>``), the plans' byte ledger (``relay.usage``).
+* stream ``MAILSLOT_LINKS`` (memory): one message per live link of a capped account,
+  ``ms.link.<account>.<identity>.<session>``, beaten by its session and gone
+  ``LINK_TTL_SECONDS`` after the last beat (``relay.connections``).
 * Core subjects ``ms.ntf.<identity>`` (something new is pending) and
   ``ms.ctl.<identity>`` (a new connection takes over), which work across relay processes.
 
-Per connected identity there are three pull consumers, one per priority, created when it
-connects (memory storage, one replica, reaped by JetStream when idle) — never a durable
-consumer per identity forever. Taking from ``now`` until it is empty, then ``next``, then
-``later`` gives the drain order; FIFO within a class is the stream order.
+An identity has pull consumers only while a connected edge drains it (``relay.drain``):
+an idle edge costs none, an offline identity never any.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from itertools import count
+from datetime import datetime
 from typing import Any
 
 import nats
@@ -39,12 +44,12 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.kv import KeyValue
 
-from relay.config import StreamSettings
-from relay.errors import Conflict, ConsumerGone, QueueFull, StorageFull, StoreUnavailable
+from relay.config import StreamSettings, nats_credentials
+from relay.errors import Conflict, QueueFull, StorageFull, StoreUnavailable
 from relay.regcache import RegistryCache
 from shared.auth import NONCE_MEMORY_SECONDS
 from shared.envelope import PRIORITIES, Priority
-from shared.tokens import check_identity
+from shared.tokens import check_identity, check_name
 
 log = logging.getLogger("mailslot.relay.store")
 
@@ -55,6 +60,16 @@ NONCE_BUCKET = "mailslot_nonces"
 #: the NATS; an entry idle this long is gone, i.e. its bucket is full again.
 RATES_BUCKET = "mailslot_rates"
 RATES_IDLE_SECONDS = 86_400
+#: Webhook ingress (``relay.hooks.registry``): a key per hook and delivery id stored
+#: (providers redeliver for days, JetStream's duplicate window is minutes) and each
+#: hook's last refusals, kept this long after their last write; in memory, like the
+#: rates (one more write per delivery, without an fsync).
+HOOKS_BUCKET = "mailslot_hooks"
+HOOKS_TTL_SECONDS = 7 * 86_400
+USAGE_STREAM, LINKS_STREAM = "MAILSLOT_USAGE", "MAILSLOT_LINKS"
+#: A live link's message is gone this long after its session's last beat.
+LINK_TTL_SECONDS = 6.0
+_SESSION_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _REQUEST_TIMEOUT = 5.0
 
 
@@ -72,35 +87,19 @@ def control_subject(identity: str) -> str:
     return f"ms.ctl.{check_identity(identity)}"
 
 
-def consumer_name(identity: str, priority: Priority) -> str:
-    return f"edge_{check_identity(identity)}_{priority.value}"
+def usage_subject(account: str, identity: str | None = None) -> str:
+    """The ledger counter of one account, or of one of its identities."""
+    if identity is None:
+        return f"ms.usage.a.{check_name(account, 'account')}"
+    return f"ms.usage.i.{check_name(account, 'account')}.{check_identity(identity)}"
 
 
-@dataclass(frozen=True)
-class PulledInterrupt:
-    """One interrupt pulled from JetStream for a connected edge, in flight until the
-    session acks, naks or terms it (the edge's own ``Delivery`` is a wake to a runtime)."""
-
-    id: str
-    priority: Priority
-    data: bytes
-    msg: Msg
-
-    async def ack(self) -> None:
-        await _quietly(self.msg.ack())
-
-    async def nak(self, delay: float = 0) -> None:
-        await _quietly(self.msg.nak(delay=delay or None))
-
-    async def term(self) -> None:
-        await _quietly(self.msg.term())
-
-
-async def _quietly(op: Awaitable[Any]) -> None:
-    """Acks are fire-and-forget by design: if one is lost the interrupt is redelivered
-    and the edge's idempotent inbox absorbs it."""
-    with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
-        await op
+def link_subject(account: str, identity: str = "*", session: str = "*") -> str:
+    """One live link's subject (``*``: a wildcard, to count an account's links)."""
+    if session != "*" and _SESSION_RE.fullmatch(session) is None:
+        raise ValueError("a session id is base64url")
+    ident = identity if identity == "*" else check_identity(identity)
+    return f"ms.link.{check_name(account, 'account')}.{ident}.{session}"
 
 
 class Store:
@@ -114,6 +113,7 @@ class Store:
         self._kv: KeyValue | None = None
         self._nonces: KeyValue | None = None
         self._rates: KeyValue | None = None
+        self._hooks: KeyValue | None = None
         self._reconnect_listeners: list[Callable[[], None]] = []
         self._ready = False
         self._closing = False
@@ -161,6 +161,7 @@ class Store:
                 reconnected_cb=reconnected,
                 disconnected_cb=disconnected,
                 error_cb=error,
+                **nats_credentials(servers),
             )
         except (nats.errors.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot connect to NATS: {exc}") from exc
@@ -178,36 +179,76 @@ class Store:
         return self._ready and self.nc.is_connected
 
     async def ensure(self) -> None:
-        """Create or update the stream and the registry bucket (idempotent)."""
+        """Set up the stream and KV buckets from ``self.settings``; only ``relay serve``
+        calls this (any other client uses ``open_existing``). Missing ones are created; an existing
+        stream gets the settings' limits (each change logged) and anything with fewer
+        replicas is scaled up. Never down: with more replicas than configured anywhere,
+        nothing changes and ``StartupFailed`` ``replicas_conflict`` (exit 6) says so."""
+        buckets = ((REGISTRY_BUCKET, None, api.StorageType.FILE),
+                   (NONCE_BUCKET, NONCE_MEMORY_SECONDS, api.StorageType.FILE),
+                   (RATES_BUCKET, RATES_IDLE_SECONDS, api.StorageType.MEMORY),
+                   (HOOKS_BUCKET, HOOKS_TTL_SECONDS, api.StorageType.MEMORY))
         s = self.settings
-        config = api.StreamConfig(
-            name=STREAM,
-            subjects=["ms.in.>"],
-            retention=api.RetentionPolicy.WORK_QUEUE,
-            storage=api.StorageType.FILE,
-            discard=api.DiscardPolicy.NEW,
-            discard_new_per_subject=True,
-            max_msgs_per_subject=s.max_per_recipient,
-            duplicate_window=s.duplicate_window,
-            allow_msg_ttl=True,
-            max_age=s.max_age or None,
-            max_bytes=s.max_bytes or -1,
-            num_replicas=s.replicas,
-            max_msg_size=256 * 1024,
-        )
         try:
-            try:
-                await self.js.stream_info(STREAM)
-                await self.js.update_stream(config)
-            except nats.js.errors.NotFoundError:
-                await self.js.add_stream(config)
-            file, memory = api.StorageType.FILE, api.StorageType.MEMORY
-            self._kv = await self._bucket(REGISTRY_BUCKET, None, file)
-            self._nonces = await self._bucket(NONCE_BUCKET, NONCE_MEMORY_SECONDS, file)
-            self._rates = await self._bucket(RATES_BUCKET, RATES_IDLE_SECONDS, memory)
+            found = {name: await self._info_or_none(name)
+                     for name in (STREAM, *(f"KV_{b}" for b, _, _ in buckets),
+                                  USAGE_STREAM, LINKS_STREAM)}
+            for name, info in found.items():
+                if info is not None:
+                    s.check_replicas(name, info.config.num_replicas or 1)
+            config = api.StreamConfig(
+                name=STREAM, subjects=["ms.in.>"], retention=api.RetentionPolicy.WORK_QUEUE,
+                storage=api.StorageType.FILE, discard=api.DiscardPolicy.NEW,
+                discard_new_per_subject=True, allow_msg_ttl=True, max_msg_size=256 * 1024,
+                **s.stream_limits(),
+            )
+            for name, info in found.items():
+                have = info.config if info is not None else None
+                changes = s.changes(vars(have) if have is not None else None, name == STREAM)
+                if have is not None and changes:
+                    log.warning("stream %s: %s (this relay's settings)", name, changes)
+                    await self.js.update_stream(
+                        config if name == STREAM else have.evolve(num_replicas=s.replicas))
+                elif have is None and name == STREAM:
+                    await self.js.add_stream(config)
+            self._kv, self._nonces, self._rates, self._hooks = [
+                await self._bucket(name, ttl, storage) for name, ttl, storage in buckets]
+            await self._side_streams(found)
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"cannot set up JetStream: {exc}") from exc
         self._ready = True
+
+    async def open_existing(self) -> None:
+        """Use the stream and buckets a relay set up, changing nothing (for tools and
+        tests beside a relay: their ``settings`` are never applied)."""
+        try:
+            await self.js.stream_info(STREAM)
+            self._kv, self._nonces, self._rates, self._hooks = [
+                await self.js.key_value(b)
+                for b in (REGISTRY_BUCKET, NONCE_BUCKET, RATES_BUCKET, HOOKS_BUCKET)]
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"no relay has set up this NATS yet: {exc}") from exc
+        self._ready = True
+
+    async def _side_streams(self, found: dict[str, Any]) -> None:
+        """Create the usage counters' and the live links' streams if they are missing."""
+        n = self.settings.replicas
+        for config in (
+            api.StreamConfig(name=USAGE_STREAM, subjects=["ms.usage.>"], num_replicas=n,
+                             allow_msg_counter=True, max_msgs_per_subject=1,
+                             storage=api.StorageType.FILE),
+            api.StreamConfig(name=LINKS_STREAM, subjects=["ms.link.>"], num_replicas=n,
+                             max_msgs_per_subject=1, max_age=LINK_TTL_SECONDS,
+                             storage=api.StorageType.MEMORY),
+        ):
+            if found.get(str(config.name)) is None:
+                await self.js.add_stream(config)
+
+    async def _info_or_none(self, name: str) -> api.StreamInfo | None:
+        try:
+            return await self.js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            return None
 
     async def _bucket(self, name: str, ttl: float | None,
                       storage: api.StorageType) -> KeyValue:
@@ -284,10 +325,13 @@ class Store:
     # -- interrupts ---------------------------------------------------------------------
 
     async def publish(
-        self, identity: str, priority: Priority, msg_id: str, data: bytes, ttl: float | None
+        self, identity: str, priority: Priority, msg_id: str, data: bytes, ttl: float | None,
+        notify: bool = True,
     ) -> bool:
         """Store one interrupt; return True if JetStream already had this id (duplicate).
-        Returns only after JetStream acknowledged the write: that is what a 2xx means."""
+        Returns only after JetStream acknowledged the write: that is what a 2xx means.
+        ``notify=False`` leaves waking the recipient's session to the caller (a batch
+        sends one ``notify`` per recipient, not one per item)."""
         subject = interrupt_subject(identity, priority)
         # Deduplication is stream-wide: scope the id to its recipient, or an id used
         # for one identity would swallow another identity's interrupt as a duplicate.
@@ -310,9 +354,15 @@ class Store:
             raise StoreUnavailable(f"JetStream refused the write: {exc.description}") from exc
         except (TimeoutError, nats.errors.Error) as exc:
             raise StoreUnavailable("JetStream did not acknowledge the write") from exc
+        if notify:
+            await self.notify(identity)
+        return bool(ack.duplicate)
+
+    async def notify(self, identity: str) -> None:
+        """Wake ``identity``'s session, in whichever relay process holds it: new work is
+        in its queue. Best effort: a lost one is caught by the session's re-check."""
         with contextlib.suppress(nats.errors.Error):
             await self.nc.publish(notify_subject(identity), b"")
-        return bool(ack.duplicate)
 
     async def pending(self, identity: str) -> dict[str, int]:
         """Interrupts stored for ``identity`` per priority (delivered-but-unacked included)."""
@@ -331,9 +381,59 @@ class Store:
         count = sum((await self.pending(identity)).values())
         try:
             await self.js.purge_stream(STREAM, subject=f"ms.in.{check_identity(identity)}.>")
+            await self._purge_usage(identity)
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"cannot purge the queue of {identity}: {exc}") from exc
         return count
+
+    # -- usage counters and live links (relay.usage, relay.connections) ----------------
+
+    async def side_add(self, subject: str, delta: int | None = None) -> int:
+        """With ``delta``: add it to the counter ``subject`` (``usage_subject``; atomic
+        across processes) and return the new value. Without: beat the link ``subject``."""
+        headers = {"Nats-Incr": f"{delta:+d}"} if delta is not None else None
+        try:
+            ack = await self.js.publish(subject, b"", headers=headers, timeout=_REQUEST_TIMEOUT)
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"usage write failed: {exc}") from exc
+        return int(ack.val or 0)
+
+    async def _purge_usage(self, identity: str) -> None:
+        """Drop ``identity``'s ledger counter and take what it held off its account's."""
+        with contextlib.suppress(nats.js.errors.NotFoundError):  # no usage stream yet
+            info = await self.js.stream_info(
+                USAGE_STREAM, subjects_filter=f"ms.usage.i.*.{check_identity(identity)}")
+            for subject in info.state.subjects or {}:
+                value, _ = await self.usage_get(subject)
+                await self.js.purge_stream(USAGE_STREAM, subject=subject)
+                if value:
+                    await self.side_add(usage_subject(subject.split(".")[3]), -value)
+
+    async def usage_get(self, subject: str) -> tuple[int, datetime | None]:
+        """A counter's value and last write (server clock); ``(0, None)`` if none."""
+        try:
+            msg = await self.js.get_last_msg(USAGE_STREAM, subject)
+        except nats.js.errors.NotFoundError:
+            return 0, None
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"usage read failed: {exc}") from exc
+        return int(json.loads(msg.data or b"{}").get("val", 0)), msg.time
+
+    async def link_identities(self, account: str) -> set[str]:
+        """The identities of ``account`` with a live link (a beat under ``LINK_TTL``)."""
+        try:
+            info = await self.js.stream_info(LINKS_STREAM, subjects_filter=link_subject(account))
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"link count failed: {exc}") from exc
+        return {subject.split(".")[3] for subject in (info.state.subjects or {})}
+
+    async def side_purge(self, stream: str, subject: str) -> None:
+        """Drop ``subject`` from ``stream`` (``USAGE_STREAM``, ``LINKS_STREAM``)."""
+        try:
+            with contextlib.suppress(nats.js.errors.NotFoundError):  # no stream: nothing
+                await self.js.purge_stream(stream, subject=subject)
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"usage purge failed: {exc}") from exc
 
     async def subscribe(self, subject: str, callback: Callable[[Msg], Awaitable[None]]) -> Any:
         try:
@@ -344,9 +444,6 @@ class Store:
     async def publish_core(self, subject: str, data: bytes) -> None:
         with contextlib.suppress(nats.errors.Error):
             await self.nc.publish(subject, data)
-
-    def queue(self, identity: str) -> IdentityQueue:
-        return IdentityQueue(self, check_identity(identity))
 
     # -- registry (KV) -----------------------------------------------------------------
 
@@ -434,6 +531,32 @@ class Store:
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"rate store write failed: {exc}") from exc
 
+    async def hook_get(self, key: str) -> dict[str, Any] | None:
+        """A record of the hooks bucket (``HOOKS_BUCKET``), from NATS; None if absent."""
+        if self._hooks is None:
+            raise StoreUnavailable("hook store is not ready")
+        found = await _read_entry(self._hooks, key, "hook store")
+        return None if found is None else found[0]
+
+    async def hook_put(self, key: str, value: dict[str, Any] | None, create: bool = False
+                       ) -> bool:
+        """Write ``value`` (None: delete the key); with ``create``, only if the key is
+        absent (atomic across processes): False when it exists."""
+        if self._hooks is None:
+            raise StoreUnavailable("hook store is not ready")
+        try:
+            if value is None:
+                await self._hooks.delete(key)
+            elif create:
+                await self._hooks.create(key, json.dumps(value).encode())
+            else:
+                await self._hooks.put(key, json.dumps(value).encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"hook store write failed: {exc}") from exc
+        return True
+
     async def kv_keys(self, prefix: str) -> list[str]:
         """The registry's live keys that start with ``prefix``, sorted.
 
@@ -456,96 +579,6 @@ class Store:
             if key.startswith(prefix)
         )
         return [key for key in candidates if await self.kv_get(key) is not None]
-
-
-class IdentityQueue:
-    """The three per-priority pull consumers of one connected identity.
-
-    ``reset`` (re)creates them: deleting first releases every in-flight delivery of a
-    previous connection at once, which is how a takeover redelivers immediately.
-    ``take`` pulls with ``no_wait`` so an empty class answers at once."""
-
-    def __init__(self, store: Store, identity: str) -> None:
-        self.store = store
-        self.identity = identity
-        self._inbox = store.nc.new_inbox()
-        self._sub: Any = None
-        self._requests = count()
-
-    async def reset(self) -> None:
-        js = self.store.js
-        try:
-            for priority in PRIORITIES:
-                name = consumer_name(self.identity, priority)
-                with contextlib.suppress(nats.js.errors.NotFoundError):
-                    await js.delete_consumer(STREAM, name)
-                await js.add_consumer(
-                    STREAM,
-                    api.ConsumerConfig(
-                        name=name,
-                        filter_subject=interrupt_subject(self.identity, priority),
-                        deliver_policy=api.DeliverPolicy.ALL,
-                        ack_policy=api.AckPolicy.EXPLICIT,
-                        ack_wait=self.store.settings.ack_wait,
-                        max_deliver=-1,
-                        max_ack_pending=-1,
-                        inactive_threshold=self.store.settings.consumer_idle,
-                        mem_storage=True,
-                        num_replicas=1,
-                    ),
-                )
-            # A fresh reply subscription per reset: nothing from a request abandoned
-            # before the reset can arrive in it.
-            await self.close()
-            self._inbox = self.store.nc.new_inbox()
-            self._sub = await self.store.nc.subscribe(self._inbox + ".*")
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            raise StoreUnavailable(f"cannot create consumers: {exc}") from exc
-
-    async def take(self, limit: int) -> list[PulledInterrupt]:
-        """Up to ``limit`` deliveries from the highest non-empty priority class."""
-        for priority in PRIORITIES:
-            batch = await self._pull(priority, limit)
-            if batch:
-                return batch
-        return []
-
-    async def _pull(self, priority: Priority, limit: int) -> list[PulledInterrupt]:
-        assert self._sub is not None, "call reset() first"
-        reply = f"{self._inbox}.{next(self._requests)}"
-        subject = f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{consumer_name(self.identity, priority)}"
-        request = json.dumps({"batch": limit, "no_wait": True}).encode()
-        out: list[PulledInterrupt] = []
-        try:
-            await self.store.nc.publish(subject, request, reply=reply)
-            while True:
-                msg = await self._sub.next_msg(timeout=_REQUEST_TIMEOUT)
-                status = (msg.headers or {}).get("Status")
-                if status is not None and msg.subject != reply:
-                    continue  # the end of an abandoned request
-                if status is None:
-                    msg_id = (msg.headers or {}).get("Nats-Msg-Id", "").rpartition(".")[2]
-                    out.append(PulledInterrupt(msg_id, priority, msg.data, msg))
-                    if len(out) >= limit:
-                        return out
-                elif status in ("404", "408"):
-                    return out
-                elif status in ("503", "409"):
-                    raise ConsumerGone(status)
-                else:
-                    raise StoreUnavailable(f"pull failed with status {status}")
-        except (TimeoutError, nats.errors.TimeoutError) as exc:
-            if out:
-                return out
-            raise ConsumerGone("pull timed out") from exc
-        except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
-            raise StoreUnavailable("NATS connection lost") from exc
-
-    async def close(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
 
 
 async def _read_entry(bucket: KeyValue, key: str, what: str) -> tuple[dict[str, Any], int] | None:

@@ -19,6 +19,11 @@ Every figure is printed next to a baseline measured in the same run on this mach
 - ingest: how fast the relay takes interrupts over HTTP (single, 20 producers, paced,
   batch), against raw nats-py JetStream publish on the same server: see
   ``scripts/bench_ingest.py``.
+- hooks: signed GitHub-style webhook deliveries per second from 20 senders, next to the
+  plain ingest rate of the same relay in the same run (target >= 0.8x):
+  ``scripts/bench_hooks.py``.
+- isolation (only with ``--only isolation``): a calm account's latency while another
+  account floods past its plan's limits: see ``scripts/bench_isolation.py``.
 - watches: file change to interrupt in the inbox (p50, target <= 150 ms), and an idle
   edge with 20 watches and a live link: RSS (target <= 40 MB) and CPU over 60 s (target
   <= 0.1 %), read from /proc.
@@ -51,7 +56,10 @@ from typing import Any
 import httpx
 import nats
 import ulid
+from bench_edges import edges_part
+from bench_hooks import hooks_part
 from bench_ingest import ingest_part
+from bench_isolation import isolation_part
 from nats.js import api
 
 from relay.natsserver import EmbeddedNats
@@ -603,11 +611,16 @@ async def main() -> None:
     parser.add_argument("-n", type=int, default=20_000, help="drain size")
     parser.add_argument("--rate", type=float, default=200.0, help="latency test rate /s")
     parser.add_argument("--seconds", type=float, default=10.0, help="latency test length")
-    parser.add_argument("--only", choices=("drain", "latency", "engine", "watches", "ingest"))
+    parser.add_argument("--only", choices=("drain", "latency", "engine", "watches", "ingest",
+                                           "edges", "isolation", "hooks"))
     parser.add_argument("--ingest-n", type=int, default=5000,
                         help="interrupts per ingest measurement")
     parser.add_argument("--batch", type=int, default=100, help="items per ingest batch")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--edges", type=int, default=10_000,
+                        help="idle edges on one relay process (--only edges)")
+    parser.add_argument("--edge-keepalive", type=float, default=20.0,
+                        help="seconds between each idle edge's pings (0: none)")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="mailslot-bench-"))
@@ -668,6 +681,14 @@ async def main() -> None:
         if args.only in (None, "ingest"):
             await ingest_part(root, args.runs, args.ingest_n, args.seconds, args.batch,
                               free_port)
+        if args.only in (None, "hooks"):  # signed webhook deliveries vs plain ingest
+            await hooks_part(root, args.runs, args.ingest_n, free_port)
+        if args.only == "edges":  # minutes of set-up: only when asked for
+            await edges_part(root, args.runs, args.edges, args.idle_seconds, free_port,
+                             args.edge_keepalive)
+        if args.only == "isolation":  # minutes: only when asked for (bench_isolation.py)
+            await isolation_part(root, args.runs, cycles=10, window=1.0, calm_rate=100.0,
+                                 flood="none,400,2000,max", other_relay=True)
         if args.only in (None, "latency"):
             p50s, p99s = [], []
             for run in range(args.runs):

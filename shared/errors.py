@@ -18,6 +18,7 @@ marks a class that also derives from the package root named after it)::
     │   ├── StartupFailed          · RelayError: a server could not start            exit 6
     │   ├── StoreLost              · RelayError: the embedded nats-server is gone    exit 7
     │   ├── StorageFull            · RelayError: the stream holds its max_bytes       507
+    │   ├── ByteQuotaExceeded      · RelayError: an account holds its plan's bytes    507
     │   ├── ConfigInvalid          · RelayError: the relay's --config file is bad    exit 2
     │   ├── ConsumerGone           relay: a pull consumer vanished; the session resets it
     │   ├── BadLine                edge.store.activityline: a log line that does not parse
@@ -73,6 +74,10 @@ marks a class that also derives from the package root named after it)::
         ├── QueueFull              · RelayError: the recipient's per-priority cap     429
         ├── RateLimited            · RelayError: over a publish rate (retry_after)    429
         ├── QuotaExceeded          · RelayError: over a plan's identities or pending  429
+        ├── TooManyEdges           · RelayError: over a plan's connected edges        429
+        ├── HookRequestInvalid     · RelayError: a webhook without its source's headers 400
+        ├── HookUnverified         · RelayError: a webhook signature that does not verify 401
+        ├── HookGone               · RelayError: a delivery to a deleted hook         410
         ├── SessionClosed          relay: the session ends an edge's link (its close code)
         ├── RelayRefused           edge: the relay said no (its status)
         ├── RelayUnreachable       edge: the relay did not answer

@@ -20,7 +20,8 @@ own kind, e.g. ``{"kind": "vault", "name": "prod"}``.
 
 from __future__ import annotations
 
-#: Kinds only the relay attests (signs), from a producer token or, later, a webhook.
+#: Kinds only the relay attests (signs): a draft sent with a producer token, a webhook
+#: delivery a hook verified (``relay.hooks``).
 RELAY_KINDS: frozenset[str] = frozenset({"producer", "webhook"})
 #: Kinds only the edge raises for itself, signed with its own key.
 LOCAL_KINDS: frozenset[str] = frozenset(

@@ -56,13 +56,18 @@ ADAPTERS: dict[str, frozenset[str]] = {
     "httpx": frozenset({"edge/link/relayclient.py", "edge/delivery/webhook.py",
                         "relay/adminclient.py"}),
     "mcp": frozenset({"edge/mcp/server.py"}),
-    "nats": frozenset({"relay/store.py"}),
+    # The stream, KV and publishing; and the drain's pull consumers (another role).
+    "nats": frozenset({"relay/store.py", "relay/drain.py"}),
     "uvicorn": frozenset({"relay/server.py"}),
+    "uvloop": frozenset({"relay/server.py"}),
     # The HTTP routes, and the WebSocket session they hand a link to.
     # The admin API's routes (relay/admin.py) are mounted by app.py.
-    "starlette": frozenset({"relay/app.py", "relay/session.py", "relay/admin.py"}),
+    # The webhook ingress routes (relay/hooks/routes.py), too.
+    "starlette": frozenset({"relay/app.py", "relay/session.py", "relay/admin.py",
+                            "relay/hooks/routes.py"}),
     "tomlkit": frozenset({"edge/intents/edit.py"}),
-    "standardwebhooks": frozenset({"edge/delivery/webhook.py"}),
+    # The edge signs its outgoing webhook routes; the relay verifies incoming hooks.
+    "standardwebhooks": frozenset({"edge/delivery/webhook.py", "relay/hooks/stdwebhooks.py"}),
     # The schedule of a timer watch, and the check at load time that its cron
     # expression parses (so a bad one is refused with its line in intents.toml).
     "cronsim": frozenset({"edge/watches/timing.py", "edge/intents/declarations.py"}),

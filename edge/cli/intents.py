@@ -23,9 +23,10 @@ from edge.config import EdgePaths
 from edge.errors import EdgeError, InvalidIntent, UnknownIntent
 from edge.intents.edit import add_intent, remove_intent, render_intent, set_paused
 from edge.intents.file import dotted, load_intents, validation_problems
-from edge.intents.model import Intent, Op
+from edge.intents.model import Intent
 from edge.intents.resume import resume_intent
 from edge.intents.summary import intent_rows
+from shared.match import Op
 
 OPS: tuple[str, ...] = get_args(Op)
 WHERE_HELP = (

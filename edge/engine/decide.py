@@ -40,12 +40,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge.engine.judge import Judgment, ask_judge
-from edge.intents.model import ActiveHours, Intent, IntentSet, describe, holds, matches
+from edge.intents.model import ActiveHours, Intent, IntentSet, matches
 from edge.store.activity import Event
 from edge.store.deliveries import DeliveryQueue, permission_envelope
 from edge.store.enginestate import EngineState, PendingWake, new_delivery_key
 from edge.store.inbox import Inbox, InboxItem
 from shared.host.waiting import first_of
+from shared.match import describe, holds
 
 log = logging.getLogger("mailslot.edge.engine")
 

@@ -27,7 +27,6 @@ from edge.intents.model import (
     Duration,
     IntentSet,
     Match,
-    Predicate,
     Strict,
     StrictBool,
     StrictInt,
@@ -35,6 +34,7 @@ from edge.intents.model import (
     check_zone,
 )
 from shared.envelope import Priority
+from shared.match import Predicate
 from shared.tokens import check_name, check_session, check_type
 
 #: Ignored by default by file watches: VCS folders, editor swap, backup and temp files.

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import re
 from datetime import time as clock_time
-from fnmatch import fnmatchcase
-from functools import lru_cache
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,6 +28,7 @@ from pydantic import (
 )
 
 from shared.envelope import Priority
+from shared.match import Predicate, any_glob, unmet
 from shared.tokens import check_name
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -56,14 +55,6 @@ def check_zone(value: str) -> str:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'Europe/Berlin')") from exc
-    return value
-
-
-def _check_regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"bad regular expression {value!r}: {exc}") from exc
     return value
 
 
@@ -94,39 +85,6 @@ class Strict(BaseModel):
 #: TOML has real types: ``critical = "yes"`` or ``max_reminders = 2.0`` is a mistake.
 StrictBool = Annotated[bool, Field(strict=True)]
 StrictInt = Annotated[int, Field(strict=True)]
-
-
-Op = Literal["eq", "ne", "in", "glob", "regex", "lt", "le", "gt", "ge", "present", "absent"]
-
-
-class Predicate(Strict):
-    """One test on one field of the interrupt: ``payload.branch``, ``type``,
-    ``source.name``, ``session``, ``priority``… (dotted path into the envelope)."""
-
-    field: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_-]+)*$")]
-    op: Op = "eq"
-    value: Any = None
-
-    @model_validator(mode="after")
-    def _value_fits_op(self) -> Predicate:
-        if self.op == "regex":
-            _check_regex(_as_str(self.value, "regex"))
-        elif self.op == "glob":
-            _as_str(self.value, "glob")
-        elif self.op in ("lt", "le", "gt", "ge"):
-            if isinstance(self.value, bool) or not isinstance(self.value, int | float):
-                raise ValueError(f"op {self.op} needs a number value")
-        elif self.op == "in" and not isinstance(self.value, list):
-            raise ValueError("op in needs a list value")
-        elif self.op in ("present", "absent") and self.value is not None:
-            raise ValueError(f"op {self.op} takes no value")
-        return self
-
-
-def _as_str(value: Any, op: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"op {op} needs a string value")
-    return value
 
 
 class Match(Strict):
@@ -301,55 +259,7 @@ class IntentSet(Strict):
         return next((i for i in self.intents if i.id == intent_id), None)
 
 
-# -- matching (pure) ------------------------------------------------------------------
-
-_MISSING = object()
-
-
-def field_value(doc: dict[str, Any], path: str) -> Any:
-    """The value at a dotted path of the envelope document, or ``_MISSING``."""
-    value: Any = doc
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
-
-
-def holds(predicate: Predicate, doc: dict[str, Any]) -> bool:
-    value = field_value(doc, predicate.field)
-    op, want = predicate.op, predicate.value
-    if op == "present":
-        return value is not _MISSING and value is not None
-    if op == "absent":
-        return value is _MISSING or value is None
-    if value is _MISSING:
-        return op == "ne"
-    if op == "eq":
-        return bool(value == want)
-    if op == "ne":
-        return bool(value != want)
-    if op == "in":
-        return bool(value in want)
-    if op == "glob":
-        return isinstance(value, str) and fnmatchcase(value, want)
-    if op == "regex":
-        return isinstance(value, str) and _regex(want).search(value) is not None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    number = float(value)
-    return bool(
-        {"lt": number < want, "le": number <= want, "gt": number > want, "ge": number >= want}[op]
-    )
-
-
-@lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-def _any_glob(value: Any, patterns: list[str]) -> bool:
-    return isinstance(value, str) and any(fnmatchcase(value, p) for p in patterns)
+# -- matching (pure; the predicate language is shared.match) -------------------------
 
 
 def matches(match: Match, doc: dict[str, Any]) -> str | None:
@@ -362,19 +272,8 @@ def matches(match: Match, doc: dict[str, Any]) -> str | None:
         (match.session, doc.get("session"), "session"),
     ]
     for patterns, value, what in checks:
-        if patterns is not None and not _any_glob(value, patterns):
+        if patterns is not None and not any_glob(value, patterns):
             return f"{what} {value!r} not in {patterns}"
     if match.priority is not None and doc.get("priority") not in match.priority:
         return f"priority {doc.get('priority')!r} not in {[str(p) for p in match.priority]}"
-    for predicate in match.all:
-        if not holds(predicate, doc):
-            return f"{describe(predicate)} does not hold"
-    if match.any and not any(holds(p, doc) for p in match.any):
-        return "none of the 'any' predicates holds"
-    return None
-
-
-def describe(predicate: Predicate) -> str:
-    if predicate.op in ("present", "absent"):
-        return f"{predicate.field} {predicate.op}"
-    return f"{predicate.field} {predicate.op} {predicate.value!r}"
+    return unmet(match.all, match.any, doc)

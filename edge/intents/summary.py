@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from edge.intents.model import Intent, Match, describe
+from edge.intents.model import Intent, Match
+from shared.match import describe
 
 
 def summarize(match: Match) -> str:

@@ -87,7 +87,8 @@ class EdgeLink:
             except RemoteProtocolError as exc:
                 log.warning("relay broke the protocol: %s (%s)", exc.message, exc.code)
             finally:
-                if self.connected.is_set():
+                if self.connected.is_set():  # it was up (welcomed): back off from the start
+                    attempt = 0
                     self.connected.clear()
                     self._status(connected=False)
             if stop.is_set():

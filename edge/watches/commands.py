@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.intents.declarations import CommandWatch
-from edge.intents.model import describe, holds
 from edge.spawn import Capture, run_child
+from shared.match import describe, holds
 
 #: Largest output a ``condition`` watch parses (kept in memory for the parse only).
 PARSE_MAX_BYTES = 1024 * 1024

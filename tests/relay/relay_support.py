@@ -33,9 +33,10 @@ from ulid import ULID
 from websockets.asyncio.client import ClientConnection
 
 from relay.config import RelayConfig, StreamSettings
+from relay.drain import consumer_name
 from relay.registry import Registry
 from relay.server import RelayServer
-from relay.store import STREAM, consumer_name
+from relay.store import STREAM
 from shared.auth import auth_message, new_request_nonce, request_message, sign_b64
 from shared.encoding import b64d, b64e
 from shared.envelope import Envelope, Priority, Source

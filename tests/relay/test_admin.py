@@ -173,13 +173,21 @@ async def test_accounts_create_list_show_disable_enable(
     for _ in range(3):
         assert (await post(relay, draft(identity), token=member.token)).status_code == 202
     shown = (await admin.get(f"{A}/acme")).json()
+    quotas = shown["usage"].pop("quotas")
     assert shown["usage"] == {
         "identities": 1, "producer_tokens": 1, "enrollment_tokens": 0,
         "pending": {"now": 0, "next": 3, "later": 0}, "pending_total": 3,
         "plan": "default", "limits": {"account_rate": None, "account_burst": None,
                                       "token_rate": None, "token_burst": None,
-                                      "max_identities": None, "max_pending": None},
+                                      "max_identities": None, "max_pending": None,
+                                      "max_pending_per_identity": None,
+                                      "max_pending_bytes": None,
+                                      "max_pending_bytes_per_identity": None,
+                                      "max_connected_edges": None},
+        "pending_bytes": None, "connected_edges": None,  # the plan keeps neither
     }
+    assert quotas["pending"] == {"used": 3, "limit": None}
+    assert quotas["pending_per_identity"] == {"used": 3, "limit": None}
 
     disabled = await admin.post(f"{A}/acme/disable")
     assert disabled.status_code == 200 and disabled.json()["disabled"] is True

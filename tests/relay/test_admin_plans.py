@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from relay_support import SOON, draft, post, refused
-from tests_support import NatsServer
+from relay_support import SOON, draft, edge_link, post, refused
+from tests_support import NatsServer, enroll
 
 from relay.adminauth import ensure_admin_credential
 from relay.config import RelayConfig, parse_plans
@@ -30,6 +30,11 @@ token_rate = 100
 [plans.pro]
 account_rate = 1000
 account_burst = 5000
+
+[plans.metered]
+max_pending_per_identity = 10
+max_pending_bytes = 100000
+max_connected_edges = 3
 """
 
 
@@ -74,7 +79,10 @@ async def test_accounts_get_a_plan_and_show_reports_its_limits(admin: httpx.Asyn
     assert usage["plan"] == "pro"
     assert usage["limits"] == {"account_rate": 1000.0, "account_burst": 5000,
                                "token_rate": None, "token_burst": None,
-                               "max_identities": None, "max_pending": None}
+                               "max_identities": None, "max_pending": None,
+                               "max_pending_per_identity": None, "max_pending_bytes": None,
+                               "max_pending_bytes_per_identity": None,
+                               "max_connected_edges": None}
     assert (await admin.get(f"{A}/globex")).json()["usage"]["limits"]["max_identities"] == 2
     refused(await admin.post(A, json={"name": "initech", "plan": "gold"}), 404, "unknown_plan")
     refused(await admin.post(A, json={"name": "initech", "plan": "Not A Name"}), 400,
@@ -102,3 +110,60 @@ async def test_max_identities_refuses_one_more_enrollment_and_keeps_the_token(
     assert (await post(relay, draft(ids[0]), token=token)).status_code == 202
     assert (await admin.delete(f"{A}/acme/identities/{ids[0]}")).status_code == 200
     assert (await enroll_with(relay, third)).status_code == 201
+
+
+async def test_change_plan_takes_effect_for_the_next_request(
+    relay: RelayServer, admin: httpx.AsyncClient
+):
+    first = (await admin.post(A, json={"name": "acme"})).json()["enrollment_token"]  # free
+    assert (await enroll_with(relay, first)).status_code == 201
+    assert (await enroll_with(relay, await new_enrollment(admin, "acme"))).status_code == 201
+    third = await new_enrollment(admin, "acme")
+    refused(await enroll_with(relay, third), 429, "quota_exceeded")  # max_identities 2
+    changed = await admin.patch(f"{A}/acme", json={"plan": "pro"})
+    assert changed.status_code == 200, changed.text
+    assert (changed.json()["name"], changed.json()["plan"]) == ("acme", "pro")
+    assert (await enroll_with(relay, third)).status_code == 201  # the very next request
+    assert (await admin.get(f"{A}/acme")).json()["usage"]["plan"] == "pro"
+
+    for body, status, code in [
+        ({"plan": "gold"}, 404, "unknown_plan"),
+        ({"plan": 3}, 400, "invalid_request"),
+        ({"plan": "Not A Name"}, 400, "invalid_request"),
+        ({}, 400, "invalid_request"),
+        ({"plan": "free", "name": "x"}, 400, "unknown_field"),
+    ]:
+        refused(await admin.patch(f"{A}/acme", json=body), status, code)
+    refused(await admin.patch(f"{A}/ghost", json={"plan": "free"}), 404, "unknown_account")
+    async with httpx.AsyncClient(base_url=relay.url, timeout=SOON) as anonymous:
+        refused(await anonymous.patch(f"{A}/acme", json={"plan": "free"}), 401,
+                "missing_token")
+        refused(await anonymous.patch(f"{A}/acme", json={"plan": "free"},
+                                      headers={"Authorization": "Bearer msa_wrong"}),
+                401, "invalid_token")
+    assert (await admin.get(f"{A}/acme")).json()["plan"] == "pro"  # refusals change nothing
+
+
+async def test_show_reports_usage_against_every_quota(
+    relay: RelayServer, admin: httpx.AsyncClient
+):
+    assert (await admin.post(A, json={"name": "meter", "plan": "metered"})).status_code == 201
+    member = await enroll(relay, "meter")
+    for _ in range(2):
+        assert (await post(relay, draft(member.id), token=member.token)).status_code == 202
+    async with edge_link(relay, member):  # credit 0: nothing delivered, one edge connected
+        usage = (await admin.get(f"{A}/meter")).json()["usage"]
+    quotas = usage["quotas"]
+    assert quotas["identities"] == {"used": 1, "limit": None}
+    assert quotas["pending"] == {"used": 2, "limit": None}
+    assert quotas["pending_per_identity"] == {"used": 2, "limit": 10}
+    assert quotas["connected_edges"] == {"used": 1, "limit": 3} and usage["connected_edges"] == 1
+    used = usage["pending_bytes"]
+    assert 500 < used < 4000, usage  # two small drafts, as stored
+    assert quotas["pending_bytes"] == {"used": used, "limit": 100000}
+    assert quotas["pending_bytes_per_identity"] == {"used": used, "limit": None}
+    # An account whose plan keeps no ledger and counts no links says so.
+    await admin.post(A, json={"name": "plain", "plan": "pro"})
+    plain = (await admin.get(f"{A}/plain")).json()["usage"]
+    assert plain["pending_bytes"] is None and plain["connected_edges"] is None
+    assert plain["quotas"]["pending_bytes"] == {"used": None, "limit": None}

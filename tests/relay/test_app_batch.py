@@ -14,6 +14,8 @@ from relay_support import (  # noqa: F401  (fixtures: alice, bob, producer, rela
     assert_still_serving,
     bob_fixture,
     draft,
+    edge_link,
+    item_id,
     pending,
     post,
     producer_fixture,
@@ -40,6 +42,19 @@ async def post_batch(
             return await client.post("/v1/interrupts/batch", content=content,
                                      headers=all_headers)
         return await client.post("/v1/interrupts/batch", json=body, headers=all_headers)
+
+
+async def test_a_batch_wakes_a_connected_edge_once_it_is_stored(relay, alice):
+    """A batch sends one wake-up per recipient after JetStream acknowledged every item
+    (not one per item): an edge already connected and waiting gets them all at once,
+    not at the session's safety re-check a minute later."""
+    ids = [str(ULID()) for _ in range(20)]
+    async with edge_link(relay, alice, credit=len(ids)) as link:
+        response = await post_batch(relay, {"items": [draft(alice.id, id=i) for i in ids]},
+                                    token=alice.token)
+        assert response.status_code == 200, response.text
+        items = await link.items(len(ids))  # within SOON, far under the re-check
+    assert [item_id(item) for item in items] == ids
 
 
 async def test_every_item_is_stored_once_with_its_own_result(relay, alice):

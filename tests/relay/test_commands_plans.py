@@ -53,7 +53,7 @@ async def test_account_create_with_a_plan_and_show_prints_it(
 ) -> None:
     path = tmp_path / "plans.toml"
     path.write_text('default_plan = "free"\n[plans.free]\nmax_identities = 3\n'
-                    '[plans.pro]\naccount_rate = 50\n')
+                    '[plans.pro]\naccount_rate = 50\nmax_connected_edges = 5\n')
     relay = RelayProcess(nats_server.url, tmp_path / "relay", "--config", str(path))
     await relay.start()
     try:
@@ -64,10 +64,22 @@ async def test_account_create_with_a_plan_and_show_prints_it(
         assert made.returncode == 0, made.stderr
         shown = cli(tmp_path / "laptop", "relay", "account", "show", "acme", *remote)
         assert "plan       pro: account_rate 50.0" in shown.stdout, shown.stdout
+        assert "quotas     connected_edges 0 of 5" in shown.stdout, shown.stdout
         cli(tmp_path / "laptop", "relay", "account", "create", "globex", *remote)
         doc = json.loads(cli(tmp_path / "laptop", "relay", "account", "show", "globex",
                              *remote, "--json").stdout)
         assert doc["usage"]["plan"] == "free" and doc["usage"]["limits"]["max_identities"] == 3
+        assert doc["usage"]["quotas"]["identities"] == {"used": 0, "limit": 3}
+        changed = cli(tmp_path / "laptop", "relay", "account", "plan", "globex", "pro",
+                      *remote)
+        assert changed.returncode == 0, changed.stderr
+        assert changed.stdout == "account globex now runs under plan pro\n"
+        doc = json.loads(cli(tmp_path / "laptop", "relay", "account", "plan", "globex", "free",
+                             *remote, "--json").stdout)
+        assert (doc["name"], doc["plan"]) == ("globex", "free")
+        unknown = cli(tmp_path / "laptop", "relay", "account", "plan", "globex", "gold",
+                      *remote)
+        assert unknown.returncode == 1 and "mailslot: unknown_plan: " in unknown.stderr
         bad = cli(tmp_path / "laptop", "relay", "account", "create", "x", "--plan", "gold",
                   *remote)
         assert bad.returncode == 1 and "mailslot: unknown_plan: " in bad.stderr

@@ -13,10 +13,14 @@ import pytest
 
 from relay import errors
 from relay.errors import (
+    ByteQuotaExceeded,
     ConfigInvalid,
     Conflict,
     ConsumerGone,
     Forbidden,
+    HookGone,
+    HookRequestInvalid,
+    HookUnverified,
     NotFound,
     QueueFull,
     QuotaExceeded,
@@ -27,6 +31,7 @@ from relay.errors import (
     StorageFull,
     StoreLost,
     StoreUnavailable,
+    TooManyEdges,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -43,6 +48,11 @@ RELAY: dict[type[RelayError], tuple[int, str, int, int, type[MailslotError]]] = 
     RateLimited: (429, "rate_limited", 1011, ExitCode.ERROR, RemoteError),
     QuotaExceeded: (429, "quota_exceeded", 1011, ExitCode.ERROR, RemoteError),
     StorageFull: (507, "storage_full", 1011, ExitCode.ERROR, LocalError),
+    ByteQuotaExceeded: (507, "quota_bytes_exceeded", 1011, ExitCode.ERROR, LocalError),
+    TooManyEdges: (429, "edges_exceeded", 4429, ExitCode.ERROR, RemoteError),
+    HookRequestInvalid: (400, "missing_header", 1011, ExitCode.ERROR, RemoteError),
+    HookUnverified: (401, "bad_signature", 1011, ExitCode.ERROR, RemoteError),
+    HookGone: (410, "hook_deleted", 1011, ExitCode.ERROR, RemoteError),
     ConfigInvalid: (500, "config_invalid", 1011, ExitCode.USAGE, LocalError),
     StoreUnavailable: (503, "store_unavailable", 1013, ExitCode.ERROR, LocalError),
     StartupFailed: (503, "startup_failed", 1011, ExitCode.STARTUP_FAILED, LocalError),

@@ -23,6 +23,8 @@ default_plan = "open"
 [plans.open]
 [plans.capped]
 max_pending = 5
+[plans.narrow]
+max_pending_per_identity = 3
 """
 
 
@@ -62,6 +64,30 @@ async def test_a_full_account_is_refused_and_another_is_not(relay: RelayServer, 
     assert sum((await pending(relay, carol.id)).values()) == 2
 
     # Drained (here: purged), the account is accepted again once the count is re-read.
+    assert relay.store is not None
+    await relay.store.purge_identity(alice.id)
+
+    async def accepted() -> bool:
+        return (await post_to(relay.url, alice.id, alice.token)).status_code == 202
+
+    await wait_until(accepted, SOON, "accepted again once its queue has room")
+
+
+async def test_the_per_identity_cap_refuses_that_identity_only(relay: RelayServer,
+                                                               relay_config):
+    await Registry(relay.store, relay_config).create_account("small", "narrow")
+    alice, carol = await enroll(relay, "small"), await enroll(relay, "small")
+    bob = await enroll(relay, "big")
+    for _ in range(3):
+        assert (await post_to(relay.url, alice.id, alice.token)).status_code == 202
+    refusal = await post_to(relay.url, alice.id, alice.token)
+    refused(refusal, 429, "quota_exceeded")
+    assert "max_pending_per_identity" in refusal.json()["message"]
+    # The cap is per identity: carol, in the same account, and bob are still served.
+    for who in (carol, carol, carol, bob, bob, bob, bob):
+        assert (await post_to(relay.url, who.id, who.token)).status_code == 202
+    refused(await post_to(relay.url, carol.id, carol.token), 429, "quota_exceeded")
+    assert sum((await pending(relay, alice.id)).values()) == 3  # nothing accepted lost
     assert relay.store is not None
     await relay.store.purge_identity(alice.id)
 

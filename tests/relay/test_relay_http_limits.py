@@ -162,6 +162,36 @@ async def test_every_answer_carries_a_request_id(relay, alice):
         assert replaced.headers["x-request-id"] not in ("", "bad id\x7f" * 20)
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: bad\x7fid\r\n\r\n",  # DEL
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n",  # space in a name
+    b"GET /healthz HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    b"BREW /pot HTCPCP/1.0\r\n\r\n",
+])
+async def test_a_request_the_parser_refuses_is_a_json_400_with_a_request_id(
+    relay, alice, request_bytes
+):
+    """The HTTP parser (httptools) refuses what RFC 9112 forbids before any handler runs;
+    that answer too is JSON with a code and the request id, and the relay serves on."""
+    host, port = relay.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request_bytes)
+        answer = await asyncio.wait_for(reader.read(), SOON)  # it closes the connection
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 400"), lines
+    headers = {name.lower(): value for name, value in (
+        line.split(": ", 1) for line in lines[1:])}
+    doc = json.loads(body)
+    assert doc["error"] == "malformed_http" and doc["message"]
+    assert doc["request_id"] == headers["x-request-id"] and headers[
+        "content-type"] == "application/json"
+    await assert_still_serving(relay, alice)
+
+
 class Boom(Exception):
     pass
 

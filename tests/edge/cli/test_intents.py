@@ -13,7 +13,8 @@ from tests_support import json_out, mailslot
 from edge.cli.intents import add_intent_commands, intent_from_args
 from edge.errors import InvalidIntent
 from edge.intents.file import load_intents
-from edge.intents.model import ActiveHours, Intent, Judge, Match, Policy, Predicate
+from edge.intents.model import ActiveHours, Intent, Judge, Match, Policy
+from shared.match import Predicate
 
 
 def intents_file(home: Path) -> Path:

@@ -24,9 +24,10 @@ from edge.intents.declarations import (
     TimerWatch,
 )
 from edge.intents.file import load_intents
-from edge.intents.model import Match, Predicate
+from edge.intents.model import Match
 from edge.store.watchstate import WatchState
 from shared.envelope import Priority
+from shared.match import Predicate
 
 
 def intents_file(home: Path) -> Path:

@@ -29,10 +29,10 @@ from edge.intents.model import (
     Judge,
     Match,
     Policy,
-    Predicate,
     Settings,
 )
 from edge.intents.reload import IntentWatcher
+from shared.match import Predicate
 
 GOOD = """\
 [settings]

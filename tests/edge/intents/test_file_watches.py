@@ -30,9 +30,10 @@ from edge.intents.edit import (
     set_watch_paused,
 )
 from edge.intents.file import load_intents, parse_intents
-from edge.intents.model import Intent, Match, Predicate, Settings
+from edge.intents.model import Intent, Match, Settings
 from edge.intents.reload import IntentWatcher
 from shared.envelope import Priority
+from shared.match import Predicate
 
 #: One watch of every kind, with comments, after an intent.
 WATCHES = """\

@@ -17,8 +17,8 @@ from process_support import all_dead, group_members, shell_traps
 from tests_support import wait_until
 
 from edge.intents.declarations import CommandWatch, Schedule
-from edge.intents.model import Predicate
 from edge.watches.commands import CommandResult, run_command
+from shared.match import Predicate
 
 PY = sys.executable
 

@@ -14,8 +14,8 @@ from tests_support import mailslot
 
 from edge.intents.declarations import CommandWatch
 from edge.intents.file import load_intents, parse_intents
-from edge.intents.model import Predicate
 from edge.watches.commands import run_command
+from shared.match import Predicate
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 

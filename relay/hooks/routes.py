@@ -1,0 +1,421 @@
+"""The HTTP routes of webhook ingress, mounted by ``relay.app``::
+
+    POST   /v1/hooks/{hook_id}                     a provider's delivery (verify.py's order)
+    POST   /v1/admin/hooks                         create {name, to, source, …} (admin)
+    GET    /v1/admin/hooks[?account=&to=]          list (secrets never shown)
+    GET    /v1/admin/hooks/{hook_id}               show, with its last refusals
+    DELETE /v1/admin/hooks/{hook_id}               delete (deliveries then 410)
+    POST   /v1/admin/hooks/{hook_id}/pause         deliveries 503 hook_paused (Retry-After)
+    POST   /v1/admin/hooks/{hook_id}/resume        … and accepted again
+    POST   /v1/admin/hooks/{hook_id}/rotate-secret {secret?, grace?}: both verify in grace
+    POST   /v1/identities/{id}/hooks               the identity creates its own (signed)
+    GET    /v1/identities/{id}/hooks               … lists them (signed)
+    DELETE /v1/identities/{id}/hooks/{hook_id}     … deletes one (signed)
+
+A delivery, in this order (``relay.hooks.verify``'s docstring says why): the body read
+with the hook cap (413 before anything is verified); the per-address gate of the
+unauthenticated endpoints; the hook (404 ``unknown_hook``, 410 ``hook_deleted``), its
+account (403 ``account_disabled``), paused (503 ``hook_paused``, ``Retry-After``); JSON
+only (415); the signature on the raw bytes (400/401); the hook's own rate (429); parsed,
+filtered, mapped (``relay.hooks.project``: a handshake or a filtered event answered 200,
+nothing stored); a delivery id claimed before (``HookRegistry.claim``: the hooks bucket,
+7 days) answered 200 ``duplicate``; else published through ``Ingest.submit_webhook`` (the account's quotas)
+and answered 202 once JetStream acknowledged (503 ``store_unavailable`` if it did not).
+
+These routes answer their own failures (``guard``): the path holds the hook's id, the
+URL's secret part, so no log line here ever carries the path, only the route template.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from relay.adminauth import check_admin
+from relay.errors import NotFound, RateLimited, RelayError, Unauthorized, UnsupportedMediaType
+from relay.hooks.model import (
+    BODY_MAX_BYTES,
+    PROVIDER_SECRET,
+    HookFilter,
+    HookSource,
+    Path,
+    PriorityRule,
+    Template,
+    describe_error,
+    new_hook,
+    new_secret,
+)
+from relay.hooks.project import Filtered, Handshake, process
+from relay.hooks.registry import HookRecord, HookRegistry, msg_id
+from relay.hooks.verify import verify
+from relay.ingest import Ingest
+from relay.metrics import metrics_of
+from relay.ratelimit import AddressLimiter, RateLimiter
+from relay.registry import Registry
+from relay.store import Store
+from shared.auth import (
+    REQUEST_SKEW_SECONDS,
+    check_b64_signature,
+    parse_request_header,
+    request_message,
+)
+from shared.envelope import IdentityId, Name, Priority
+from shared.errors import MalformedInput, RemoteProtocolError
+from shared.limits import loads
+from shared.tokens import check_identity
+
+log = logging.getLogger("mailslot.relay.hooks")
+
+DELIVERY_PATH = "/v1/hooks/{hook_id}"
+ADMIN_PREFIX = "/v1/admin/hooks"
+OWN_PREFIX = "/v1/identities/{id}/hooks"
+#: What a paused hook tells the provider to wait before delivering again.
+PAUSED_RETRY_AFTER = 60
+#: How long the previous secret still verifies after a rotation, by default; at most.
+DEFAULT_GRACE_SECONDS = 86_400
+MAX_GRACE_SECONDS = 30 * 86_400
+_JSON_MEDIA_RE = re.compile(r"application/(?:[a-z0-9!#$&^_.-]+\+)?json", re.IGNORECASE)
+
+Handler = Callable[[Request], Awaitable[Response]]
+BodyReader = Callable[..., Awaitable[bytes]]
+JsonReader = Callable[[Request], Awaitable[tuple[bytes, Any]]]
+
+
+class HookCreate(BaseModel):
+    """``POST /v1/admin/hooks`` (``to`` required) or ``POST /v1/identities/{id}/hooks``
+    (``to`` is that identity): the fields of ``relay.hooks.model.Hook`` and ``secret``,
+    the provider's (Stripe, Slack: required before a delivery verifies) or your own;
+    without it, one is made (GitHub, Standard Webhooks, hmac) and answered once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: Name
+    to: IdentityId | None = None
+    source: HookSource
+    secret: Annotated[str, Field(min_length=8, max_length=512,
+                                 json_schema_extra={"writeOnly": True})] | None = None
+    paused: bool = False
+    filter: HookFilter = HookFilter()
+    type: Template | None = None
+    priority: Annotated[list[PriorityRule], Field(max_length=32)] = []
+    default_priority: Priority = Priority.next
+    keep: Annotated[list[Path], Field(max_length=32)] | None = None
+    keep_max_bytes: int = 2048
+    store_body: bool = False
+    body_max_bytes: int = 8192
+    rate: float | None = None
+    burst: int = 20
+
+
+class HookRotate(BaseModel):
+    """``POST /v1/admin/hooks/{hook_id}/rotate-secret``: ``secret`` (the provider's new
+    one, or yours; else one is made and answered once), and how many seconds the current
+    one still verifies (``grace``, default 24 h; 0: at once)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    secret: Annotated[str, Field(min_length=8, max_length=512,
+                                 json_schema_extra={"writeOnly": True})] | None = None
+    grace: float = Field(default=DEFAULT_GRACE_SECONDS, ge=0, le=MAX_GRACE_SECONDS)
+
+
+class DeliveryAnswer(BaseModel):
+    """What a provider is answered on a 2xx: ``{id, duplicate: false}`` (202, stored),
+    ``{duplicate: true}`` (200, stored before), ``{filtered: reason}`` (200, refused by
+    the hook's filter), or a handshake's answer (200: ``{challenge}`` for Slack,
+    ``{ok, event}`` for GitHub's ping)."""
+
+    id: str | None = None
+    duplicate: bool | None = None
+    filtered: str | None = None
+    challenge: str | None = None
+
+
+def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer rendered as ASCII (a message quoting outside text always encodes)."""
+    return Response(json.dumps(doc, separators=(",", ":")), status_code=status,
+                    headers=headers, media_type="application/json")
+
+
+def _error(exc: RemoteProtocolError | RelayError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return _json(exc.to_dict(), exc.status, headers)
+
+
+def _where(request: Request) -> str:
+    """The request as a log line may name it: method and route template, never the path
+    (which holds a hook id)."""
+    return f"{request.method} {getattr(request.scope.get('route'), 'path', '?')}"
+
+
+def guard(handler: Handler) -> Handler:
+    """``relay.app.guarded``, without the raw path in its log lines."""
+
+    async def wrapper(request: Request) -> Response:
+        rid = str(request.scope.get("state", {}).get("request_id", "-"))
+        try:
+            return await handler(request)
+        except (RemoteProtocolError, RelayError) as exc:
+            if exc.status >= 500:
+                log.warning("request %s: %s: %s", rid, _where(request), exc.message)
+            return _error(exc)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except Exception as exc:
+            log.error("request %s: %s failed", rid, _where(request), exc_info=exc)
+            return _json({"error": "internal", "message": "the relay failed to handle this "
+                          "request; it has been logged", "request_id": rid}, 500)
+
+    return wrapper
+
+
+def _invalid(exc: ValidationError) -> MalformedInput:
+    if any(e["type"] == "extra_forbidden" for e in exc.errors()):
+        return MalformedInput(describe_error(exc), code="unknown_field")
+    return MalformedInput(describe_error(exc), code="invalid_hook")
+
+
+def hook_routes(store: Store, registry: Registry, ingest: Ingest,
+                gate: AddressLimiter | None, read_body: BodyReader,
+                read_json: JsonReader) -> list[Route]:
+    """The routes above, for ``relay.app``'s route list."""
+    hooks = HookRegistry(store)
+    limiter = ingest.limiter or RateLimiter(store)
+    metrics = metrics_of(store)
+    #: JetStream's duplicate window (``HookRegistry.claim``), with a margin.
+    window = max(0.0, store.settings.duplicate_window - 30)
+
+    def count(found: HookRecord, outcome: str) -> None:
+        if metrics is not None:
+            metrics.webhook(found.account, found.hook.name, outcome)
+
+    # -- the door ---------------------------------------------------------------------
+
+    async def deliver(request: Request) -> Response:
+        body = await read_body(request, BODY_MAX_BYTES)
+        if gate is not None:  # a stranger may call this: per client address, first
+            await gate.check(request.scope)
+        found = await hooks.find(str(request.path_params["hook_id"]))
+        try:
+            outcome, answer = await accept(found, request, body)
+        except (RemoteProtocolError, RelayError) as exc:
+            count(found, exc.code)
+            if exc.status < 500:
+                await hooks.refused(found.hook.id, exc.status, exc.code, exc.message)
+            raise
+        count(found, outcome)
+        return answer
+
+    async def accept(found: HookRecord, request: Request, body: bytes
+                     ) -> tuple[str, Response]:
+        hook, now = found.hook, time.time()
+        await registry.require_active_account(found.account)
+        if hook.paused:
+            message = f"hook {hook.name} is paused; deliver again after it is resumed"
+            await hooks.refused(hook.id, 503, "hook_paused", message)
+            return "hook_paused", _json(
+                {"error": "hook_paused", "message": message, "retry_after": PAUSED_RETRY_AFTER},
+                503, {"Retry-After": str(PAUSED_RETRY_AFTER)})
+        media = (request.headers.get("content-type") or "").partition(";")[0].strip()
+        if _JSON_MEDIA_RE.fullmatch(media) is None:
+            raise UnsupportedMediaType(
+                "a hook takes JSON bodies (Content-Type: application/json), not "
+                f"{media[:64]!r}")
+        headers = dict(request.headers.items())
+        verified = verify(hook.source, hook.valid_secrets(now), headers, body, now)
+        if hook.rate is not None:
+            await limiter._take(f"hook.{hook.id}", hook.rate, hook.burst,
+                                f"hook {hook.name}", "delivery rate")
+        result = process(hook, verified, headers, body)
+        if isinstance(result, Handshake):
+            return "handshake", _json(result.answer)
+        if isinstance(result, Filtered):
+            return "filtered", _json({"filtered": result.reason})
+        event_id = result.event_id
+        if event_id is not None and not await hooks.claim(hook.id, event_id, window):
+            return "duplicate", _json({"duplicate": True})  # stored before, days ago maybe
+        try:
+            stored = await ingest.submit_webhook(
+                found.account, hook.to, hook.name, result.type, result.priority,
+                result.payload, event_id, None if event_id is None else msg_id(hook.id, event_id))
+        except BaseException:
+            if event_id is not None:
+                await hooks.release(hook.id, event_id)
+            raise
+        if stored.duplicate:
+            return "duplicate", _json({"duplicate": True})
+        return "accepted", _json({"id": stored.id, "duplicate": False}, 202)
+
+    # -- managing hooks ---------------------------------------------------------------
+
+    async def admin(request: Request, body: bool = False) -> Any:
+        """Read the body, check the admin credential, then refuse a bad body (as
+        ``relay.admin``): nobody learns anything without the credential."""
+        doc: Any = None
+        refusal: RemoteProtocolError | RelayError | None = None
+        try:
+            if body:
+                _, doc = await read_json(request)
+            else:
+                await read_body(request)
+        except (RemoteProtocolError, RelayError) as exc:
+            if exc.status == 413:
+                raise
+            refusal = exc
+        await check_admin(store, request.headers.get("authorization"))
+        if refusal is not None:
+            raise refusal
+        return doc
+
+    async def signed(request: Request) -> tuple[str, Any]:
+        """A ``Mailslot-Signature`` request by the identity in the path (as the grant
+        routes check it: skew, signature, then the nonce spent); its account and body."""
+        raw = await read_body(request)
+        identity = check_identity(request.path_params["id"])
+        header = request.headers.get("authorization")
+        if header is None:
+            raise Unauthorized("signed request required", code="missing_auth")
+        claimed, ts, nonce, sig = parse_request_header(header)
+        if claimed != identity:
+            raise Unauthorized("only the identity itself may manage its hooks",
+                               code="bad_auth")
+        if abs(int(time.time()) - ts) > REQUEST_SKEW_SECONDS:
+            raise Unauthorized(f"request timestamp is more than {REQUEST_SKEW_SECONDS} s "
+                               "from the relay's clock", code="stale_request")
+        public, account = await registry.require_identity(identity)
+        check_b64_signature(public.verifier(),
+                            sig, request_message(request.method, request.url.path, ts, nonce,
+                                                 raw))
+        await registry.spend_request_nonce(identity, nonce)
+        await registry.require_active_account(account)
+        doc = None
+        if raw:
+            _, doc = await read_json_bytes(request, raw)
+        return account, doc
+
+    async def read_json_bytes(request: Request, raw: bytes) -> tuple[bytes, Any]:
+        media = (request.headers.get("content-type") or "").partition(";")[0].strip()
+        if _JSON_MEDIA_RE.fullmatch(media) is None:
+            raise UnsupportedMediaType("send the body with Content-Type: application/json")
+        return raw, loads(raw)
+
+    async def create(doc: Any, to: str | None) -> Response:
+        try:
+            body = HookCreate.model_validate(doc)
+        except ValidationError as exc:
+            raise _invalid(exc) from exc
+        target = to or body.to
+        if target is None or (to is not None and body.to not in (None, to)):
+            raise MalformedInput("to: the identity the hook's interrupts go to",
+                                 code="invalid_hook")
+        _, account = await registry.require_identity(target)
+        options = {k: v for k, v in doc.items() if k not in ("name", "to", "source", "secret")}
+        try:
+            hook, generated = new_hook(body.name, target, doc["source"], secret=body.secret,
+                                       **options)
+        except ValidationError as exc:
+            raise _invalid(exc) from exc
+        record = await hooks.create(account, hook)
+        answer: dict[str, Any] = {"hook": record.shown(), "path": record.shown()["path"],
+                                  "secret": generated}
+        if hook.source.kind == "none":
+            answer["warning"] = ("source none: nothing is verified, whoever knows the URL "
+                                 "can post to this hook")
+        elif not hook.secrets:
+            answer["warning"] = ("no secret yet: every delivery is refused (401 "
+                                 "bad_signature) until rotate-secret gives it the "
+                                 "provider's")
+        return _json(answer, 201)
+
+    async def admin_create(request: Request) -> Response:
+        return await create(await admin(request, body=True), None)
+
+    async def admin_list(request: Request) -> Response:
+        await admin(request)
+        account = request.query_params.get("account")
+        to = request.query_params.get("to")
+        found = await hooks.hooks(account or None, to or None)
+        return _json({"hooks": [r.shown() for r in found]})
+
+    async def admin_show(request: Request) -> Response:
+        await admin(request)
+        found = await hooks.find(str(request.path_params["hook_id"]))
+        return _json({"hook": found.shown(), "refusals": await hooks.refusals(found.hook.id)})
+
+    async def admin_delete(request: Request) -> Response:
+        await admin(request)
+        found = await hooks.find(str(request.path_params["hook_id"]))
+        await hooks.delete(found)
+        return _json({"id": found.hook.id, "name": found.hook.name, "deleted": True})
+
+    def set_paused(paused: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            await admin(request)
+            found = await hooks.find(str(request.path_params["hook_id"]))
+            changed = await hooks.replace(found, found.hook.model_copy(update={"paused": paused}))
+            return _json({"hook": changed.shown()})
+
+        return handler
+
+    async def rotate(request: Request) -> Response:
+        doc = await admin(request, body=True)
+        try:
+            body = HookRotate.model_validate(doc if doc is not None else {})
+        except ValidationError as exc:
+            raise _invalid(exc) from exc
+        found = await hooks.find(str(request.path_params["hook_id"]))
+        kind = found.hook.source.kind
+        secret = body.secret or new_secret(kind)
+        if secret is None:
+            raise MalformedInput(
+                f"a {kind} hook's secret is the provider's: pass it as secret"
+                if kind in PROVIDER_SECRET else "a hook with source none has no secret",
+                code="secret_required")
+        try:
+            hook = found.hook.rotated(secret, time.time(), body.grace)
+        except ValidationError as exc:
+            raise _invalid(exc) from exc
+        changed = await hooks.replace(found, hook)
+        until = hook.secrets[1].until if len(hook.secrets) == 2 else None
+        return _json({"hook": changed.shown(), "secret": None if body.secret else secret,
+                      "previous_valid_until": until})
+
+    async def own_create(request: Request) -> Response:
+        _, doc = await signed(request)
+        return await create(doc, check_identity(request.path_params["id"]))
+
+    async def own_list(request: Request) -> Response:
+        await signed(request)
+        found = await hooks.hooks(to=check_identity(request.path_params["id"]))
+        return _json({"hooks": [r.shown() for r in found]})
+
+    async def own_delete(request: Request) -> Response:
+        await signed(request)
+        found = await hooks.find(str(request.path_params["hook_id"]))
+        if found.hook.to != request.path_params["id"]:
+            raise NotFound("no such hook", code="unknown_hook")
+        await hooks.delete(found)
+        return _json({"id": found.hook.id, "name": found.hook.name, "deleted": True})
+
+    one = ADMIN_PREFIX + "/{hook_id}"
+    table: list[tuple[str, str, Handler]] = [
+        (DELIVERY_PATH, "POST", deliver),
+        (ADMIN_PREFIX, "POST", admin_create),
+        (ADMIN_PREFIX, "GET", admin_list),
+        (one, "GET", admin_show),
+        (one, "DELETE", admin_delete),
+        (one + "/pause", "POST", set_paused(True)),
+        (one + "/resume", "POST", set_paused(False)),
+        (one + "/rotate-secret", "POST", rotate),
+        (OWN_PREFIX, "POST", own_create),
+        (OWN_PREFIX, "GET", own_list),
+        (OWN_PREFIX + "/{hook_id}", "DELETE", own_delete),
+    ]
+    return [Route(path, guard(handler), methods=[method]) for path, method, handler in table]
