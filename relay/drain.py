@@ -7,13 +7,15 @@ is the stream, the KV buckets and publishing; this module is the consumer side.
 work. A link that connects reads its pending counts (one ``STREAM.INFO`` with a subject
 filter, which the ``welcome`` needs anyway); if nothing is pending it creates nothing and
 waits. When something arrives (``ms.ntf.<id>``, published after every stored interrupt)
-the session *opens* its queue: three pull consumers, one per priority (memory storage, one
-replica, named ``edge_<id>_<priority>``), and drains them; once nothing is left to take,
-nothing is in flight, no nak delay is running and the identity's subjects hold no message
-(checked with the same ``STREAM.INFO``, so an ack still on its way keeps them), it *closes*
-the queue: the consumers are deleted. A link that ends deletes them too (its in-flight
-deliveries are released at once), except when it was taken over: the new session owns
-consumers of the same names by then. ``inactive_threshold`` (``consumer_idle``) stays as
+the session *opens* its queue: three pull consumers, one per priority (memory storage,
+the stream's replicas, named ``edge_<id>_<priority>``), and drains them; once nothing is
+left to take, nothing is in flight, no nak delay is running, a second has passed and the
+identity's subjects hold no message (checked with the same ``STREAM.INFO``, so an ack
+still on its way keeps them), it *closes* the queue: the consumers are deleted. A link
+that ends deletes them too (its in-flight deliveries are released at once), except when
+it was taken over: the new session owns consumers of the same names by then. The last
+ack of each priority in an ack frame is confirmed by the consumer (``confirm``), so the
+acks an edge sends just before it closes are applied before the consumers go. ``inactive_threshold`` (``consumer_idle``) stays as
 the net for a relay process that died with consumers open.
 
 Guarantees, as before: a session that connects while anything is pending deletes and
@@ -255,7 +257,9 @@ class IdentityQueue:
             max_ack_pending=-1,
             inactive_threshold=settings.consumer_idle,
             mem_storage=True,
-            num_replicas=1,
+            # The stream's: a work-queue stream refuses consumers with other replicas
+            # (on a cluster an R3 stream has R3 consumers; in memory all the same).
+            num_replicas=0,
         )
 
     async def shut(self) -> None:

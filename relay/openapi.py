@@ -184,6 +184,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "the identity deletes one of its hooks (Mailslot-Signature request)",
         security=("signedRequest",),
     ),
+    ("post", OWN_PREFIX + "/{hook_id}/rotate-secret"): Operation(
+        "the identity rotates one of its hooks' secret (Mailslot-Signature request)",
+        body=(HookRotate,), security=("signedRequest",),
+    ),
     ("post", "/v1/enroll"): Operation(
         "spend an enrollment token on an identity", body=(EnrollRequest,),
         responses={201: Enrolled},

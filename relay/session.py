@@ -75,6 +75,8 @@ RECHECK_SECONDS = 60.0
 #: identity receiving a steady trickle does not create and delete them per interrupt.
 LINGER_SECONDS = 1.0
 CLOSE_REPLACED = 4409
+#: Tries at reading the pending counts (and opening the consumers) when a link opens.
+OPEN_ATTEMPTS = 3
 
 
 class LinkSession:
@@ -198,11 +200,21 @@ class LinkSession:
         self._unregister = self.hub.register(self.identity, self.session_id, self)
         await self.store.publish_core(control_subject(self.identity), self.session_id.encode())
         self._queue = self.hub.queue(self.identity)
-        pending = await self._queue.pending()
-        if any(pending.values()):
-            # Also what releases an older session's deliveries (they count as pending).
-            await self._queue.open(release=True)
-            self.notified = True
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                pending = await self._queue.pending()
+                if any(pending.values()):
+                    # Also what releases an older session's deliveries (they count as
+                    # pending).
+                    await self._queue.open(release=True)
+                    self.notified = True
+                break
+            except StoreUnavailable:
+                # A JetStream request timed out (a busy server in a reconnect storm):
+                # cheaper to ask again than to send the edge away to reconnect.
+                if attempt == OPEN_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
         await self.ws.send_text(
             self.link.send(Welcome(session=self.session_id, pending=Pending(**pending)))
         )

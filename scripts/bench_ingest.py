@@ -112,7 +112,7 @@ class Relay:
         self.nats_url = runtime["nats"]
         store = await Store.connect([self.nats_url], StreamSettings())
         try:
-            await store.ensure()
+            await store.open_existing()
             registry = Registry(store)
             enrollment = await registry.create_account("bench")
             recipient = Identity.generate()

@@ -250,7 +250,7 @@ class ClusterRelay:
         self.identity: Identity | None = None
 
     def spawn(self) -> None:
-        env = {**os.environ, "MAILSLOT_LOG": os.environ.get("MAILSLOT_CLUSTER_LOG", "WARNING")}
+        env = {**os.environ, "MAILSLOT_LOG": os.environ.get("MAILSLOT_CLUSTER_LOG", "INFO")}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "serve.log", "a")  # noqa: SIM115 - the child's
         try:

@@ -128,7 +128,7 @@ class LoggedRelay(RelayProcess):
         await wait_until(ready, 30, "relay process ready")
         if self.store is None:
             self.store = await Store.connect([self.nats_url], StreamSettings())
-            await self.store.ensure()
+            await self.store.open_existing()  # the relay set it up: change nothing
             self.identity = await Registry(self.store).relay_identity()
 
     def logged(self) -> list[str]:

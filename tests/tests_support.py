@@ -229,7 +229,7 @@ class RelayProcess:
             from relay.store import Store
 
             self.store = await Store.connect([self.nats_url], StreamSettings())
-            await self.store.ensure()
+            await self.store.open_existing()  # the relay set it up: change nothing
             self.identity = await Registry(self.store).relay_identity()
 
     def kill9(self) -> None:

@@ -22,7 +22,7 @@ import logging
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -41,6 +41,8 @@ from shared.frames import (
     Challenge,
     Credit,
     Deliver,
+    Error,
+    Frame,
     Reject,
     Welcome,
 )
@@ -49,6 +51,7 @@ from shared.identity import Identity
 from shared.link import Link, Role
 
 log = logging.getLogger("mailslot.edge.link")
+F = TypeVar("F", Challenge, Welcome)
 
 
 class EdgeLink:
@@ -124,8 +127,7 @@ class EdgeLink:
             await self._serve(ws, link, stop)
 
     async def _handshake(self, ws: ClientConnection, link: Link) -> Welcome:
-        challenge = link.receive(await asyncio.wait_for(ws.recv(), 10))
-        assert isinstance(challenge, Challenge)
+        challenge = _expect(link.receive(await asyncio.wait_for(ws.recv(), 10)), Challenge)
         if challenge.relay != self.relay.id:
             raise LinkError(
                 f"relay identifies as {challenge.relay}, pinned {self.relay.id}",
@@ -137,12 +139,10 @@ class EdgeLink:
         )
         await ws.send(link.send(Auth(identity=self.identity.id, sig=sig)))
         try:
-            welcome = link.receive(await asyncio.wait_for(ws.recv(), 15))
+            return _expect(link.receive(await asyncio.wait_for(ws.recv(), 15)), Welcome)
         except websockets.ConnectionClosed as exc:
             reason = exc.rcvd.reason if exc.rcvd else "closed"
             raise LinkClosed(f"relay refused the link: {reason}") from exc
-        assert isinstance(welcome, Welcome)
-        return welcome
 
     async def _serve(self, ws: ClientConnection, link: Link, stop: asyncio.Event) -> None:
         batches: asyncio.Queue[Deliver] = asyncio.Queue()
@@ -205,3 +205,16 @@ def _close_reason(ws: ClientConnection) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _expect(frame: Frame, kind: type[F]) -> F:
+    """The handshake frame the link needs next. An ``error`` frame instead is the relay
+    refusing this link (``account_disabled``, ``edges_exceeded``, ``store_unavailable``…):
+    a link that is down, dialled again with backoff — never a reason for the daemon to
+    stop."""
+    if isinstance(frame, Error):
+        raise LinkClosed(f"relay refused the link: {frame.code}: {frame.message}")
+    if not isinstance(frame, kind):
+        raise LinkError(f"expected {kind.__name__.lower()}, got {frame.type}",
+                        code="unexpected_frame")
+    return frame

@@ -10,7 +10,8 @@
     POST   /v1/admin/hooks/{hook_id}/rotate-secret {secret?, grace?}: both verify in grace
     POST   /v1/identities/{id}/hooks               the identity creates its own (signed)
     GET    /v1/identities/{id}/hooks               … lists them (signed)
-    DELETE /v1/identities/{id}/hooks/{hook_id}     … deletes one (signed)
+    …      /v1/identities/{id}/hooks/{hook_id}[/…] … and everything /v1/admin/hooks/{hook_id}
+                                                   does, for its own hooks (signed)
 
 A delivery, in this order (``relay.hooks.verify``'s docstring says why): the body read
 with the hook cap (413 before anything is verified); the per-address gate of the
@@ -88,6 +89,9 @@ _JSON_MEDIA_RE = re.compile(r"application/(?:[a-z0-9!#$&^_.-]+\+)?json", re.IGNO
 Handler = Callable[[Request], Awaitable[Response]]
 BodyReader = Callable[..., Awaitable[bytes]]
 JsonReader = Callable[[Request], Awaitable[tuple[bytes, Any]]]
+#: How a route finds the hook in its path, having checked who asks (``by_admin``,
+#: ``by_owner``): the hook and the request's JSON body (with ``body``).
+Finder = Callable[..., Awaitable[tuple["HookRecord", Any]]]
 
 
 class HookCreate(BaseModel):
@@ -344,48 +348,66 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
         found = await hooks.hooks(account or None, to or None)
         return _json({"hooks": [r.shown() for r in found]})
 
-    async def admin_show(request: Request) -> Response:
-        await admin(request)
-        found = await hooks.find(str(request.path_params["hook_id"]))
-        return _json({"hook": found.shown(), "refusals": await hooks.refusals(found.hook.id)})
+    async def by_admin(request: Request, body: bool = False) -> tuple[HookRecord, Any]:
+        doc = await admin(request, body)
+        return await hooks.find(str(request.path_params["hook_id"])), doc
 
-    async def admin_delete(request: Request) -> Response:
-        await admin(request)
+    async def by_owner(request: Request, body: bool = False) -> tuple[HookRecord, Any]:
+        """The hook in the path, for a signed request by the identity it sends to."""
+        _, doc = await signed(request)
         found = await hooks.find(str(request.path_params["hook_id"]))
-        await hooks.delete(found)
-        return _json({"id": found.hook.id, "name": found.hook.name, "deleted": True})
+        if found.hook.to != request.path_params["id"]:
+            raise NotFound("no such hook", code="unknown_hook")
+        return found, doc
 
-    def set_paused(paused: bool) -> Handler:
+    def show(find: Finder) -> Handler:
         async def handler(request: Request) -> Response:
-            await admin(request)
-            found = await hooks.find(str(request.path_params["hook_id"]))
+            found, _ = await find(request)
+            return _json({"hook": found.shown(),
+                          "refusals": await hooks.refusals(found.hook.id)})
+
+        return handler
+
+    def delete(find: Finder) -> Handler:
+        async def handler(request: Request) -> Response:
+            found, _ = await find(request)
+            await hooks.delete(found)
+            return _json({"id": found.hook.id, "name": found.hook.name, "deleted": True})
+
+        return handler
+
+    def set_paused(find: Finder, paused: bool) -> Handler:
+        async def handler(request: Request) -> Response:
+            found, _ = await find(request)
             changed = await hooks.replace(found, found.hook.model_copy(update={"paused": paused}))
             return _json({"hook": changed.shown()})
 
         return handler
 
-    async def rotate(request: Request) -> Response:
-        doc = await admin(request, body=True)
-        try:
-            body = HookRotate.model_validate(doc if doc is not None else {})
-        except ValidationError as exc:
-            raise _invalid(exc) from exc
-        found = await hooks.find(str(request.path_params["hook_id"]))
-        kind = found.hook.source.kind
-        secret = body.secret or new_secret(kind)
-        if secret is None:
-            raise MalformedInput(
-                f"a {kind} hook's secret is the provider's: pass it as secret"
-                if kind in PROVIDER_SECRET else "a hook with source none has no secret",
-                code="secret_required")
-        try:
-            hook = found.hook.rotated(secret, time.time(), body.grace)
-        except ValidationError as exc:
-            raise _invalid(exc) from exc
-        changed = await hooks.replace(found, hook)
-        until = hook.secrets[1].until if len(hook.secrets) == 2 else None
-        return _json({"hook": changed.shown(), "secret": None if body.secret else secret,
-                      "previous_valid_until": until})
+    def rotate(find: Finder) -> Handler:
+        async def handler(request: Request) -> Response:
+            found, doc = await find(request, True)
+            try:
+                body = HookRotate.model_validate(doc if doc is not None else {})
+            except ValidationError as exc:
+                raise _invalid(exc) from exc
+            kind = found.hook.source.kind
+            secret = body.secret or new_secret(kind)
+            if secret is None:
+                raise MalformedInput(
+                    f"a {kind} hook's secret is the provider's: pass it as secret"
+                    if kind in PROVIDER_SECRET else "a hook with source none has no secret",
+                    code="secret_required")
+            try:
+                hook = found.hook.rotated(secret, time.time(), body.grace)
+            except ValidationError as exc:
+                raise _invalid(exc) from exc
+            changed = await hooks.replace(found, hook)
+            until = hook.secrets[1].until if len(hook.secrets) == 2 else None
+            return _json({"hook": changed.shown(), "secret": None if body.secret else secret,
+                          "previous_valid_until": until})
+
+        return handler
 
     async def own_create(request: Request) -> Response:
         _, doc = await signed(request)
@@ -396,26 +418,20 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
         found = await hooks.hooks(to=check_identity(request.path_params["id"]))
         return _json({"hooks": [r.shown() for r in found]})
 
-    async def own_delete(request: Request) -> Response:
-        await signed(request)
-        found = await hooks.find(str(request.path_params["hook_id"]))
-        if found.hook.to != request.path_params["id"]:
-            raise NotFound("no such hook", code="unknown_hook")
-        await hooks.delete(found)
-        return _json({"id": found.hook.id, "name": found.hook.name, "deleted": True})
-
-    one = ADMIN_PREFIX + "/{hook_id}"
     table: list[tuple[str, str, Handler]] = [
         (DELIVERY_PATH, "POST", deliver),
         (ADMIN_PREFIX, "POST", admin_create),
         (ADMIN_PREFIX, "GET", admin_list),
-        (one, "GET", admin_show),
-        (one, "DELETE", admin_delete),
-        (one + "/pause", "POST", set_paused(True)),
-        (one + "/resume", "POST", set_paused(False)),
-        (one + "/rotate-secret", "POST", rotate),
         (OWN_PREFIX, "POST", own_create),
         (OWN_PREFIX, "GET", own_list),
-        (OWN_PREFIX + "/{hook_id}", "DELETE", own_delete),
     ]
+    for one, find in ((ADMIN_PREFIX + "/{hook_id}", by_admin),
+                      (OWN_PREFIX + "/{hook_id}", by_owner)):
+        table += [
+            (one, "GET", show(find)),
+            (one, "DELETE", delete(find)),
+            (one + "/pause", "POST", set_paused(find, True)),
+            (one + "/resume", "POST", set_paused(find, False)),
+            (one + "/rotate-secret", "POST", rotate(find)),
+        ]
     return [Route(path, guard(handler), methods=[method]) for path, method, handler in table]

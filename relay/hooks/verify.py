@@ -4,8 +4,8 @@ received (never re-serialised), with the ``now`` the caller passes (pure, testab
 What the route (``POST /v1/hooks/<hook id>``) does, in this order, and answers:
 
 1. Look the hook up: unknown 404 ``unknown_hook``, deleted 410 ``hook_deleted``
-   (``HookGone``), paused ``hook_paused``, nothing stored (proposed: 503 with
-   ``Retry-After``, so that the provider delivers it again after ``resume``).
+   (``HookGone``), paused 503 ``hook_paused`` with ``Retry-After``, nothing stored (so
+   that the provider delivers it again after ``resume``).
 2. Cap the body before reading more of it (``model.BODY_MAX_BYTES``: 413) and require
    JSON where the source sends JSON (415).
 3. ``verify`` (this module): 400 ``missing_header``/``malformed_header`` for what the
@@ -25,8 +25,8 @@ What the route (``POST /v1/hooks/<hook id>``) does, in this order, and answers:
    that provider): a redelivery is stored once and answered 200. JetStream's duplicate
    window is the stream's ``duplicate_window`` (600 s by default), shorter than what
    providers retry over (Stripe: days; GitHub: a manual redelivery, any time), so the
-   route should also keep the ids it stored per hook, with a TTL (e.g. a KV key per
-   hook and id hash, 7 days). No delivery id (``hmac``/``none`` without an id header):
+   route also keeps the ids per hook for 7 days (``relay.hooks.registry``
+   ``HookRegistry.claim``). No delivery id (``hmac``/``none`` without an id header):
    no deduplication. 2xx only after JetStream acknowledged; 503 when the store is down,
    so that the provider retries.
 

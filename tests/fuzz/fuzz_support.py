@@ -101,7 +101,7 @@ class FuzzRelay:
 
         async def connect() -> tuple[Store, Identity]:
             store = await Store.connect([self.nats_url], StreamSettings())
-            await store.ensure()
+            await store.open_existing()
             return store, await Registry(store).relay_identity()
 
         self.store, self.identity = bg.run(connect())

@@ -49,9 +49,14 @@ async def test_a_hook_made_with_the_cli_delivers_through_any_relay_process(
         hook_id, secret = made["id"], made["secret"]
         assert made["url"] == f"https://relay.example/v1/hooks/{hook_id}"
         assert isinstance(secret, str) and len(secret) >= 32
+        stripe = mailslot(laptop, "relay", "hook", "create", "billing", "--to", alice.id,
+                          "--source", "stripe", *remote)  # text: the provider makes its secret
+        assert stripe.returncode == 0, stripe.stderr
+        assert "url:    http://127.0.0.1:" in stripe.stdout and "secret" not in stripe.stdout
+        assert "warning: no secret yet" in stripe.stderr
         listed = mailslot(laptop, "relay", "hook", "list", *remote, "--json")
         assert listed.returncode == 0 and secret not in listed.stdout
-        assert [h["name"] for h in json.loads(listed.stdout)] == ["ci"]
+        assert [h["name"] for h in json.loads(listed.stdout)] == ["ci", "billing"]
 
         body = body_of(PR)
         path = f"/v1/hooks/{hook_id}"
@@ -61,13 +66,21 @@ async def test_a_hook_made_with_the_cli_delivers_through_any_relay_process(
                 body, secret, "pull_request", "d-1"))
             return response.status_code == 202
 
-        assert await wait_until(accepted_by_second, 10, "second relay accepts the hook")
+        assert await wait_until(accepted_by_second, 30, "second relay accepts the hook")
+
+        def inbox_rows() -> list[Any]:
+            inbox = alice.inbox()
+            try:
+                return inbox.list()
+            finally:
+                inbox.close()
+
         async with running_edge(alice):
-            rows = await wait_until(lambda: alice.inbox().list(), 20, "webhook in inbox")
+            rows = await wait_until(inbox_rows, 60, "webhook in inbox")
         (item,) = rows
         assert (item.source_kind, item.source_name, item.type) == (
             "webhook", "ci", "github.pull-request.opened")
-        assert item.signer == first.identity.id if first.identity else False
+        assert first.identity is not None and item.signer == first.identity.id
         assert item.payload is not None and item.payload["pull_request"] == {
             "number": 7, "title": "Fix the door", "html_url": "https://gh/pr/7"}
         assert json.loads(item.envelope)["source"]["event_id"] == "d-1"
@@ -91,7 +104,7 @@ async def test_a_hook_made_with_the_cli_delivers_through_any_relay_process(
                 body, new, "pull_request", "d-3"))
             return response.status_code == 503 and response.json()["error"] == "hook_paused"
 
-        assert await wait_until(paused_on_second, 10, "second relay sees the pause")
+        assert await wait_until(paused_on_second, 30, "second relay sees the pause")
         shown = ok(laptop, "show", hook_id, *remote)
         assert "hook_paused" in shown and secret not in shown and new not in shown
         async with httpx.AsyncClient(base_url=first.url, timeout=10,

@@ -47,6 +47,7 @@ from relay.hooks.model import BODY_MAX_BYTES
 from relay.hooks.registry import delivery_key
 from relay.registry import Registry
 from relay.server import RelayServer
+from relay.store import STREAM
 from shared.identity import Identity
 
 PR = {"action": "opened", "number": 7, "huge": "x" * 500,
@@ -115,6 +116,9 @@ async def test_a_valid_delivery_of_each_source_reaches_the_link_projected(
         response = await deliver(relay, made[name]["path"], body, sign(body))
         assert response.status_code == 202, (name, response.text)
         assert response.json()["duplicate"] is False
+    for name, body, sign in posts[:-1]:  # redelivered: each source's id, stored once
+        again = await deliver(relay, made[name]["path"], body, sign(body))
+        assert (again.status_code, again.json()) == (200, {"duplicate": True}), name
     assert await total(relay, alice) == 6
 
     async with edge_link(relay, alice, credit=6) as link:
@@ -177,6 +181,22 @@ async def test_a_redelivery_is_stored_once_within_and_beyond_the_duplicate_windo
     assert not await seen(relay, hook_id, "d-10")
 
 
+async def test_no_acknowledgement_from_jetstream_is_503_and_the_retry_is_stored(
+        relay: RelayServer, alice: Member, admin_key: str) -> None:
+    made = await create_hook(relay, admin_key, name="gh", to=alice.id,
+                             source={"kind": "github"}, secret=GITHUB_SECRET)
+    body = body_of(PR)
+    headers = github_headers(body, event="pull_request", delivery="d-1")
+    assert relay.store is not None
+    await relay.store.js.delete_stream(STREAM)  # nothing answers the publish
+    down = await deliver(relay, made["path"], body, headers)
+    refused(down, 503, "store_unavailable")
+    assert not await seen(relay, made["hook"]["id"], "d-1")  # given back: retry is stored
+    await relay.store.ensure()  # the stream is back
+    assert (await deliver(relay, made["path"], body, headers)).status_code == 202
+    assert await total(relay, alice) == 1
+
+
 async def metrics_text(relay: RelayServer) -> str:
     async with httpx.AsyncClient(base_url=relay.url) as client:
         return (await client.get("/metrics")).text
@@ -191,6 +211,11 @@ async def test_every_refusal_has_its_code_and_stores_nothing(
                                 source={"kind": "stripe"}, secret=STRIPE_SECRET))["path"]
     slack = (await create_hook(relay, admin_key, name="slack", to=alice.id,
                                source={"kind": "slack"}, secret=SLACK_SECRET))["path"]
+    std = (await create_hook(relay, admin_key, name="orders", to=alice.id,
+                             source={"kind": "standard-webhooks"},
+                             secret=STANDARD_SECRET))["path"]
+    deploys = (await create_hook(relay, admin_key, name="deploys", to=alice.id,
+                                 source=HMAC_SOURCE, secret=HMAC_SECRET))["path"]
     body = body_of(PR)
     good = github_headers(body, event="pull_request")
     cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
@@ -209,6 +234,25 @@ async def test_every_refusal_has_its_code_and_stores_nothing(
         ("/v1/hooks/short", body, good, 404, "unknown_hook"),
         (gh, b"not json", github_headers(b"not json"), 400, "malformed_json"),
     ]
+    other = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"
+    for path, doc, sign, wrong in [
+        (stripe, INVOICE, lambda b, t: stripe_headers(b, STRIPE_SECRET, t=t),
+         lambda b, t: stripe_headers(b, "whsec_wrong_secret", t=t)),
+        (slack, MENTION, lambda b, t: slack_headers(b, t=t),
+         lambda b, t: slack_headers(b, "wrong-signing-secret", t=t)),
+        (std, ORDER, lambda b, t: standard_headers(b, t=t),
+         lambda b, t: standard_headers(b, other, t=t)),
+        (deploys, DEPLOY, lambda b, t: hmac_headers(b, t=t),
+         lambda b, t: hmac_headers(b, "wrong-hmac-secret", t=t)),
+    ]:  # every signed source: wrong secret, altered body, stale, a header missing
+        sent, t = body_of(doc), now()
+        good_headers = sign(sent, t)
+        cases += [
+            (path, sent, wrong(sent, t), 401, "bad_signature"),
+            (path, sent.replace(b"}", b', "x": 1}', 1), good_headers, 401, "bad_signature"),
+            (path, sent, sign(sent, t - 1000), 401, "stale_timestamp"),
+            (path, sent, dict(list(good_headers.items())[1:]), 400, "missing_header"),
+        ]
     for path, sent, headers, status, code in cases:
         refused(await deliver(relay, path, sent, headers), status, code)
     form_headers = {**github_headers(b"payload=%7B%7D"),
@@ -353,6 +397,16 @@ async def test_an_identity_manages_its_own_hooks_with_signed_requests(
         refused(await client.post(own, content=body), 401, "missing_auth")
     refused(await signed("POST", own, body, signer=Identity.generate()), 401, "bad_signature")
     hook_id = made.json()["hook"]["id"]
+    paused = await signed("POST", f"{own}/{hook_id}/pause")
+    assert paused.json()["hook"]["paused"] is True
+    rotated = await signed("POST", f"{own}/{hook_id}/rotate-secret", b'{"grace": 0}')
+    new = rotated.json()["secret"]
+    assert new and new != made.json()["secret"] and new not in (await signed(
+        "GET", f"{own}/{hook_id}")).text
+    assert (await signed("POST", f"{own}/{hook_id}/resume")).json()["hook"]["paused"] is False
+    pr = body_of(PR)
+    assert (await deliver(relay, made.json()["path"], pr, github_headers(
+        pr, new, "pull_request", "d-own"))).status_code == 202
     deleted = await signed("DELETE", f"{own}/{hook_id}")
     assert deleted.json()["deleted"] is True
     refused(await deliver(relay, made.json()["path"], b"{}", github_headers(b"{}")), 410,
