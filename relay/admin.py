@@ -35,9 +35,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay.adminauth import check_admin
+from relay.adminauth import authorized_body
 from relay.config import Plan
-from relay.errors import NotFound, RelayError
+from relay.errors import NotFound
 from relay.hooks.registry import HookRegistry
 from relay.registry import (
     MAX_ENROLLMENT_COUNT,
@@ -52,7 +52,7 @@ from relay.registry import (
 )
 from relay.store import Store
 from relay.usage import UsageLedger, byte_caps
-from shared.errors import MalformedInput, RemoteProtocolError, TooLarge
+from shared.errors import MalformedInput
 from shared.tokens import IDENTITY_RE, NAME_RE, check_identity, check_name
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -135,23 +135,16 @@ def admin_routes(
     """The admin API's routes, for ``relay.app``'s route list."""
 
     async def authorized(request: Request, body: bool = False) -> Any:
-        """Read the body (JSON with ``body``), then check the credential, and only then
-        answer for a body that is not JSON: nobody learns anything without it."""
-        doc: Any = None
-        refusal: RemoteProtocolError | RelayError | None = None
-        try:
+        """The request's JSON body (with ``body``), once the admin credential is checked
+        (``relay.adminauth.authorized_body``)."""
+
+        async def read() -> Any:
             if body:
-                _, doc = await read_json(request)
-            else:
-                await read_body(request)
-        except TooLarge:
-            raise  # the body was cut short: HTTP needs the connection closed anyway
-        except (RemoteProtocolError, RelayError) as exc:
-            refusal = exc
-        await check_admin(store, request.headers.get("authorization"))
-        if refusal is not None:
-            raise refusal
-        return doc
+                return (await read_json(request))[1]
+            await read_body(request)
+            return None
+
+        return await authorized_body(store, request.headers.get("authorization"), read)
 
     async def create_account(request: Request) -> Response:
         body = _parse(AccountCreate, await authorized(request, body=True))

@@ -13,11 +13,14 @@ from __future__ import annotations
 import contextlib
 import hmac
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-from relay.errors import Conflict, Unauthorized
+from relay.errors import Conflict, RelayError, Unauthorized
 from relay.registry import new_token, token_hash
 from relay.store import Store
+from shared.errors import RemoteProtocolError, TooLarge
 
 ADMIN_PREFIX = "msa_"
 ADMIN_KEY_FILE = "admin.key"
@@ -74,3 +77,25 @@ async def check_admin(store: Store, authorization: str | None) -> None:
     # Hashes of equal length are compared in constant time, whatever was sent.
     if not hmac.compare_digest(token_hash(secret), expected) or not expected:
         raise Unauthorized("not the admin credential", code="invalid_token")
+
+
+async def authorized_body(
+    store: Store, authorization: str | None, read: Callable[[], Awaitable[Any]]
+) -> Any:
+    """The body of an admin request (``read`` it: JSON or nothing), once the credential
+    is checked. It is read first (so that a refusal leaves the keep-alive connection
+    usable), but a body the relay refuses is answered only after the credential: nobody
+    learns anything without it. A body cut short (413) is answered at once: HTTP needs
+    that connection closed anyway."""
+    doc: Any = None
+    refusal: RemoteProtocolError | RelayError | None = None
+    try:
+        doc = await read()
+    except TooLarge:
+        raise
+    except (RemoteProtocolError, RelayError) as exc:
+        refusal = exc
+    await check_admin(store, authorization)
+    if refusal is not None:
+        raise refusal
+    return doc

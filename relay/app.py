@@ -28,8 +28,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +49,7 @@ from relay.errors import (
     ByteQuotaExceeded,
     RateLimited,
     RelayError,
+    RelayFull,
     Unauthorized,
     UnsupportedMediaType,
 )
@@ -60,14 +61,9 @@ from relay.plaintext import check_text_media, decode_text, options, send_draft
 from relay.ratelimit import AddressLimiter
 from relay.registry import ProducerToken, Registry
 from relay.session import LinkSession
+from relay.signedrequest import check_signed_request
 from relay.store import Store
-from shared.auth import (
-    REQUEST_SKEW_SECONDS,
-    check_b64_signature,
-    enroll_message,
-    parse_request_header,
-    request_message,
-)
+from shared.auth import check_b64_signature, enroll_message
 from shared.encoding import b64e
 from shared.errors import MalformedInput, RemoteProtocolError, TooLarge
 from shared.frames import SUBPROTOCOL
@@ -99,9 +95,15 @@ class Services:
     #: Requests per client address to the unauthenticated endpoints (enroll, the link's
     #: handshake): ``await gate.check(scope)`` first thing in such a handler. None: no limit.
     gate: AddressLimiter | None = None
+    #: Links this process holds at most (``--max-links``); past it a handshake is refused
+    #: with ``503 relay_full`` and a jittered ``Retry-After``. None: no cap.
+    max_links: int | None = None
 
 
 REQUEST_ID_HEADER = "x-request-id"
+#: The ``Retry-After`` of a ``relay_full`` handshake: seconds, drawn uniformly, so that a
+#: storm of refused edges comes back spread out (edges add their own jittered backoff).
+FULL_RETRY_SECONDS = (5, 30)
 #: A request id a client (or a load balancer in front) may choose; anything else is
 #: replaced by a fresh one, so that no outside text reaches a log line unchecked.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -119,7 +121,8 @@ class ErrorResponse(JSONResponse):
 
 
 def error_response(exc: RemoteProtocolError | RelayError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    retry_after = exc.retry_after if isinstance(exc, RateLimited | RelayFull) else None
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return ErrorResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
@@ -333,29 +336,13 @@ def build_app(services: Services) -> Starlette:
         return JSONResponse({"recipient": recipient, "signer": signer, "granted": False})
 
     async def signed_by_owner(request: Request) -> tuple[str, str]:
-        """Check a Mailslot-Signature request made by the identity in the path: the header
-        parsed strictly, the time within the skew, the signature, then the nonce spent
-        (atomically, in the shared nonce bucket) so that a captured request cannot be
-        replayed. All of it before the caller changes anything."""
+        """A grant change signed by the identity in the path (``relay.signedrequest``)."""
         body = await read_body(request)
         recipient = check_identity(request.path_params["id"])
         signer = check_identity(request.path_params["signer"])
-        header = request.headers.get("authorization")
-        if header is None:
-            raise Unauthorized("signed request required", code="missing_auth")
-        claimed, ts, nonce, sig = parse_request_header(header)
-        if claimed != recipient:
-            raise Unauthorized("only the identity itself may change its grants", code="bad_auth")
-        if abs(int(time.time()) - ts) > REQUEST_SKEW_SECONDS:
-            raise Unauthorized(
-                f"request timestamp is more than {REQUEST_SKEW_SECONDS} s from the relay's "
-                "clock",
-                code="stale_request",
-            )
-        public, _ = await services.registry.require_identity(recipient)
-        message = request_message(request.method, request.url.path, ts, nonce, body)
-        check_b64_signature(public.verifier(), sig, message)
-        await services.registry.spend_request_nonce(recipient, nonce)
+        await check_signed_request(
+            services.registry, recipient, request.method, request.url.path,
+            request.headers.get("authorization"), body, "change its grants")
         return recipient, signer
 
     async def healthz(_request: Request) -> Response:
@@ -366,7 +353,21 @@ def build_app(services: Services) -> Starlette:
         ready = services.store.ready
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
+    links = [0]  # open in this process (handshakes counted from their first byte)
+
     async def connect(ws: WebSocket) -> None:
+        if services.max_links is not None and links[0] >= services.max_links:
+            await ws.send_denial_response(error_response(RelayFull(
+                f"this relay holds its {services.max_links} links; retry later",
+                retry_after=random.randint(*FULL_RETRY_SECONDS))))
+            return
+        links[0] += 1
+        try:
+            await serve_link(ws)
+        finally:
+            links[0] -= 1
+
+    async def serve_link(ws: WebSocket) -> None:
         if services.gate is not None:
             try:  # per client address: an HTTP 429 (Retry-After) instead of the upgrade
                 await services.gate.check(ws.scope)

@@ -81,6 +81,10 @@ def add_relay_commands(
     p.add_argument("--trusted-proxy", action="append", type=proxy_arg, metavar="CIDR",
                    help="a load balancer or reverse proxy whose X-Forwarded-For names the "
                    "client (repeat; adds to the --config file's [proxy] trusted)")
+    p.add_argument("--max-links", type=links_arg, metavar="N",
+                   help="links (connected edges) this process holds at most; past it a "
+                   "handshake gets 503 relay_full with Retry-After (default: its open-file "
+                   "limit less 1,024)")
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="plans (quotas and rate limits per account), TOML; see README, "
                    "\"Configuration\"")
@@ -184,6 +188,12 @@ def count_arg(value: str) -> int:
     return int(value)
 
 
+def links_arg(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"must be a number from 1 to 10000000, not {value!r}")
+    return int(value)
+
+
 def listen_arg(value: str) -> str:
     """``--listen``: HOST:PORT, checked while parsing so a typo is a usage error (exit 2)."""
     try:
@@ -246,4 +256,5 @@ def config_from(args: argparse.Namespace) -> RelayConfig:
         metrics_listen=getattr(args, "metrics_listen", None),
         unauthenticated=found.unauthenticated,
         trusted_proxies=(*found.proxy.trusted, *(getattr(args, "trusted_proxy", None) or ())),
+        max_links=getattr(args, "max_links", None),
     )

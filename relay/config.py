@@ -221,6 +221,9 @@ class RelayConfig(BaseModel):
     embedded_restart_timeout: float = Field(default=30.0, gt=0)
     #: Seconds an edge has to answer the link's challenge before it is closed (4408).
     auth_timeout: float = Field(default=10.0, gt=0)
+    #: Links (connected edges) this process holds at most (``--max-links``); None: what
+    #: its open-file limit allows (``relay.server.default_max_links``).
+    max_links: int | None = Field(default=None, ge=1)
     #: ``HOST:PORT`` serving ``GET /metrics`` alone; when set, the main port no longer
     #: answers /metrics (404), so that it can stay on a private network.
     metrics_listen: str | None = None

@@ -34,6 +34,8 @@ frame and a close.
     ├── ByteQuotaExceeded        507  quota_bytes_exceeded (the plan's max_pending_bytes,
     │                                 max_pending_bytes_per_identity: that account only)
     ├── StoreUnavailable         503  store_unavailable (JetStream did not acknowledge)
+    ├── RelayFull                503  relay_full: this process has its --max-links links
+    │                                 (a handshake refused with Retry-After)
     ├── ConfigInvalid                 config_syntax / config_invalid / config_unreadable: the
     │                                 --config file (exit 2)
     ├── StartupFailed                 port_in_use / store_unavailable / ...: a server could not
@@ -149,6 +151,23 @@ class ConfigInvalid(RelayError, LocalError):
 
 class StoreUnavailable(RelayError, LocalError):
     status, code, close_code = 503, "store_unavailable", 1013
+
+
+class RelayFull(RelayError, LocalError):
+    """This relay process has its ``--max-links`` links open: a new handshake gets HTTP
+    503 with ``Retry-After`` (a jittered hint) instead of the upgrade, so that a
+    reconnect storm beyond its capacity spreads out, or moves to another relay behind the
+    balancer, instead of exhausting the process's file descriptors."""
+
+    status, code, close_code = 503, "relay_full", 1013
+
+    def __init__(self, message: str = "", retry_after: int = 1, *,
+                 code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, retry_after)
+
+    def details(self) -> dict[str, Any]:
+        return {"retry_after": self.retry_after}
 
 
 class StartupFailed(RelayError, LocalError):

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import socket
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -95,6 +96,26 @@ class _LinkProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if self.handshake_complete:
             self.__dict__.pop("response", None)
+
+
+#: File descriptors kept for everything but links: HTTP requests, NATS, logs, files.
+_RESERVED_FDS = 1024
+
+
+def default_max_links() -> int:
+    """Links one process can hold without running out of file descriptors: its open-file
+    limit, raised first from the soft to the hard limit (the soft default, often 1,024,
+    is meant for programs that do not hold thousands of sockets), less what the rest of
+    the relay needs; at least 64. Past it a handshake is refused with ``relay_full``,
+    where accept() failing with EMFILE would refuse every HTTP request too."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft == resource.RLIM_INFINITY:
+        return 1_000_000
+    return max(64, soft - _RESERVED_FDS)
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
@@ -187,6 +208,7 @@ class RelayServer:
                 healthy=lambda: self.healthy,
                 gate=AddressLimiter(RateLimiter(self.store), config.unauthenticated,
                                     Networks.parse(config.trusted_proxies)),
+                max_links=config.max_links or default_max_links(),
             )
             self.app = build_app(services)
             uv_config = uvicorn.Config(

@@ -15,6 +15,7 @@ marks a class that also derives from the package root named after it)::
     │   ├── LocalProtocolError     this side misused the protocol (a bug here)
     │   ├── AlreadyRunning         another process owns the folder (shared.host)    exit 5
     │   ├── StoreUnavailable       · RelayError: JetStream did not acknowledge        503
+    │   ├── RelayFull              · RelayError: a relay process at its --max-links   503
     │   ├── StartupFailed          · RelayError: a server could not start            exit 6
     │   ├── StoreLost              · RelayError: the embedded nats-server is gone    exit 7
     │   ├── StorageFull            · RelayError: the stream holds its max_bytes       507

@@ -41,8 +41,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relay.adminauth import check_admin
-from relay.errors import NotFound, RateLimited, RelayError, Unauthorized, UnsupportedMediaType
+from relay.adminauth import authorized_body
+from relay.errors import NotFound, RateLimited, RelayError, UnsupportedMediaType
 from relay.hooks.model import (
     BODY_MAX_BYTES,
     PROVIDER_SECRET,
@@ -62,13 +62,8 @@ from relay.ingest import Ingest
 from relay.metrics import metrics_of
 from relay.ratelimit import AddressLimiter, RateLimiter
 from relay.registry import Registry
+from relay.signedrequest import check_signed_request
 from relay.store import Store
-from shared.auth import (
-    REQUEST_SKEW_SECONDS,
-    check_b64_signature,
-    parse_request_header,
-    request_message,
-)
 from shared.envelope import IdentityId, Name, Priority
 from shared.errors import MalformedInput, RemoteProtocolError
 from shared.limits import loads
@@ -262,42 +257,22 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
     async def admin(request: Request, body: bool = False) -> Any:
         """Read the body, check the admin credential, then refuse a bad body (as
         ``relay.admin``): nobody learns anything without the credential."""
-        doc: Any = None
-        refusal: RemoteProtocolError | RelayError | None = None
-        try:
+        async def read() -> Any:
             if body:
-                _, doc = await read_json(request)
-            else:
-                await read_body(request)
-        except (RemoteProtocolError, RelayError) as exc:
-            if exc.status == 413:
-                raise
-            refusal = exc
-        await check_admin(store, request.headers.get("authorization"))
-        if refusal is not None:
-            raise refusal
-        return doc
+                return (await read_json(request))[1]
+            await read_body(request)
+            return None
+
+        return await authorized_body(store, request.headers.get("authorization"), read)
 
     async def signed(request: Request) -> tuple[str, Any]:
         """A ``Mailslot-Signature`` request by the identity in the path (as the grant
         routes check it: skew, signature, then the nonce spent); its account and body."""
         raw = await read_body(request)
         identity = check_identity(request.path_params["id"])
-        header = request.headers.get("authorization")
-        if header is None:
-            raise Unauthorized("signed request required", code="missing_auth")
-        claimed, ts, nonce, sig = parse_request_header(header)
-        if claimed != identity:
-            raise Unauthorized("only the identity itself may manage its hooks",
-                               code="bad_auth")
-        if abs(int(time.time()) - ts) > REQUEST_SKEW_SECONDS:
-            raise Unauthorized(f"request timestamp is more than {REQUEST_SKEW_SECONDS} s "
-                               "from the relay's clock", code="stale_request")
-        public, account = await registry.require_identity(identity)
-        check_b64_signature(public.verifier(),
-                            sig, request_message(request.method, request.url.path, ts, nonce,
-                                                 raw))
-        await registry.spend_request_nonce(identity, nonce)
+        account = await check_signed_request(
+            registry, identity, request.method, request.url.path,
+            request.headers.get("authorization"), raw, "manage its hooks")
         await registry.require_active_account(account)
         doc = None
         if raw:

@@ -26,6 +26,7 @@ from relay.errors import (
     QuotaExceeded,
     RateLimited,
     RelayError,
+    RelayFull,
     SessionClosed,
     StartupFailed,
     StorageFull,
@@ -55,6 +56,7 @@ RELAY: dict[type[RelayError], tuple[int, str, int, int, type[MailslotError]]] = 
     HookGone: (410, "hook_deleted", 1011, ExitCode.ERROR, RemoteError),
     ConfigInvalid: (500, "config_invalid", 1011, ExitCode.USAGE, LocalError),
     StoreUnavailable: (503, "store_unavailable", 1013, ExitCode.ERROR, LocalError),
+    RelayFull: (503, "relay_full", 1013, ExitCode.ERROR, LocalError),
     StartupFailed: (503, "startup_failed", 1011, ExitCode.STARTUP_FAILED, LocalError),
     StoreLost: (503, "store_lost", 1011, ExitCode.STORE_LOST, LocalError),
 }
@@ -76,7 +78,7 @@ def test_each_maps_to_its_status_code_close_and_exit_code(cls: type[RelayError])
         status, code, close_code, exit_code)
     assert isinstance(error, RelayError) and isinstance(error, fault)
     assert not isinstance(error, LocalError if fault is RemoteError else RemoteError)
-    extra = {"retry_after": 1} if cls is RateLimited else {}  # sent as Retry-After too
+    extra = {"retry_after": 1} if cls in (RateLimited, RelayFull) else {}  # sent as Retry-After too
     assert error.to_dict() == {"error": code, "message": "refused", **extra}
     assert cls("x", code="replayed_request").code == "replayed_request"
 
