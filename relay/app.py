@@ -47,11 +47,11 @@ from relay.connections import LinkQuotas
 from relay.drain import LinkHub
 from relay.errors import (
     ByteQuotaExceeded,
-    RateLimited,
     RelayError,
     RelayFull,
     Unauthorized,
     UnsupportedMediaType,
+    answer_headers,
 )
 from relay.hooks.routes import hook_routes
 from relay.ingest import BatchResult, Ingest, Stored
@@ -121,9 +121,7 @@ class ErrorResponse(JSONResponse):
 
 
 def error_response(exc: RemoteProtocolError | RelayError) -> JSONResponse:
-    retry_after = exc.retry_after if isinstance(exc, RateLimited | RelayFull) else None
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return ErrorResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+    return ErrorResponse(exc.to_dict(), status_code=exc.status, headers=answer_headers(exc))
 
 
 def new_request_id() -> str:

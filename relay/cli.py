@@ -182,16 +182,22 @@ def duration_arg(value: str) -> float:
     return seconds
 
 
-def count_arg(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 1000:
-        raise argparse.ArgumentTypeError(f"must be a number from 1 to 1000, not {value!r}")
-    return int(value)
+def number_arg(name: str, high: int) -> Callable[[str], int]:
+    """An argparse type named ``name`` (as argparse's own errors call it): a whole number
+    from 1 to ``high``."""
+
+    def parse(value: str) -> int:
+        if not value.isdigit() or not 1 <= int(value) <= high:
+            raise argparse.ArgumentTypeError(f"must be a number from 1 to {high}, not {value!r}")
+        return int(value)
+
+    parse.__name__ = parse.__qualname__ = name
+    return parse
 
 
-def links_arg(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 10_000_000:
-        raise argparse.ArgumentTypeError(f"must be a number from 1 to 10000000, not {value!r}")
-    return int(value)
+count_arg = number_arg("count_arg", 1000)  # --count
+links_arg = number_arg("links_arg", 10_000_000)  # --max-links
+replicas_arg = number_arg("replicas_arg", 5)  # --replicas
 
 
 def listen_arg(value: str) -> str:
@@ -217,12 +223,6 @@ def sync_arg(value: str) -> str:
     raise argparse.ArgumentTypeError(
         f'must be "always" or an interval like 500ms, 1s, 2m, not {value!r}'
     )
-
-
-def replicas_arg(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 5:
-        raise argparse.ArgumentTypeError(f"must be a number from 1 to 5, not {value!r}")
-    return int(value)
 
 
 def seconds_arg(value: str) -> float:

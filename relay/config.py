@@ -7,12 +7,13 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictFloat,
@@ -156,6 +157,17 @@ DEFAULT_PLAN = "default"
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
+def check_networks(value: Any) -> tuple[str, ...]:
+    """CIDRs (or single addresses), normalised (``ValueError`` naming a bad one)."""
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list of CIDRs like [\"10.0.0.0/8\"]")
+    return tuple(str(network) for network in parse_networks(value))
+
+
+#: A config field holding CIDRs: checked and normalised by ``check_networks``.
+NetworkList = Annotated[tuple[str, ...], BeforeValidator(check_networks)]
+
+
 class UnauthenticatedLimits(BaseModel):
     """The ``[unauthenticated]`` table of the ``--config`` file: requests per client
     address (``relay.clientaddr``) to the endpoints that come before any credential —
@@ -168,19 +180,7 @@ class UnauthenticatedLimits(BaseModel):
     #: Bucket size: requests one address may make at once.
     burst: StrictInt = Field(default=30, ge=1, le=10_000_000)
     #: Client addresses never limited (CIDRs). Default: loopback, this host's own.
-    exempt: tuple[str, ...] = LOOPBACK
-
-    @field_validator("exempt", mode="before")
-    @classmethod
-    def _networks(cls, value: Any) -> tuple[str, ...]:
-        return check_networks(value)
-
-
-def check_networks(value: Any) -> tuple[str, ...]:
-    """CIDRs (or single addresses), normalised (``ValueError`` naming a bad one)."""
-    if not isinstance(value, list | tuple):
-        raise ValueError("must be a list of CIDRs like [\"10.0.0.0/8\"]")
-    return tuple(str(network) for network in parse_networks(value))
+    exempt: NetworkList = LOOPBACK
 
 
 class ProxySettings(BaseModel):
@@ -193,12 +193,7 @@ class ProxySettings(BaseModel):
     a process on this host can send from loopback, so nobody else can spoof the header."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    trusted: tuple[str, ...] = LOOPBACK
-
-    @field_validator("trusted", mode="before")
-    @classmethod
-    def _networks(cls, value: Any) -> tuple[str, ...]:
-        return check_networks(value)
+    trusted: NetworkList = LOOPBACK
 
 
 class RelayConfig(BaseModel):
@@ -230,12 +225,7 @@ class RelayConfig(BaseModel):
     #: Requests per client address to the unauthenticated endpoints (``[unauthenticated]``).
     unauthenticated: UnauthenticatedLimits = UnauthenticatedLimits()
     #: CIDRs whose ``X-Forwarded-For`` is believed (``[proxy] trusted``, ``--trusted-proxy``).
-    trusted_proxies: tuple[str, ...] = LOOPBACK
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _proxies(cls, value: Any) -> tuple[str, ...]:
-        return check_networks(value)
+    trusted_proxies: NetworkList = LOOPBACK
 
     @field_validator("listen")
     @classmethod

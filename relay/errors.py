@@ -104,18 +104,30 @@ class QueueFull(RelayError, RemoteError):
     status, code = 429, "queue_full"
 
 
-class RateLimited(RelayError, RemoteError):
-    """Over a publish rate: retry after ``retry_after`` whole seconds (``Retry-After``)."""
-
-    status, code = 429, "rate_limited"
+class RetryLater:
+    """Mixed into a refusal that says when to come back: ``retry_after`` whole seconds
+    (at least 1), in the body and as ``Retry-After`` (``relay.app.error_response``). Not
+    an error class itself: each user keeps its own place in the tree."""
 
     def __init__(self, message: str = "", retry_after: int = 1, *,
                  code: str | None = None) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code)  # type: ignore[call-arg]  # the error's
         self.retry_after = max(1, retry_after)
 
     def details(self) -> dict[str, Any]:
         return {"retry_after": self.retry_after}
+
+
+def answer_headers(exc: Exception) -> dict[str, str] | None:
+    """The HTTP headers a refusal carries besides its body: ``Retry-After`` for one that
+    says when to come back (``RetryLater``); None for the others."""
+    return {"Retry-After": str(exc.retry_after)} if isinstance(exc, RetryLater) else None
+
+
+class RateLimited(RetryLater, RelayError, RemoteError):
+    """Over a publish rate: retry after ``retry_after`` whole seconds (``Retry-After``)."""
+
+    status, code = 429, "rate_limited"
 
 
 class QuotaExceeded(RelayError, RemoteError):
@@ -153,21 +165,13 @@ class StoreUnavailable(RelayError, LocalError):
     status, code, close_code = 503, "store_unavailable", 1013
 
 
-class RelayFull(RelayError, LocalError):
+class RelayFull(RetryLater, RelayError, LocalError):
     """This relay process has its ``--max-links`` links open: a new handshake gets HTTP
     503 with ``Retry-After`` (a jittered hint) instead of the upgrade, so that a
     reconnect storm beyond its capacity spreads out, or moves to another relay behind the
     balancer, instead of exhausting the process's file descriptors."""
 
     status, code, close_code = 503, "relay_full", 1013
-
-    def __init__(self, message: str = "", retry_after: int = 1, *,
-                 code: str | None = None) -> None:
-        super().__init__(message, code=code)
-        self.retry_after = max(1, retry_after)
-
-    def details(self) -> dict[str, Any]:
-        return {"retry_after": self.retry_after}
 
 
 class StartupFailed(RelayError, LocalError):

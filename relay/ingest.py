@@ -223,18 +223,11 @@ class Ingest:
         redelivery within JetStream's duplicate window a duplicate. The account's plan
         applies as to a draft (pending caps, its rate, the byte ledger)."""
         await self.registry.require_identity(to)
-        now = self.clock()
-        try:
-            envelope = Envelope(
-                id=str(ULID()), to=to, type=type_, priority=priority, payload=payload,
-                source=Source(kind="webhook", name=name, event_id=event_id),
-                created_at=now, signer=self.relay.id,
-            )
-        except ValidationError as exc:
-            raise validation_error(exc, "webhook") from exc
-        signed = self._attest(envelope)
-        usage = await self._check_limits(account, None, signed, to)
-        return await self._publish(_Checked(envelope, signed, now, usage, msg_id))
+        return await self._publish(await self._relay_attested(
+            {"id": str(ULID()), "to": to, "type": type_, "priority": priority,
+             "payload": payload},
+            Source(kind="webhook", name=name, event_id=event_id), self.clock(), account,
+            None, "webhook", msg_id))
 
     async def _check_doc(self, doc: object, producer: ProducerToken | None) -> _Checked:
         if isinstance(doc, dict) and "envelope" in doc:
@@ -251,19 +244,24 @@ class Ingest:
         now = self.clock()
         self._check_not_expired(draft.expires_at, now)
         fields = draft.model_dump(exclude_none=True, exclude={"id", "event_id"})
+        return await self._relay_attested(
+            {**fields, "id": draft.id or str(ULID())},
+            Source(kind="producer", name=producer.name, event_id=draft.event_id), now,
+            producer.account, producer, "draft")
+
+    async def _relay_attested(
+        self, fields: dict[str, Any], source: Source, now: datetime, account: str,
+        producer: ProducerToken | None, what: str, msg_id: str | None = None,
+    ) -> _Checked:
+        """An envelope the relay attests (a draft's, a webhook's): validated, then the
+        account's limits, then (``_attest``) signed."""
         try:
-            envelope = Envelope(
-                **fields,
-                id=draft.id or str(ULID()),
-                source=Source(kind="producer", name=producer.name, event_id=draft.event_id),
-                created_at=now,
-                signer=self.relay.id,
-            )
+            envelope = Envelope(**fields, source=source, created_at=now, signer=self.relay.id)
         except ValidationError as exc:
-            raise validation_error(exc, "draft") from exc
+            raise validation_error(exc, what) from exc
         signed = self._attest(envelope)
-        usage = await self._check_limits(producer.account, producer, signed, draft.to)
-        return _Checked(envelope, signed, now, usage)
+        usage = await self._check_limits(account, producer, signed, envelope.to)
+        return _Checked(envelope, signed, now, usage, msg_id)
 
     def _attest(self, envelope: Envelope) -> Callable[[], SignedEnvelope]:
         """The relay's signature over ``envelope``, made on first use and kept: the

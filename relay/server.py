@@ -196,17 +196,18 @@ class RelayServer:
             await self.hub.start()
             registry = Registry(self.store, config)
             self.identity = await registry.relay_identity()
+            limiter = RateLimiter(self.store)  # every bucket: plans', addresses'
             services = Services(
                 store=self.store,
                 registry=registry,
                 relay=self.identity,
                 ingest=Ingest(self.store, registry, self.identity,
-                              limiter=RateLimiter(self.store), quota=PendingQuota(self.store)),
+                              limiter=limiter, quota=PendingQuota(self.store)),
                 max_body_bytes=config.max_body_bytes,
                 hub=self.hub,
                 auth_timeout=config.auth_timeout,
                 healthy=lambda: self.healthy,
-                gate=AddressLimiter(RateLimiter(self.store), config.unauthenticated,
+                gate=AddressLimiter(limiter, config.unauthenticated,
                                     Networks.parse(config.trusted_proxies)),
                 max_links=config.max_links or default_max_links(),
             )

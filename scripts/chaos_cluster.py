@@ -176,8 +176,7 @@ async def undo(fault: str, detail: str, cluster: NatsCluster, relays: list[Clust
         await cluster.restart(cluster.node(detail))
     elif fault == "relay":
         relay = next(r for r in relays if detail.endswith(f":{r.port}"))
-        relay.spawn()
-        await wait_until(relay.ready, 30, "relay back")
+        await relay.start()  # a new process; our store connection to it stays open
     elif fault == "edge":
         edges[int(detail.split()[1])].process.start()
 

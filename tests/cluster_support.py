@@ -35,15 +35,13 @@ from typing import Any
 
 import httpx
 import nats
-from tests_support import EdgeProcess, Member, free_port, wait_until
+from tests_support import EdgeProcess, Member, RelayProcess, free_port, wait_until
 from ulid import ULID
 
 from relay.config import StreamSettings
 from relay.natsserver import nats_server_binary
 from relay.natswatch import die_with_parent
-from relay.registry import Registry
-from relay.store import STREAM, Store
-from shared.identity import Identity
+from relay.store import STREAM
 
 CLUSTER_NAME = "mailslot-test"
 
@@ -234,65 +232,23 @@ async def connect(cluster: NatsCluster) -> Any:
 # -- relay processes --------------------------------------------------------------------
 
 
-class ClusterRelay:
-    """``mailslot relay serve --nats URL1,URL2,URL3 --replicas 3`` in its own process.
+class ClusterRelay(RelayProcess):
+    """``mailslot relay serve --nats URL1,URL2,URL3 --replicas 3`` in its own process, its
+    output (``MAILSLOT_LOG``: ``$MAILSLOT_CLUSTER_LOG`` or INFO) in ``DATA_DIR/serve.log``.
     ``store`` and ``identity`` come from the test's own connection (``Store.open_existing``),
-    for enrollment, like ``tests_support.RelayProcess``."""
+    for enrollment, as for ``tests_support.RelayProcess``."""
+
+    log_stdout = True
 
     def __init__(self, cluster: NatsCluster, data_dir: Path, *args: str) -> None:
+        super().__init__(cluster.url_list, data_dir, *(args or ("--replicas", "3")))
         self.cluster = cluster
-        self.data_dir = data_dir
-        self.args = args or ("--replicas", "3")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[str] | None = None
-        self.store: Store | None = None
-        self.identity: Identity | None = None
+        self.log_level = os.environ.get("MAILSLOT_CLUSTER_LOG", "INFO")
+        self.stream = StreamSettings(replicas=3)
 
-    def spawn(self) -> None:
-        env = {**os.environ, "MAILSLOT_LOG": os.environ.get("MAILSLOT_CLUSTER_LOG", "INFO")}
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "serve.log", "a")  # noqa: SIM115 - the child's
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge", "relay", "serve",
-                 "--listen", f"127.0.0.1:{self.port}", "--nats", self.cluster.url_list,
-                 "--data-dir", str(self.data_dir), *self.args],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, text=True,
-                preexec_fn=die_with_parent(signal.SIGKILL),
-            )
-        finally:
-            log.close()
-
-    async def ready(self) -> bool:
-        async with httpx.AsyncClient(timeout=2) as client:
-            try:
-                return (await client.get(self.url + "/readyz")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-    async def start(self) -> None:
-        self.spawn()
-        await wait_until(self.ready, 30, f"relay on port {self.port} ready")
-        await self.connect_store()
-
-    async def connect_store(self) -> None:
-        if self.store is None:
-            self.store = await Store.connect(self.cluster.urls, StreamSettings(replicas=3))
-            await self.store.open_existing()
-            self.identity = await Registry(self.store).relay_identity()
-
-    def kill9(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
-    async def close(self) -> None:
-        self.kill9()
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
+    @property
+    def log(self) -> Path:
+        return self.data_dir / "serve.log"
 
     @property
     def admin_key(self) -> str:

@@ -26,7 +26,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from loadgen_support import TEXT, FloodProcess, FloodTally, Sent, Target, paced_load
 from tests_support import (
     EdgeProcess,
@@ -37,10 +36,9 @@ from tests_support import (
     wait_until,
 )
 
-from relay.config import RelayConfig, StreamSettings, parse_plans
+from relay.config import RelayConfig, parse_plans
 from relay.quota import COUNT_TTL
 from relay.registry import Registry
-from relay.store import Store
 
 #: ``flood``'s plan: a rate it can only exceed, a pending cap (above the burst) that it
 #: reaches within the flood (its edges are offline then), and a byte cap per identity
@@ -107,29 +105,6 @@ class LoggedRelay(RelayProcess):
     @property
     def log(self) -> Path:
         return self.data_dir.with_name(self.data_dir.name + ".log")
-
-    async def start(self) -> None:
-        env = {**os.environ, "MAILSLOT_LOG": "WARNING"}
-        with self.log.open("a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge", "relay", "serve", "--listen",
-                 f"127.0.0.1:{self.port}", "--nats", self.nats_url, "--data-dir",
-                 str(self.data_dir), *self.args],
-                env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
-            )
-
-        async def ready() -> bool:
-            async with httpx.AsyncClient() as client:
-                try:
-                    return (await client.get(self.url + "/readyz")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-        await wait_until(ready, 30, "relay process ready")
-        if self.store is None:
-            self.store = await Store.connect([self.nats_url], StreamSettings())
-            await self.store.open_existing()  # the relay set it up: change nothing
-            self.identity = await Registry(self.store).relay_identity()
 
     def logged(self) -> list[str]:
         """What it logged (at WARNING and up: a 5xx other than a tenant's byte cap, an

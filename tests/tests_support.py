@@ -28,6 +28,7 @@ from edge.link.keystore import save_identity
 from edge.store.inbox import Inbox
 from relay.config import StreamSettings
 from relay.natsserver import nats_server_binary
+from relay.natswatch import die_with_parent
 from relay.registry import Registry
 from shared.auth import enroll_message, sign_b64
 from shared.identity import Identity
@@ -195,40 +196,67 @@ def json_out(result: subprocess.CompletedProcess[str]) -> Any:
 
 class RelayProcess:
     """A real relay in its own process (``mailslot relay serve --nats URL``), so that
-    tests can kill -9 it. ``store``/``identity`` come from the test's own NATS
-    connection, for enrollment."""
+    tests can kill -9 it; it dies with the test process (``PR_SET_PDEATHSIG``).
+    ``store``/``identity`` come from the test's own NATS connection, for enrollment.
+    ``nats_url`` may list several servers (``URL1,URL2``), as ``--nats`` takes them.
+
+    Subclasses set ``log`` (a file that gets the child's stderr, and its stdout too
+    with ``log_stdout``; without one both are dropped), ``log_level`` (its
+    ``MAILSLOT_LOG``) and ``stream`` (the settings the test's connection uses)."""
+
+    log_level = "WARNING"
+    log_stdout = False
 
     def __init__(self, nats_url: str, data_dir: Path, *args: str) -> None:
         self.nats_url = nats_url
         self.data_dir = data_dir
         #: More ``relay serve`` arguments (e.g. ``--config FILE``).
         self.args = args
+        self.stream = StreamSettings()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[str] | None = None
         self.store: Any = None
         self.identity: Identity | None = None
 
+    @property
+    def log(self) -> Path | None:
+        return None
+
+    def spawn(self) -> None:
+        """Start the child; ``start`` also waits until it is ready."""
+        env = {**os.environ, "MAILSLOT_LOG": self.log_level}
+        with contextlib.ExitStack() as stack:
+            log: Any = subprocess.DEVNULL
+            if self.log is not None:
+                self.log.parent.mkdir(parents=True, exist_ok=True)
+                log = stack.enter_context(self.log.open("a"))
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "edge", "relay", "serve",
+                 "--listen", f"127.0.0.1:{self.port}", "--nats", self.nats_url,
+                 "--data-dir", str(self.data_dir), *self.args],
+                env=env, stdin=subprocess.DEVNULL,
+                stdout=log if self.log_stdout else subprocess.DEVNULL, stderr=log, text=True,
+                preexec_fn=die_with_parent(signal.SIGKILL),
+            )
+
+    async def ready(self) -> bool:
+        async with httpx.AsyncClient(timeout=2) as client:
+            try:
+                return (await client.get(self.url + "/readyz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
     async def start(self) -> None:
-        env = {**os.environ, "MAILSLOT_LOG": "WARNING"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "edge", "relay", "serve", "--listen", f"127.0.0.1:{self.port}",
-             "--nats", self.nats_url, "--data-dir", str(self.data_dir), *self.args],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-        )
+        self.spawn()
+        await wait_until(self.ready, 30, f"relay on port {self.port} ready")
+        await self.connect_store()
 
-        async def ready() -> bool:
-            async with httpx.AsyncClient() as client:
-                try:
-                    return (await client.get(self.url + "/readyz")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-        await wait_until(ready, 30, "relay process ready")
+    async def connect_store(self) -> None:
         if self.store is None:
             from relay.store import Store
 
-            self.store = await Store.connect([self.nats_url], StreamSettings())
+            self.store = await Store.connect(self.nats_url.split(","), self.stream)
             await self.store.open_existing()  # the relay set it up: change nothing
             self.identity = await Registry(self.store).relay_identity()
 
@@ -242,6 +270,7 @@ class RelayProcess:
         self.kill9()
         if self.store is not None:
             await self.store.close()
+            self.store = None
 
 
 @contextlib.asynccontextmanager

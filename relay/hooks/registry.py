@@ -43,16 +43,19 @@ def hook_key(hook_id: str) -> str:
     return PREFIX + hook_id
 
 
+def _delivery_digest(hook_id: str, delivery_id: str) -> str:
+    return hashlib.sha256(f"{hook_id}\n{delivery_id}".encode()).hexdigest()[:40]
+
+
 def delivery_key(hook_id: str, delivery_id: str) -> str:
     """The hooks bucket's key of one delivery of one hook: a hash (a provider's ids are
     unique only within that provider, and any text may be one)."""
-    digest = hashlib.sha256(f"{hook_id}\n{delivery_id}".encode()).hexdigest()
-    return f"seen.{digest[:40]}"
+    return f"seen.{_delivery_digest(hook_id, delivery_id)}"
 
 
 def msg_id(hook_id: str, delivery_id: str) -> str:
     """The ``Nats-Msg-Id`` (after the recipient) of a hook's delivery."""
-    return "hook." + hashlib.sha256(f"{hook_id}\n{delivery_id}".encode()).hexdigest()[:40]
+    return f"hook.{_delivery_digest(hook_id, delivery_id)}"
 
 
 @dataclass(frozen=True)

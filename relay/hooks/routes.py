@@ -42,7 +42,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relay.adminauth import authorized_body
-from relay.errors import NotFound, RateLimited, RelayError, UnsupportedMediaType
+from relay.errors import NotFound, RelayError, UnsupportedMediaType, answer_headers
 from relay.hooks.model import (
     BODY_MAX_BYTES,
     PROVIDER_SECRET,
@@ -144,8 +144,12 @@ def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) ->
 
 
 def _error(exc: RemoteProtocolError | RelayError) -> Response:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-    return _json(exc.to_dict(), exc.status, headers)
+    return _json(exc.to_dict(), exc.status, answer_headers(exc))
+
+
+def _media(request: Request) -> str:
+    """The request body's media type, without its parameters (empty if none is given)."""
+    return (request.headers.get("content-type") or "").partition(";")[0].strip()
 
 
 def _where(request: Request) -> str:
@@ -222,7 +226,7 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
             return "hook_paused", _json(
                 {"error": "hook_paused", "message": message, "retry_after": PAUSED_RETRY_AFTER},
                 503, {"Retry-After": str(PAUSED_RETRY_AFTER)})
-        media = (request.headers.get("content-type") or "").partition(";")[0].strip()
+        media = _media(request)
         if _JSON_MEDIA_RE.fullmatch(media) is None:
             raise UnsupportedMediaType(
                 "a hook takes JSON bodies (Content-Type: application/json), not "
@@ -274,16 +278,11 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
             registry, identity, request.method, request.url.path,
             request.headers.get("authorization"), raw, "manage its hooks")
         await registry.require_active_account(account)
-        doc = None
-        if raw:
-            _, doc = await read_json_bytes(request, raw)
-        return account, doc
-
-    async def read_json_bytes(request: Request, raw: bytes) -> tuple[bytes, Any]:
-        media = (request.headers.get("content-type") or "").partition(";")[0].strip()
-        if _JSON_MEDIA_RE.fullmatch(media) is None:
+        if not raw:
+            return account, None
+        if _JSON_MEDIA_RE.fullmatch(_media(request)) is None:
             raise UnsupportedMediaType("send the body with Content-Type: application/json")
-        return raw, loads(raw)
+        return account, loads(raw)
 
     async def create(doc: Any, to: str | None) -> Response:
         try:
@@ -302,8 +301,8 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
         except ValidationError as exc:
             raise _invalid(exc) from exc
         record = await hooks.create(account, hook)
-        answer: dict[str, Any] = {"hook": record.shown(), "path": record.shown()["path"],
-                                  "secret": generated}
+        shown = record.shown()
+        answer: dict[str, Any] = {"hook": shown, "path": shown["path"], "secret": generated}
         if hook.source.kind == "none":
             answer["warning"] = ("source none: nothing is verified, whoever knows the URL "
                                  "can post to this hook")

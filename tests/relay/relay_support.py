@@ -28,11 +28,11 @@ import httpx
 import nats
 import pytest
 import websockets
-from tests_support import Member, NatsServer
+from tests_support import Member, NatsServer, relay_processes
 from ulid import ULID
 from websockets.asyncio.client import ClientConnection
 
-from relay.config import RelayConfig, StreamSettings
+from relay.config import RelayConfig, StreamSettings, parse_plans
 from relay.drain import consumer_name
 from relay.registry import Registry
 from relay.server import RelayServer
@@ -445,3 +445,19 @@ async def producer_fixture(relay: RelayServer, make_member: Any, alice: Member) 
     member: Member = await make_member("producers", with_home=False)
     await grant(relay, alice, member.id)
     return member.identity
+
+
+@contextlib.asynccontextmanager
+async def planned_relays(
+    nats_url: str, tmp_path: Path, plans: str, account: str, plan: str
+) -> AsyncIterator[list[Any]]:
+    """Two relay processes started with the plans file ``plans`` (``tmp_path/plans.toml``),
+    ``account`` created on ``plan``; all closed when the block ends."""
+    path = tmp_path / "plans.toml"
+    path.write_text(plans)
+    async with relay_processes(nats_url, tmp_path, "--config", str(path)) as relays:
+        found = parse_plans(plans, "plans.toml")
+        config = RelayConfig(nats=(nats_url,), data_dir=tmp_path, plans=found.plans,
+                             default_plan=found.default_plan)
+        await Registry(relays[0].store, config).create_account(account, plan)
+        yield relays

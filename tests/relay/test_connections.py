@@ -15,8 +15,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from relay_support import SOON, auth_frame, closed, edge_link, raw_socket, read_challenge
-from tests_support import Member, NatsServer, RelayProcess, enroll, wait_until
+from relay_support import (
+    SOON,
+    auth_frame,
+    closed,
+    edge_link,
+    planned_relays,
+    raw_socket,
+    read_challenge,
+)
+from tests_support import Member, NatsServer, enroll, wait_until
 
 from relay.config import RelayConfig, parse_plans
 from relay.registry import Registry
@@ -91,17 +99,7 @@ async def test_one_edge_too_many_is_refused_4429_and_another_account_is_not(
 async def test_the_cap_holds_across_processes_and_a_killed_one_stops_counting(
     nats_server: NatsServer, tmp_path: Path
 ):
-    path = tmp_path / "plans.toml"
-    path.write_text(PLANS)
-    relays = [RelayProcess(nats_server.url, tmp_path / f"relay{i}", "--config", str(path))
-              for i in range(2)]
-    try:
-        for relay in relays:
-            await relay.start()
-        found = parse_plans(PLANS, "plans.toml")
-        config = RelayConfig(nats=(nats_server.url,), data_dir=tmp_path, plans=found.plans,
-                             default_plan=found.default_plan)
-        await Registry(relays[0].store, config).create_account("small", "pair")
+    async with planned_relays(nats_server.url, tmp_path, PLANS, "small", "pair") as relays:
         alice, carol, dave = [await enroll(relays[0], "small") for _ in range(3)]
         async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(edge_link(relays[0], alice))
@@ -116,6 +114,3 @@ async def test_the_cap_holds_across_processes_and_a_killed_one_stops_counting(
 
             await wait_until(admitted, LINK_TTL_SECONDS + SOON, "the dead links expired")
             assert time.monotonic() - killed < LINK_TTL_SECONDS + 5
-    finally:
-        for relay in relays:
-            await relay.close()

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from relay_support import SOON, draft, pending, refused, stored_total
-from tests_support import NatsServer, RelayProcess, enroll, wait_until
+from relay_support import SOON, draft, pending, planned_relays, refused, stored_total
+from tests_support import NatsServer, enroll, wait_until
 
 from relay.config import RelayConfig, StreamSettings, parse_plans
 from relay.registry import Registry
@@ -100,24 +100,13 @@ async def test_the_per_identity_cap_refuses_that_identity_only(relay: RelayServe
 async def test_the_cap_is_counted_from_jetstream_by_every_relay_process(
     nats_server: NatsServer, tmp_path: Path
 ):
-    path = tmp_path / "plans.toml"
-    path.write_text(PLANS)
-    relays = [RelayProcess(nats_server.url, tmp_path / f"relay{i}", "--config", str(path))
-              for i in range(2)]
-    try:
-        for relay in relays:
-            await relay.start()
-        await Registry(relays[0].store, config(tmp_path, nats_server.url)).create_account(
-            "small", "capped")
+    async with planned_relays(nats_server.url, tmp_path, PLANS, "small", "capped") as relays:
         alice = await enroll(relays[0], "small")
         for _ in range(5):
             assert (await post_to(relays[0].url, alice.id, alice.token)).status_code == 202
         refused(await post_to(relays[1].url, alice.id, alice.token), 429, "quota_exceeded")
         refused(await post_to(relays[0].url, alice.id, alice.token), 429, "quota_exceeded")
         assert sum((await pending(relays[0], alice.id)).values()) == 5
-    finally:
-        for relay in relays:
-            await relay.close()
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import nats.js.errors
 import pytest
-from relay_support import SOON, draft, edge_link, item_id, refused
-from tests_support import NatsServer, RelayProcess, enroll, wait_until
+from relay_support import SOON, draft, edge_link, item_id, planned_relays, refused
+from tests_support import NatsServer, enroll, wait_until
 
 from relay import usage
 from relay.config import RelayConfig, StreamSettings, parse_plans
@@ -166,17 +166,7 @@ async def test_the_ledger_heals_when_interrupts_expire_and_is_reset_by_a_purge(
 
 
 async def test_two_relay_processes_share_the_ledger(nats_server: NatsServer, tmp_path: Path):
-    path = tmp_path / "plans.toml"
-    path.write_text(PLANS)
-    relays = [RelayProcess(nats_server.url, tmp_path / f"relay{i}", "--config", str(path))
-              for i in range(2)]
-    try:
-        for relay in relays:
-            await relay.start()
-        found = parse_plans(PLANS, "plans.toml")
-        config = RelayConfig(nats=(nats_server.url,), data_dir=tmp_path, plans=found.plans,
-                             default_plan=found.default_plan)
-        await Registry(relays[0].store, config).create_account("small", "bytes")
+    async with planned_relays(nats_server.url, tmp_path, PLANS, "small", "bytes") as relays:
         alice = await enroll(relays[0], "small")
         # A burst into both processes at once: add-then-check lets no race pass the cap.
         burst = await asyncio.gather(*(post_to(relays[n % 2].url, alice.id, alice.token)
@@ -205,6 +195,3 @@ async def test_two_relay_processes_share_the_ledger(nats_server: NatsServer, tmp
                 return response.status_code == 202
 
             await wait_until(accepted_again, SOON, "accepted once the edge acked")
-    finally:
-        for relay in relays:
-            await relay.close()
