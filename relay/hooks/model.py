@@ -2,7 +2,7 @@
 ``/v1/hooks/<hook id>`` for one identity. Data, frozen and strict (unknown fields are
 refused), validated field by field with a reason a person can act on.
 
-* ``id`` is the URL's secret part: ``secrets.token_urlsafe(24)``, 32 characters.
+* ``id`` is the URL's secret part: ``h`` and ``secrets.token_urlsafe(24)``, 33 characters.
 * ``source`` says how a delivery is verified (``relay.hooks.verify``): ``github``,
   ``stripe``, ``slack``, ``standard-webhooks``, ``hmac`` (header, algorithm, encoding,
   prefix, timestamp: for services that do their own thing) or ``none`` (nothing is
@@ -376,8 +376,10 @@ def new_secret(kind: str) -> str | None:
 
 def new_hook_id() -> str:
     """An unguessable hook id: 24 random bytes, URL-safe (the URL is the address, the
-    secret verifies; for ``none`` the URL is all there is)."""
-    return secrets.token_urlsafe(24)
+    secret verifies; for ``none`` the URL is all there is), after an ``h``: an id that
+    began with ``-`` (one in 64 did) was taken for an option by ``mailslot relay hook
+    show ID`` and every other command that takes it."""
+    return "h" + secrets.token_urlsafe(24)
 
 
 def new_hook(name: str, to: str, source: dict[str, Any], *, secret: str | None = None,

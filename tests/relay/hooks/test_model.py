@@ -28,8 +28,10 @@ from relay.hooks.stdwebhooks import check_secret
 
 
 def test_a_new_hook_gets_an_unguessable_id_and_a_generated_secret_where_mailslot_makes_it() -> None:
-    ids = {new_hook_id() for _ in range(50)}
-    assert len(ids) == 50 and all(re.fullmatch(r"[A-Za-z0-9_-]{32}", i) for i in ids)
+    ids = {new_hook_id() for _ in range(2000)}
+    # Never a leading "-" (one in 64 token_urlsafe ids had one: the CLI took the id for
+    # an option); 2,000 ids without the "h" would have one with odds of 1 - (63/64)^2000.
+    assert len(ids) == 2000 and all(re.fullmatch(r"h[A-Za-z0-9_-]{32}", i) for i in ids)
     made, secret = new_hook("ci", ALICE, {"kind": "github"})
     assert secret is not None and len(secret) >= 40
     assert made.valid_secrets(NOW) == [secret]
