@@ -39,6 +39,7 @@ import asyncio
 import os
 from collections import Counter
 
+import pytest
 from isolation_support import (
     FLOOD_BYTES,
     FLOOD_PENDING,
@@ -62,6 +63,10 @@ CALM_RATE = 100.0
 #: Flood windows (and as many without it, alternating), seconds each.
 CYCLES, WINDOW = 5, 0.5
 FLOOR_MS = 15.0
+
+# The p99 bound compares two latencies on a 2-core machine: with another test beside it
+# (pytest-xdist) the unloaded figure itself is noise. scripts/test runs it alone.
+pytestmark = pytest.mark.solo
 
 
 def within_budget(flooded: float, unloaded: float) -> bool:
