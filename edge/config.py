@@ -16,6 +16,8 @@ Layout::
     data_dir/watches.sqlite3        the watches' runtime state (see ``edge.store.watchstate``)
     config_dir/intents.toml         the user's intents (see ``edge.intents.file``)
     data_dir/activity.log           hash-chained, HMAC-signed activity log (0600)
+    data_dir/activity.log.NNN…      its rotated segments and retention record (see
+                                    ``edge.store.activitysegments``)
     config_dir/keys/activity.key    the activity log's HMAC key (0600)
 """
 
@@ -151,6 +153,29 @@ def _check_identity_doc(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+class RetentionConfig(BaseModel):
+    """How long the edge keeps what it is done with (``edge.json`` field ``retention``;
+    see ``edge.store.prune``). Days may be fractional, up to 100 years; 0 keeps that kind
+    forever."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    inbox_days: float = Field(default=90.0, ge=0, le=36500, allow_inf_nan=False)
+    deliveries_days: float = Field(default=90.0, ge=0, le=36500, allow_inf_nan=False)
+    log_segment_bytes: int = Field(default=16 << 20, ge=4096, le=1 << 40)
+    log_segment_days: float = Field(default=7.0, gt=0, le=36500, allow_inf_nan=False)
+    log_keep_days: float = Field(default=180.0, ge=0, le=36500, allow_inf_nan=False)
+    log_max_bytes: int = Field(default=1 << 30, ge=0, le=1 << 50)
+    check_every: float = Field(default=300.0, ge=0.05, le=86400, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> RetentionConfig:
+        if self.log_max_bytes and self.log_max_bytes < 2 * self.log_segment_bytes:
+            raise ValueError("log_max_bytes must be 0 (no cap) or at least twice "
+                             "log_segment_bytes")
+        return self
+
+
 class EdgeConfig(BaseModel):
     """Everything the edge needs to reach its relay. Written by ``mailslot edge init``.
 
@@ -169,6 +194,7 @@ class EdgeConfig(BaseModel):
     reconnect_base: float = Field(default=0.5, gt=0, allow_inf_nan=False)
     reconnect_cap: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     keepalive: float = Field(default=20.0, gt=0, allow_inf_nan=False)
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _backoff_rules(self) -> EdgeConfig:

@@ -3,11 +3,11 @@
 ``start`` (sync): take the home's lock, load config and key (refusing a key file others
 can read), open the stores and the intents file, build every part → ``run``: one
 ``asyncio.TaskGroup`` owns every part's task (the link, the decision engine, the intents
-watcher, the watches, the deliverer), until the caller's ``stop`` event is set or a part
-fails → ``stop(timeout)``: every part is asked to stop (they all watch one event), given
-``timeout`` seconds, and what is still running then is cancelled and reported by name
-→ ``close``: the link's status says disconnected, every store is closed, the lock goes
-back. Nothing of the daemon runs after ``run`` returns.
+watcher, the watches, the deliverer, the upkeep that bounds the disk), until the caller's
+``stop`` event is set or a part fails → ``stop(timeout)``: every part is asked to stop
+(they all watch one event), given ``timeout`` seconds, and what is still running then is
+cancelled and reported by name → ``close``: the link's status says disconnected, every
+store is closed, the lock goes back. Nothing of the daemon runs after ``run`` returns.
 
 Rules this module keeps:
 
@@ -43,10 +43,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.approvals.expiry import ApprovalTimer
 from edge.config import EdgeConfig, EdgePaths, load_config
 from edge.delivery.deliverer import Deliverer
 from edge.engine.decide import Engine
 from edge.errors import IntentFileError
+from edge.fswatch import FsWatchService
 from edge.intents.declarations import Declarations
 from edge.intents.model import IntentSet
 from edge.intents.reload import IntentWatcher
@@ -58,9 +60,11 @@ from edge.store.enginestate import EngineState, append_anchored
 from edge.store.inbox import Inbox, InboxItem
 from edge.store.instances import Instance
 from edge.store.watchstate import WatchState
+from edge.upkeep import Upkeep
 from edge.watches.events import LocalRaiser
 from edge.watches.runner import WatchRunner
 from shared.host.lockfile import FolderLock, edge_lock
+from shared.host.notify import ServiceNotifier
 from shared.host.waiting import first_of, settle
 from shared.identity import Identity
 
@@ -112,9 +116,12 @@ class EdgeDaemon:
     """Call ``start()``, then ``await run(stop)``; ``run`` stops and closes everything
     before it returns. ``cancelled``: the parts the last ``stop`` had to cancel."""
 
-    def __init__(self, paths: EdgePaths, *, stop_timeout: float = STOP_TIMEOUT) -> None:
+    def __init__(self, paths: EdgePaths, *, stop_timeout: float = STOP_TIMEOUT,
+                 notifier: ServiceNotifier | None = None) -> None:
         self.paths = paths
         self.stop_timeout = stop_timeout
+        #: Tells systemd (``Type=notify``) READY, WATCHDOG, STOPPING; silent without it.
+        self.notifier = notifier if notifier is not None else ServiceNotifier.from_environ()
         self.config: EdgeConfig | None = None
         self.identity: Identity | None = None
         self.inboxes: Inboxes | None = None
@@ -125,6 +132,12 @@ class EdgeDaemon:
         self.watches: WatchRunner | None = None
         self.deliverer: Deliverer | None = None
         self.instance: Instance | None = None
+        #: Rotates and prunes the activity log, prunes the inbox and deliveries (``edge.upkeep``).
+        self.upkeep: Upkeep | None = None
+        #: Expires pending approval requests when their time comes (``edge.approvals.expiry``).
+        self.approvals: ApprovalTimer | None = None
+        #: The daemon's one file-system watcher (intents file, poke file, file watches).
+        self.fs: FsWatchService | None = None
         self.arrived = asyncio.Event()
         self.cancelled: list[str] = []
         self._watch_state: WatchState | None = None
@@ -154,6 +167,8 @@ class EdgeDaemon:
         paths = self.paths
         self.config = load_config(paths)
         identity = self.identity = load_identity(paths.key_file)
+        self.upkeep = Upkeep(self.config.retention, paths)
+        self.upkeep.convert()  # once per older home, before anything else opens the stores
         inboxes = self.inboxes = Inboxes.open(paths.inbox_file)
         receiver = Receiver(identity, self.config.relay_public(), inboxes.receiver)
         self.link = EdgeLink(
@@ -163,8 +178,9 @@ class EdgeDaemon:
         activity = self.activity = ActivityLog.open(paths.activity_file, paths.activity_key_file)
         state = self._state = EngineState.open(paths.engine_file)
         activity.continue_after(state.log_anchor())
+        fs = self.fs = FsWatchService()
         self.watcher = IntentWatcher(paths.intents_file, self._intents_loaded,
-                                     self._intents_refused)
+                                     self._intents_refused, fs=fs)
         engine = self.engine = Engine(self.watcher.current, state, self._record_decisions,
                                       inbox=inboxes.engine)
         self._watch_state = WatchState.open(paths.watches_file)
@@ -174,6 +190,7 @@ class EdgeDaemon:
             activity.append,
             last_activity=lambda session, at: state.last_activity(session, at),
             poke_file=paths.poke_file,
+            fs=fs,
         )
         # Who holds this daemon's delivery claims: a fresh id per start, alive while this
         # process is (a held lock), so a restart takes back a crashed life's claims at once.
@@ -183,7 +200,11 @@ class EdgeDaemon:
             self.instance,
             spend_tokens=lambda tokens, at: state.spend(engine.day_of(at.timestamp()),
                                                         tokens=tokens),
+            poke_file=paths.poke_file, fs=fs,
         )
+        intents = self.watcher
+        self.approvals = ApprovalTimer(
+            paths, lambda: _declarations(intents.current).approvals, fs=fs)
         engine.on_decided.append(self.watches.observe)
         engine.on_woken.append(self.watches.woken)
         self.watches.set_declarations(_declarations(self.watcher.current))
@@ -232,15 +253,19 @@ class EdgeDaemon:
     def parts(self) -> dict[str, Part]:
         """The parts ``run`` starts, by the task name ``stop`` reports them under."""
         link, engine, watcher = self.link, self.engine, self.watcher
-        watches, deliverer = self.watches, self.deliverer
+        watches, deliverer, approvals = self.watches, self.deliverer, self.approvals
+        upkeep = self.upkeep
         assert link is not None and engine is not None and watcher is not None, "start() first"
-        assert watches is not None and deliverer is not None
+        assert watches is not None and deliverer is not None and approvals is not None
+        assert upkeep is not None
         return {
             "link": link.run,
             "engine": lambda stop: engine.run(self.arrived, stop),
             "intents": watcher.run,
             "watches": watches.run,
             "deliveries": lambda stop: deliverer.run(engine.queued, stop),
+            "approvals": approvals.run,
+            "upkeep": upkeep.run,
         }
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -260,7 +285,11 @@ class EdgeDaemon:
             async with asyncio.TaskGroup() as group:
                 for name, part in parts.items():
                     self._tasks[name] = group.create_task(self._guard(name, part), name=name)
+                await asyncio.sleep(0)  # every part has begun: the inbox is open, the link dials
+                self.notifier.ready(f"edge {self.link.identity.id}")
+                group.create_task(self.notifier.watchdog(self._stopping), name="watchdog")
                 await first_of(stop.wait(), self._stopping.wait())
+                self.notifier.stopping()
                 await self.stop(self.stop_timeout)
         finally:
             self._tasks = {}
@@ -322,6 +351,9 @@ class EdgeDaemon:
         if self.activity is not None:
             self.activity.close()
             self.activity = None
+        if self.fs is not None:  # after every part's watch ended (``run`` waited for them)
+            self.fs.close()
+            self.fs = None
         if self._lock is not None:  # last: nothing of this daemon is open any more
             self._lock.release()
             self._lock = None

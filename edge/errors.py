@@ -26,12 +26,24 @@ imports from ``shared`` only, and any edge module can import it without a cycle:
     │   ├── WatchDefinitionError  invalid_watch: a watch that cannot be watched as defined
     │   ├── FsWatchError        fswatch_failed: the kernel's change reports fail for a folder
     │   ├── InvalidArguments    invalid_arguments: an MCP tool called off its schema
+    │   ├── DeliveryError       delivery_error: `mailslot deliveries` refused; nothing changed
+    │   │   ├── UnknownDelivery     unknown_delivery: no delivery with that key or number
+    │   │   ├── NotRetryable        not_retryable: pending, running or delivered already
+    │   │   ├── NotDroppable        not_droppable: running, or delivered already
+    │   │   └── RouteDisabled       route_disabled: its route is disabled (a 410): resume it
+    │   ├── HookInputError      hook_input: what Claude Code gave a hook is not usable
+    │   ├── ClaudeSettingsError claude_settings: a Claude Code settings file cannot be edited
+    │   ├── ServiceError        service_error: `mailslot service` could not do it
+    │   │   ├── NeedsRoot           needs_root: a --system install or uninstall, not as root
+    │   │   └── ServiceManagerFailed  service_manager_failed: systemctl/launchctl refused
     │   └── ApprovalError       approval_error: an approval refused; nothing was changed
     │       ├── InvalidAction       invalid_action: not an action pattern
     │       ├── UnknownApproval     unknown_approval: no approval with that id
     │       ├── AlreadyDecided      already_decided: the approval is decided already
     │       ├── WiderAction         wider_action: an edit may only narrow the action
-    │       └── InvalidRequest      invalid_request: a summary, note, session or intent refused
+    │       ├── InvalidRequest      invalid_request: a summary, note, session or intent refused
+    │       └── InvalidPermissionRequest  invalid_permission_request: a Claude Code
+    │                                     permission request that cannot be read
     └── BadLine             bad_line: an activity log line that does not parse; its reader
                             and verifier catch it (edge.store.activityline)
     RemoteError
@@ -204,6 +216,72 @@ class InvalidArguments(EdgeError):
     code = "invalid_arguments"
 
 
+class DeliveryError(EdgeError):
+    """Root of the refusals of ``mailslot deliveries`` (nothing was changed)."""
+
+    code = "delivery_error"
+
+
+class UnknownDelivery(DeliveryError):
+    code = "unknown_delivery"
+
+
+class NotRetryable(DeliveryError):
+    """Only a delivery that gave up (``failed``: out of attempts, or skipped while its
+    route was disabled) or ended in ``error`` can be sent again."""
+
+    code = "not_retryable"
+
+
+class NotDroppable(DeliveryError):
+    """A running delivery, or one its runtime took, cannot be dropped."""
+
+    code = "not_droppable"
+
+
+class RouteDisabled(DeliveryError):
+    """The intent's route is disabled (its runtime answered 410): ``mailslot intent
+    resume ID`` first."""
+
+    code = "route_disabled"
+
+
+class HookInputError(EdgeError):
+    """What Claude Code handed a ``mailslot hook claude`` command on stdin is not a
+    JSON object of the documented shape (outside input: refused, never a traceback)."""
+
+    code = "hook_input"
+
+
+class ClaudeSettingsError(EdgeError):
+    """A Claude Code settings file (``settings.json``, ``.mcp.json``) is not a JSON
+    object, or its entries are not of the shape ``mailslot claude install`` edits; it is
+    left untouched."""
+
+    code = "claude_settings"
+
+
+class ServiceError(EdgeError):
+    """``mailslot service`` cannot install, remove or show the service as asked (the
+    message says what to do); what it wrote so far stays listed in its manifest."""
+
+    code = "service_error"
+
+
+class NeedsRoot(ServiceError):
+    """A ``--system`` unit is written to ``/etc/systemd/system``: run it with sudo, or
+    ``--dry-run`` to see it."""
+
+    code = "needs_root"
+
+
+class ServiceManagerFailed(ServiceError):
+    """``systemctl``/``launchctl`` (or ``useradd``, ``loginctl``) exited non-zero or is
+    missing; the message carries its command line and what it printed."""
+
+    code = "service_manager_failed"
+
+
 class ApprovalError(EdgeError):
     """Root of the approval errors (all the caller's fault; nothing was changed)."""
 
@@ -233,6 +311,18 @@ class InvalidRequest(ApprovalError):
     """A summary, note, session or intent that cannot be stored."""
 
     code = "invalid_request"
+
+
+class InvalidPermissionRequest(ApprovalError):
+    """A ``notifications/claude/channel/permission_request`` whose params cannot be read
+    (outside input). ``request_id``: the request's id when that much was readable (the
+    channel then answers ``deny``), else ``None`` (nothing to answer)."""
+
+    code = "invalid_permission_request"
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
 
 
 class RelayRefused(RemoteError):

@@ -1,6 +1,7 @@
-"""The admin API: accounts, enrollment tokens, producer tokens and identities, under
-``/v1/admin/…``, every request authenticated by the admin credential
-(``relay.adminauth``: ``Authorization: Bearer msa_…``)::
+"""The admin API: accounts, enrollment tokens, producer tokens, identities, admin
+identities and the admin credential, under ``/v1/admin/…``, every request authenticated
+by the admin credential (``Authorization: Bearer msa_…``) or signed by an admin identity
+(``Authorization: Mailslot-Signature …``), both checked by ``relay.adminauth``::
 
     POST   /v1/admin/accounts                              create {name}
     GET    /v1/admin/accounts                              list
@@ -17,6 +18,10 @@
     DELETE /v1/admin/accounts/{account}/tokens/{id}        revoke
     GET    /v1/admin/accounts/{account}/identities         list
     DELETE /v1/admin/accounts/{account}/identities/{id}    revoke
+    GET    /v1/admin/admins                                the admin identities
+    PUT    /v1/admin/admins/{id}                           name an identity admin
+    DELETE /v1/admin/admins/{id}                           ... and no longer
+    POST   /v1/admin/admin-key/rotate                      a new admin credential, shown once
 
 ``relay.app`` mounts ``admin_routes`` and hands in its ``guarded`` wrapper (errors to
 answers) and its body readers. Every handler reads the body first (a refusal then
@@ -35,7 +40,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay.adminauth import authorized_body
+from relay.adminauth import (
+    admin_identities,
+    authorized_body,
+    check_admin,
+    grant_admin,
+    revoke_admin,
+    rotate_admin_credential,
+)
 from relay.config import Plan
 from relay.errors import NotFound
 from relay.hooks.registry import HookRegistry
@@ -60,6 +72,8 @@ BodyReader = Callable[[Request], Awaitable[bytes]]
 JsonReader = Callable[[Request], Awaitable[tuple[bytes, Any]]]
 
 PREFIX = "/v1/admin/accounts"
+ADMINS = "/v1/admin/admins"
+ROTATE_KEY = "/v1/admin/admin-key/rotate"
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -128,6 +142,28 @@ def _account(request: Request) -> str:
     return name
 
 
+def _identity(request: Request) -> str:
+    """The identity named in the path; an id that cannot exist is simply unknown."""
+    identity = str(request.path_params["id"])
+    if IDENTITY_RE.fullmatch(identity) is None:
+        raise NotFound(f"no identity {identity[:64]!r}", code="unknown_identity")
+    return identity
+
+
+def admin_reader(
+    request: Request, body: bool, read_body: BodyReader, read_json: JsonReader
+) -> Callable[[], Awaitable[tuple[bytes, Any]]]:
+    """What ``relay.adminauth.authorized_body`` reads: the raw body (a signature covers
+    it) and, with ``body``, its JSON. The hook routes' admin side uses it too."""
+
+    async def read() -> tuple[bytes, Any]:
+        if body:
+            return await read_json(request)
+        return await read_body(request), None
+
+    return read
+
+
 def admin_routes(
     store: Store, registry: Registry, guarded: Callable[[Handler], Handler],
     read_body: BodyReader, read_json: JsonReader,
@@ -135,16 +171,11 @@ def admin_routes(
     """The admin API's routes, for ``relay.app``'s route list."""
 
     async def authorized(request: Request, body: bool = False) -> Any:
-        """The request's JSON body (with ``body``), once the admin credential is checked
-        (``relay.adminauth.authorized_body``)."""
-
-        async def read() -> Any:
-            if body:
-                return (await read_json(request))[1]
-            await read_body(request)
-            return None
-
-        return await authorized_body(store, request.headers.get("authorization"), read)
+        """The request's JSON body (with ``body``), once the admin credential or the
+        admin identity's signature is checked (``relay.adminauth.authorized_body``)."""
+        return await authorized_body(registry, request.method, request.url.path,
+                                     request.headers.get("authorization"),
+                                     admin_reader(request, body, read_body, read_json))
 
     async def create_account(request: Request) -> Response:
         body = _parse(AccountCreate, await authorized(request, body=True))
@@ -179,7 +210,10 @@ def admin_routes(
     async def delete_account(request: Request) -> Response:
         await authorized(request)
         account = _account(request)
+        members = [i["id"] for i in await registry.identities(account)]
         purged = await registry.delete_account(account)
+        for identity in members:  # re-enrolling the same key must not bring admin back
+            await revoke_admin(store, identity)
         hooks = await HookRegistry(store).delete_account(account)  # deliveries then 410
         return JSONResponse({"name": account, "deleted": True, "purged": purged,
                              "hooks_deleted": hooks})
@@ -249,8 +283,35 @@ def admin_routes(
             raise NotFound(f"no identity {identity[:64]!r} in account {account}",
                            code="unknown_identity")
         purged = await registry.revoke_identity(account, identity)
+        await revoke_admin(store, identity)
         return JSONResponse({"id": identity, "account": account, "revoked": True,
                              "purged_interrupts": purged})
+
+    async def list_admins(request: Request) -> Response:
+        await authorized(request)
+        return JSONResponse({"admins": await admin_identities(registry)})
+
+    async def grant(request: Request) -> Response:
+        by = await authorized_as(request)
+        identity = _identity(request)
+        return JSONResponse(await grant_admin(registry, identity, by))
+
+    async def revoke(request: Request) -> Response:
+        await authorized(request)
+        identity = _identity(request)
+        return JSONResponse({"id": identity, "admin": False,
+                             "was_admin": await revoke_admin(store, identity)})
+
+    async def rotate_key(request: Request) -> Response:
+        await authorized(request)
+        secret, rotated_at = await rotate_admin_credential(store)
+        return JSONResponse({"admin_key": secret, "rotated_at": rotated_at})
+
+    async def authorized_as(request: Request) -> str:
+        """Who sent this body-less request: ``relay.adminauth.BY_KEY`` or the signer."""
+        raw = await read_body(request)
+        return await check_admin(registry, request.method, request.url.path,
+                                 request.headers.get("authorization"), raw)
 
     one = PREFIX + "/{account}"
     table: list[tuple[str, str, Handler]] = [
@@ -269,6 +330,10 @@ def admin_routes(
         (one + "/tokens/{id}", "DELETE", revoke_token),
         (one + "/identities", "GET", list_identities),
         (one + "/identities/{id}", "DELETE", revoke_identity),
+        (ADMINS, "GET", list_admins),
+        (ADMINS + "/{id}", "PUT", grant),
+        (ADMINS + "/{id}", "DELETE", revoke),
+        (ROTATE_KEY, "POST", rotate_key),
     ]
     return [Route(path, guarded(handler), methods=[method]) for path, method, handler in table]
 

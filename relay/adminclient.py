@@ -6,36 +6,52 @@ Which relay, and with which credential (``resolve_target``): ``--relay URL``, el
 relay running in this data folder (``DATA_DIR/relay.json``, its pid alive), else
 ``relay_not_running``; the credential from ``--admin-key-file FILE``, else
 ``MAILSLOT_ADMIN_KEY``, else (for the local relay only) ``DATA_DIR/admin.key``, else
-``missing_admin_key``. A refusal by the relay is raised as a ``RemoteError`` carrying
-the relay's code, so the command exits 1 with ``mailslot: CODE: message``.
+``missing_admin_key``. With ``--sign`` there is no credential: each request is signed
+by this ``MAILSLOT_HOME``'s edge identity (``shared.auth.request_header``, as the edge
+signs its grants), which the relay must know as an admin identity; the relay is then
+``--relay URL``, else the one that identity is enrolled with. A refusal by the relay is
+raised as a ``RemoteError`` carrying the relay's code, so the command exits 1 with
+``mailslot: CODE: message``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
 from relay.adminauth import ADMIN_KEY_FILE, read_admin_key
-from relay.config import RUNTIME_FILE
+from relay.config import RUNTIME_FILE, relay_data_dir
+from shared.auth import request_header
 from shared.errors import LocalError, RemoteError
+from shared.identity import Identity
 
 ADMIN_KEY_ENV = "MAILSLOT_ADMIN_KEY"
+#: This home's edge identity and, when asked (``True``), the URL of the relay it is
+#: enrolled with: ``edge.cli.relay`` hands it in as ``args.edge_key`` (the relay never
+#: imports ``edge``), and it is called only for ``--sign``.
+EdgeKey = Callable[[bool], tuple[Identity, str | None]]
 
 
 @dataclass(frozen=True)
 class AdminTarget:
     url: str
-    key: str
-    #: Set when the relay was found in the data folder (not named with ``--relay``):
-    #: the line the command prints on stderr to say which relay it talks to.
+    #: The admin credential, or None when requests are signed by ``signer``.
+    key: str | None
+    #: Set when the relay was not named with ``--relay`` (found in the data folder, or
+    #: the one the signing identity enrolled with): the line the command prints on
+    #: stderr to say which relay it talks to.
     note: str | None = None
+    signer: Identity | None = None
 
 
 def running_relay(data_dir: Path) -> dict[str, Any] | None:
@@ -51,8 +67,10 @@ def running_relay(data_dir: Path) -> dict[str, Any] | None:
 
 def resolve_target(
     relay_url: str | None, key_file: Path | None, data_dir: Path,
-    environ: Mapping[str, str] = os.environ,
+    environ: Mapping[str, str] = os.environ, sign: EdgeKey | None = None,
 ) -> AdminTarget:
+    if sign is not None:
+        return _signed_target(relay_url, sign)
     note = None
     if relay_url:
         url = relay_url.rstrip("/")
@@ -67,6 +85,35 @@ def resolve_target(
         note = f"using the relay running in {data_dir} (pid {runtime['pid']}) at {url}"
     key = _admin_key(key_file, environ, None if relay_url else data_dir)
     return AdminTarget(url, key, note)
+
+
+def _signed_target(relay_url: str | None, sign: EdgeKey) -> AdminTarget:
+    identity, enrolled = sign(not relay_url)
+    if relay_url:
+        return AdminTarget(relay_url.rstrip("/"), None, None, identity)
+    if not enrolled:
+        raise LocalError("this identity is enrolled with no relay: name one with --relay URL",
+                         code="relay_not_running")
+    url = enrolled.rstrip("/")
+    return AdminTarget(url, None, f"signing as {identity.id} at the relay it is enrolled "
+                       f"with, {url}", identity)
+
+
+def client_from_args(args: argparse.Namespace) -> AdminClient:
+    """The client an admin command's flags name (``--relay``, ``--admin-key-file``,
+    ``--sign``, ``--data-dir``: ``relay.cli``), after saying on stderr which relay it
+    talks to when that was not named."""
+    sign: EdgeKey | None = None
+    if getattr(args, "sign", False):
+        sign = getattr(args, "edge_key", None)
+        if sign is None:
+            raise LocalError("--sign needs the edge's home (run as `mailslot relay …`)",
+                             code="not_initialized")
+    target = resolve_target(args.relay, args.admin_key_file,
+                            args.data_dir or relay_data_dir(), sign=sign)
+    if target.note is not None:
+        print(f"mailslot: {target.note}", file=sys.stderr, flush=True)
+    return AdminClient(target)
 
 
 def _admin_key(key_file: Path | None, environ: Mapping[str, str], local: Path | None) -> str:
@@ -99,10 +146,19 @@ class AdminClient:
         self.timeout = timeout
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        headers = {"Authorization": f"Bearer {self.target.key}"}
+        content = b"" if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.target.signer is not None:
+            # The relay checks the signature over the path it routes (percent-decoded,
+            # without the query) and exactly these body bytes.
+            signed_path = unquote(urlsplit(path).path)
+            headers["Authorization"] = request_header(
+                self.target.signer, method, signed_path, int(time.time()), content)
+        else:
+            headers["Authorization"] = f"Bearer {self.target.key}"
         try:
             response = httpx.request(
-                method, self.target.url + path, json=body, headers=headers,
+                method, self.target.url + path, content=content, headers=headers,
                 timeout=self.timeout,
             )
         except httpx.HTTPError as exc:

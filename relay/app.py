@@ -31,7 +31,8 @@ import os
 import random
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -43,6 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from relay.admin import admin_routes
+from relay.admission import HandshakeGate
 from relay.connections import LinkQuotas
 from relay.drain import LinkHub
 from relay.errors import (
@@ -50,15 +52,16 @@ from relay.errors import (
     RelayError,
     RelayFull,
     Unauthorized,
-    UnsupportedMediaType,
     answer_headers,
 )
 from relay.hooks.routes import hook_routes
 from relay.ingest import BatchResult, Ingest, Stored
-from relay.metrics import MetricsEndpoint, ObserveMiddleware, metrics_of
+from relay.metrics import MetricsEndpoint, ObserveMiddleware, metrics_of, route_template
 from relay.openapi import OpenApiEndpoint
+from relay.plaintext import check_json_media as check_json_type
 from relay.plaintext import check_text_media, decode_text, options, send_draft
 from relay.ratelimit import AddressLimiter
+from relay.readiness import ReadyCheck
 from relay.registry import ProducerToken, Registry
 from relay.session import LinkSession
 from relay.signedrequest import check_signed_request
@@ -98,6 +101,8 @@ class Services:
     #: Links this process holds at most (``--max-links``); past it a handshake is refused
     #: with ``503 relay_full`` and a jittered ``Retry-After``. None: no cap.
     max_links: int | None = None
+    #: Handshakes worked on at once; past it ``503 relay_full`` at once (``relay.admission``).
+    handshakes: HandshakeGate = field(default_factory=HandshakeGate)
 
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -107,8 +112,6 @@ FULL_RETRY_SECONDS = (5, 30)
 #: A request id a client (or a load balancer in front) may choose; anything else is
 #: replaced by a fresh one, so that no outside text reaches a log line unchecked.
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-#: ``application/json``, ``application/<anything>+json``; parameters allowed.
-_JSON_MEDIA_RE = re.compile(r"application/(?:[a-z0-9!#$&^_.-]+\+)?json", re.IGNORECASE)
 
 
 class ErrorResponse(JSONResponse):
@@ -167,7 +170,8 @@ class RequestIdMiddleware:
 def internal_error(request: Request, exc: BaseException) -> Response:
     """The one log line of an unexpected exception, and the 500 that says which."""
     rid = request_id(request.scope)
-    log.error("request %s: %s %s failed", rid, request.method, request.url.path, exc_info=exc)
+    log.error("request %s: %s %s failed", rid, request.method, route_template(dict(request.scope)),
+              exc_info=exc)
     return ErrorResponse(
         {"error": "internal", "message": "the relay failed to handle this request; "
          "it has been logged", "request_id": rid},
@@ -176,22 +180,8 @@ def internal_error(request: Request, exc: BaseException) -> Response:
 
 
 def check_json_media(request: Request) -> None:
-    """Refuse a body that does not say it is JSON (415): a form post (``curl -d`` without
-    ``-H 'Content-Type: application/json'``) gets a clear answer, not a parse error."""
-    header = request.headers.get("content-type")
-    if header is None:
-        raise UnsupportedMediaType("send the body with Content-Type: application/json")
-    media, _, params = header.partition(";")
-    if _JSON_MEDIA_RE.fullmatch(media.strip()) is None:
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json, not {media.strip()[:64]!r}"
-        )
-    for param in params.split(";"):
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
-            "utf-8", "utf8"
-        ):
-            raise UnsupportedMediaType("JSON bodies must be UTF-8 (charset=utf-8)")
+    """Refuse a body that does not say it is JSON (415; ``relay.plaintext``)."""
+    check_json_type(request.headers.get("content-type"))
 
 
 def guarded(handler: Handler) -> Handler:
@@ -204,7 +194,7 @@ def guarded(handler: Handler) -> Handler:
         except (RemoteProtocolError, RelayError) as exc:
             if exc.status >= 500 and not isinstance(exc, ByteQuotaExceeded):  # a tenant's cap
                 log.warning("request %s: %s %s: %s", request_id(request.scope),
-                            request.method, request.url.path, exc.message)
+                            request.method, route_template(dict(request.scope)), exc.message)
             return error_response(exc)
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is left to read it
@@ -218,6 +208,7 @@ def build_app(services: Services) -> Starlette:
     quota = services.ingest.quota  # the plans' caps of links (relay.connections)
     link_quotas = LinkQuotas(services.store, services.registry,
                              quota.ledger if quota is not None else None)
+    ready_check = ReadyCheck(services.store)
 
     async def read_body(request: Request, limit: int | None = None) -> bytes:
         """The whole body, size-capped. Read before any other check refuses the request,
@@ -255,8 +246,23 @@ def build_app(services: Services) -> Starlette:
         return JSONResponse({"id": stored.id, "duplicate": stored.duplicate}, status_code=status)
 
     async def post_interrupt(request: Request) -> Response:
-        _, doc = await read_json(request)
-        return stored_response(await services.ingest.submit_doc(doc, await producer_of(request)))
+        """A producer over its limits is refused from the request's head
+        (``Ingest.refuse_early``) before its body is parsed; any other refusal comes in
+        the usual order (the body's before the token's)."""
+        body = await read_body(request)
+        check_json_media(request)
+        try:
+            producer = await producer_of(request)
+        except (RemoteProtocolError, RelayError):
+            producer, token_refused = None, True
+        else:
+            token_refused = False
+            if producer is not None:
+                await services.ingest.refuse_early(producer)
+        doc = loads(body)
+        if token_refused:
+            producer = await producer_of(request)  # its refusal, now the body's is known
+        return stored_response(await services.ingest.submit_doc(doc, producer))
 
     def batch_item(result: BatchResult) -> dict[str, Any]:
         if isinstance(result, Stored):
@@ -289,6 +295,8 @@ def build_app(services: Services) -> Starlette:
         to = check_identity(request.path_params["id"])
         check_text_media(request.headers.get("content-type"))
         producer = await producer_of(request)
+        if producer is not None:  # over its limits: refused before the text is read
+            await services.ingest.refuse_early(producer)
         opts = options(request.query_params.multi_items(), request.headers)
         if producer is None:
             raise Unauthorized(
@@ -345,11 +353,13 @@ def build_app(services: Services) -> Starlette:
 
     async def healthz(_request: Request) -> Response:
         ok = services.healthy()
-        return JSONResponse({"ok": ok}, status_code=200 if ok else 503)
+        # The relay's clock, for `mailslot doctor`'s skew check (signatures allow 300 s).
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        return JSONResponse({"ok": ok, "time": now}, status_code=200 if ok else 503)
 
     async def readyz(_request: Request) -> Response:
-        ready = services.store.ready
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        state = await ready_check.check()  # cached ~1 s (relay.readiness)
+        return JSONResponse(state.to_dict(), status_code=200 if state.ready else 503)
 
     links = [0]  # open in this process (handshakes counted from their first byte)
 
@@ -359,13 +369,27 @@ def build_app(services: Services) -> Starlette:
                 f"this relay holds its {services.max_links} links; retry later",
                 retry_after=random.randint(*FULL_RETRY_SECONDS))))
             return
+        started = services.handshakes.enter()
+        if started is None:  # busy: answered at once, before any crypto
+            await ws.send_denial_response(error_response(RelayFull(
+                "this relay is busy with other edges' handshakes; retry later",
+                retry_after=services.handshakes.retry_after())))
+            return
         links[0] += 1
+        welcomed = [False]
+
+        def on_welcome() -> None:
+            welcomed[0] = True
+            services.handshakes.leave(started, welcomed=True)
+
         try:
-            await serve_link(ws)
+            await serve_link(ws, on_welcome)
         finally:
+            if not welcomed[0]:
+                services.handshakes.leave(started, welcomed=False)
             links[0] -= 1
 
-    async def serve_link(ws: WebSocket) -> None:
+    async def serve_link(ws: WebSocket, on_welcome: Callable[[], None]) -> None:
         if services.gate is not None:
             try:  # per client address: an HTTP 429 (Retry-After) instead of the upgrade
                 await services.gate.check(ws.scope)
@@ -377,7 +401,8 @@ def build_app(services: Services) -> Starlette:
             return
         await ws.accept(subprotocol=SUBPROTOCOL)
         session = LinkSession(ws, services.hub, services.registry, services.relay,
-                              services.auth_timeout, quotas=link_quotas)
+                              services.auth_timeout, quotas=link_quotas,
+                              welcomed=on_welcome)
         try:
             await session.run()
         finally:
@@ -389,7 +414,7 @@ def build_app(services: Services) -> Starlette:
         # Early in the list: a route is found by trying each in turn, and providers post
         # webhooks at the rate producers post interrupts.
         *hook_routes(services.store, services.registry, services.ingest, services.gate,
-                     read_body, read_json),
+                     guarded, read_body, read_json),
         Route("/v1/send/{id}", guarded(send_text), methods=["POST"]),
         Route("/v1/enroll", guarded(enroll), methods=["POST"]),
         Route("/v1/identities/{id}", guarded(get_identity), methods=["GET"]),
@@ -432,6 +457,8 @@ def build_app(services: Services) -> Starlette:
         },
     )
     app.state.connect = connect  # for ``LinksFirst``
+    app.state.handshakes = services.handshakes  # for tests and benchmarks
+    app.state.ready_check = ready_check
     return app
 
 

@@ -103,9 +103,14 @@ def add_admin_commands(
         p.add_argument("--relay", metavar="URL",
                        help="the relay's URL (default: the relay running in this "
                        "MAILSLOT_HOME, from DATA_DIR/relay.json)")
-        p.add_argument("--admin-key-file", type=Path, metavar="FILE",
-                       help="the admin credential (default: $MAILSLOT_ADMIN_KEY, else "
-                       "DATA_DIR/admin.key of the local relay)")
+        how = p.add_mutually_exclusive_group()
+        how.add_argument("--admin-key-file", type=Path, metavar="FILE",
+                         help="the admin credential (default: $MAILSLOT_ADMIN_KEY, else "
+                         "DATA_DIR/admin.key of the local relay)")
+        how.add_argument("--sign", action="store_true",
+                         help="no admin credential: sign the request with this "
+                         "MAILSLOT_HOME's edge identity, an admin identity of the relay "
+                         "(default relay: the one it is enrolled with)")
         p.add_argument("--data-dir", type=Path, help="the local relay's data folder")
         return p
 
@@ -165,6 +170,17 @@ def add_admin_commands(
     with_account(admin("identity list", "the account's identities", identity))
     with_account(admin("identity revoke", "remove an identity: its link is refused, its "
                        "queued interrupts purged", identity)).add_argument("id")
+    p = admin("identity admin", "let an enrolled identity administer the relay with "
+              "signed requests (--grant), or no longer (--revoke)", identity)
+    p.add_argument("id")
+    grant = p.add_mutually_exclusive_group(required=True)
+    grant.add_argument("--grant", action="store_true", help="name it an admin identity")
+    grant.add_argument("--revoke", action="store_true", help="withdraw its admin")
+    admin("identity admins", "the admin identities", identity)
+    admin_key = relay.add_parser("admin-key", help="the relay's admin credential")
+    admin("admin-key rotate", "make a new admin credential (shown once; the old one is "
+          "refused at once); saved in DATA_DIR/admin.key of the local relay and in "
+          "--admin-key-file FILE", admin_key.add_subparsers(metavar="COMMAND"))
     add_hook_commands(relay, admin)  # mailslot relay hook … (relay.hooks.cli)
 
 

@@ -3,7 +3,8 @@ accounts, enrollment tokens, producer tokens and identities.
 
 Admin commands are clients of the admin API (``relay.adminclient``): ``--relay URL``, or
 the relay running in this data folder (they say so on stderr); with none running they
-fail with ``relay_not_running`` and never open a store. Tokens are printed once and
+fail with ``relay_not_running`` and never open a store. ``--sign`` signs them with this
+home's edge identity instead of the admin key. Tokens are printed once and
 stored only as hashes. ``serve`` makes the admin credential on the first start and
 prints it once.
 
@@ -17,17 +18,19 @@ import argparse
 import asyncio
 import json
 import logging
-import sys
 from collections.abc import Callable
 from typing import Any
 
+from relay.admin import ADMINS, ROTATE_KEY
 from relay.admin import PREFIX as ACCOUNTS
-from relay.adminauth import ADMIN_KEY_FILE, ensure_admin_credential
-from relay.adminclient import AdminClient, resolve_target, segment
+from relay.adminauth import ADMIN_KEY_FILE, ensure_admin_credential, write_key_file
+from relay.adminclient import AdminClient, client_from_args, segment
 from relay.cli import config_from
 from relay.config import relay_data_dir
 from relay.hookcommands import HOOK_COMMANDS
 from relay.server import RelayServer, run
+from shared.errors import LocalError
+from shared.host.notify import ServiceNotifier
 from shared.host.signals import stop_on_signals
 from shared.host.waiting import first_of
 
@@ -62,11 +65,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 text += (f"\nadmin key (shown once; saved in "
                          f"{config.data_dir / ADMIN_KEY_FILE}): {admin_key}")
             _print(args, announced, text)
+            # systemd (Type=notify): NATS is up and the port listens; then the watchdog.
+            notifier = ServiceNotifier.from_environ()
+            notifier.ready(f"relay listening on {server.url}")
             waiter = asyncio.ensure_future(server.wait())
+            watchdog = asyncio.ensure_future(notifier.watchdog(stop))
             try:
                 await first_of(waiter, stop.wait())
             finally:
                 log.info("stopping relay")
+                notifier.stopping()
+                stop.set()
+                await watchdog
                 await server.stop()
             if not waiter.cancelled():
                 waiter.result()  # StoreLost: exit with its code
@@ -76,12 +86,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> AdminClient:
-    target = resolve_target(
-        args.relay, args.admin_key_file, args.data_dir or relay_data_dir()
-    )
-    if target.note is not None:
-        print(f"mailslot: {target.note}", file=sys.stderr, flush=True)
-    return AdminClient(target)
+    """``--relay``, else the local relay; the admin key, or ``--sign``
+    (``relay.adminclient.client_from_args``)."""
+    return client_from_args(args)
 
 
 def _account_path(name: str, *rest: str) -> str:
@@ -233,6 +240,51 @@ def cmd_identity_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_identity_admin(args: argparse.Namespace) -> int:
+    path = f"{ADMINS}/{segment(args.id)}"
+    if args.grant:
+        doc = _client(args).request("PUT", path)
+        _print(args, doc, f"identity {args.id} (account {doc['account']}) may now "
+               "administer the relay with signed requests")
+    else:
+        doc = _client(args).request("DELETE", path)
+        _print(args, doc, f"identity {args.id} is no longer an admin" if doc["was_admin"]
+               else f"identity {args.id} was not an admin")
+    return 0
+
+
+def cmd_identity_admins(args: argparse.Namespace) -> int:
+    admins = _client(args).request("GET", ADMINS)["admins"]
+    lines = [f"{a['id']}  account {a['account'] or '(not enrolled)'}  since "
+             f"{a['granted_at']}  by {a['granted_by']}" for a in admins]
+    _print(args, admins, "\n".join(lines) or "(none)")
+    return 0
+
+
+def cmd_admin_key_rotate(args: argparse.Namespace) -> int:
+    """Rotate, then save the new key where the old one was read from: the local relay's
+    ``DATA_DIR/admin.key`` (no ``--relay``) and ``--admin-key-file FILE``. The key is
+    printed even when a file cannot be written: it is the one copy."""
+    doc = _client(args).request("POST", ROTATE_KEY)
+    files = [f for f in (
+        None if args.relay or args.sign else (args.data_dir or relay_data_dir()) / ADMIN_KEY_FILE,
+        args.admin_key_file) if f is not None]
+    saved, failures = [], []
+    for path in dict.fromkeys(files):
+        try:
+            write_key_file(path, doc["admin_key"])
+            saved.append(str(path))
+        except OSError as exc:
+            failures.append(f"cannot write {path}: {exc.strerror or exc}")
+    where = f"saved in {', '.join(saved)}" if saved else "saved nowhere: keep it"
+    _print(args, {**doc, "saved_in": saved},
+           f"new admin key (shown once; {where}): {doc['admin_key']}\n"
+           "the old key is refused from now on, by every relay process")
+    if failures:
+        raise LocalError("; ".join(failures), code="key_not_saved")
+    return 0
+
+
 #: Each relay command by its name under ``mailslot relay``.
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "serve": cmd_serve,
@@ -252,5 +304,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "enrollment revoke": cmd_enrollment_revoke,
     "identity list": cmd_identity_list,
     "identity revoke": cmd_identity_revoke,
+    "identity admin": cmd_identity_admin,
+    "identity admins": cmd_identity_admins,
+    "admin-key rotate": cmd_admin_key_rotate,
     **HOOK_COMMANDS,  # mailslot relay hook … (relay.hookcommands)
 }

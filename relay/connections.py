@@ -13,6 +13,9 @@ Admission, at the link's auth (after the signature and the disabled check): beat
 then count; with more identities than the cap, drop the beat and refuse: an ``error``
 frame ``edges_exceeded`` saying when to retry, then close 4429. Beat-then-count means two
 links racing for the last slot cannot both get it (both may be refused; they retry).
+The handshakes of one account share their counts (``relay.coalesce``: one in flight, a
+count always read after the beat of each that shares it), so a reconnect storm of a
+big account makes two requests at a time, not one per edge.
 The cap is the plan's at admission: links of an account whose plan had no cap write
 nothing, and count from their next connection after the plan gets one.
 
@@ -28,6 +31,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from relay.coalesce import Coalescer
 from relay.config import Plan
 from relay.errors import RelayError, StoreUnavailable, TooManyEdges
 from relay.registry import Registry
@@ -63,6 +67,9 @@ class LinkQuotas:
         self._beater: asyncio.Task[None] | None = None
         #: Set when a link leaves: the beater stops as soon as none is left to beat.
         self._left = asyncio.Event()
+        #: One count of an account's links in flight at a time, shared by the handshakes
+        #: that wait for it (each still sees a count read after its own beat).
+        self._counts: Coalescer[set[str]] = Coalescer()
 
     async def plan(self, account: str) -> Plan | None:
         """The plan ``account`` runs under now (None: the relay has no plans)."""
@@ -80,7 +87,8 @@ class LinkQuotas:
         if cap is not None:
             subject = link_subject(account, identity, session)
             await self.store.side_add(subject)
-            if len(await self.store.link_identities(account)) > cap:
+            live = await self._counts.run(account, lambda: self.store.link_identities(account))
+            if len(live) > cap:
                 await self.store.side_purge(LINKS_STREAM, subject)
                 raise TooManyEdges(
                     f"account {account} has its plan's {cap} connected edges; retry in "

@@ -36,7 +36,11 @@ consumer create and delete) waits for one of ``API_CONCURRENCY`` slots of the pr
 (``request_queue_limit``), and a reconnect storm of thousands of edges would otherwise
 send them all at once. Edges wait for a slot instead of failing. Pulls
 (``CONSUMER.MSG.NEXT``) and acks are not API requests (the consumer answers them) and
-take no slot.
+take no slot. Concurrent pending counts of one identity share one request
+(``Store.pending``, ``relay.coalesce``).
+
+``stream_leader`` is ``/readyz``'s one cheap question (``relay.readiness``): does the
+interrupt stream have a leader right now.
 """
 
 from __future__ import annotations
@@ -70,6 +74,24 @@ API_CONCURRENCY = 32
 _REQUEST_TIMEOUT = 5.0
 NOTIFY_WILDCARD = "ms.ntf.*"
 CONTROL_WILDCARD = "ms.ctl.*"
+
+
+async def stream_leader(store: Store, timeout: float) -> str:
+    """The server leading the interrupt stream, from one ``STREAM.INFO`` (no subject
+    state: cheap) answered within ``timeout``; raise ``StoreUnavailable`` if there is
+    none (no quorum, an election, NATS away). A single server leads it itself."""
+    try:
+        reply = await store.nc.request(f"$JS.API.STREAM.INFO.{STREAM}", b"", timeout=timeout)
+        doc = json.loads(reply.data)
+    except (TimeoutError, nats.errors.Error, ValueError) as exc:
+        raise StoreUnavailable(f"the interrupt stream did not answer: {exc!r}") from exc
+    if not isinstance(doc, dict) or "error" in doc:
+        error = doc.get("error") if isinstance(doc, dict) else doc
+        raise StoreUnavailable(f"the interrupt stream is not available: {error}")
+    leader = (doc.get("cluster") or {}).get("leader")
+    if not leader:
+        raise StoreUnavailable("the interrupt stream has no leader")
+    return str(leader)
 
 
 def consumer_name(identity: str, priority: Priority) -> str:

@@ -13,6 +13,7 @@ frame and a close.
     │                                 nonce, used before)
     ├── Forbidden                403  recipient_not_allowed / type_not_allowed / untrusted_signer
     │                                 / account_disabled (close 4403 on a link) / wrong_account
+    │                                 / not_admin (a signed admin request by no admin identity)
     ├── NotFound                 404  unknown_identity / unknown_account / unknown_token
     │                                 / unknown_enrollment
     ├── Conflict                 409  exists / token_used

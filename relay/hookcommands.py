@@ -14,8 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from relay.adminclient import AdminClient, resolve_target, segment
-from relay.config import relay_data_dir
+from relay.adminclient import AdminClient, client_from_args, segment
 from shared.errors import LocalError
 
 HOOKS = "/v1/admin/hooks"
@@ -29,11 +28,9 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def _client(args: argparse.Namespace) -> AdminClient:
-    """As ``relay.commands``' admin commands: ``--relay``, else the local relay."""
-    target = resolve_target(args.relay, args.admin_key_file, args.data_dir or relay_data_dir())
-    if target.note is not None:
-        print(f"mailslot: {target.note}", file=sys.stderr, flush=True)
-    return AdminClient(target)
+    """``--relay``, else the local relay; the admin key, or ``--sign``
+    (``relay.adminclient.client_from_args``)."""
+    return client_from_args(args)
 
 
 def _secret(var: str | None) -> str | None:

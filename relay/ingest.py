@@ -14,7 +14,7 @@ but the reserved ones (``shared.sources``), which only the relay or the edge may
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from ulid import ULID
 
+from relay.config import Plan
 from relay.errors import RelayError, Unauthorized
 from relay.quota import PendingQuota
 from relay.ratelimit import RateLimiter
@@ -77,6 +78,8 @@ class Stored:
     duplicate: bool
 
 
+#: A plan that limits nothing (``_check_limits`` has nothing to do for its accounts).
+_UNLIMITED = Plan()
 #: How many checked batch items are queued before the publishes are let go out.
 _YIELD_EVERY = 8
 
@@ -133,6 +136,8 @@ class Ingest:
         if config is None or (self.limiter is None and self.quota is None):
             return None
         _, plan = config.plan_of((await self.registry.account(account)).get("plan"))
+        if plan == _UNLIMITED:
+            return None  # the common case of a relay without plans: nothing to check
 
         async def identities() -> list[str]:
             return [i["id"] for i in await self.registry.identities(account)]
@@ -145,6 +150,38 @@ class Ingest:
             return None
         return await self.quota.reserve(account, identities, plan, to,
                                         lambda: len(signed().to_wire()))
+
+    async def refuse_early(self, producer: ProducerToken) -> None:
+        """Refuse a producer's request from its head alone (before its body is parsed),
+        when this process already knows that the checks of ``_check_limits`` would refuse
+        it, and with the same refusal they would give: its account at its pending cap
+        (``QuotaExceeded``, from a count read less than ``relay.quota.COUNT_TTL`` ago),
+        or — when that count is current and below the cap and the plan has no cap per
+        identity, so that the pending checks would pass — the token's or the account's
+        rate bucket empty (``RateLimited``, from the state this process last wrote or
+        read, which can only be behind NATS). Anything else: no answer, and the request
+        takes the whole path. A flood refused here costs no body parse, no validation
+        and no look-up beyond the token's."""
+        config = self.registry.config
+        quota, limiter = self.quota, self.limiter
+        if config is None or not (
+            (quota is not None and quota.fresh(producer.account))
+            or (limiter is not None and limiter.knows(producer.account, producer.id))
+        ):
+            return  # nothing known about this account here: nothing to refuse from memory
+        _, plan = config.plan_of((await self.registry.account(producer.account)).get("plan"))
+        if quota is not None:
+            refusal = quota.known_refusal(producer.account, plan)
+            if refusal is not None:
+                raise refusal
+        if limiter is None or plan.max_pending_per_identity is not None or (
+            quota is not None and plan.max_pending is not None
+            and not quota.fresh(producer.account)
+        ):
+            return
+        limited = limiter.known_refusal(plan, producer.account, producer.id)
+        if limited is not None:
+            raise limited
 
     def parse_draft(self, doc: object) -> Draft:
         if isinstance(doc, dict) and "source" in doc:
@@ -216,18 +253,32 @@ class Ingest:
     async def submit_webhook(
         self, account: str, to: str, name: str, type_: str, priority: Priority,
         payload: dict[str, Any], event_id: str | None, msg_id: str | None,
+        claimed: Awaitable[bool] | None = None,
     ) -> Stored:
         """A delivery a hook verified and mapped (``relay.hooks.routes``), attested by the
         relay: source kind ``webhook``, name = the hook's name, ``event_id`` = the
         provider's delivery id. ``msg_id`` (made of the hook and delivery ids) makes a
-        redelivery within JetStream's duplicate window a duplicate. The account's plan
-        applies as to a draft (pending caps, its rate, the byte ledger)."""
+        redelivery within JetStream's duplicate window a duplicate. ``claimed``: the
+        hook's claim of this delivery id, already on its way to NATS: awaited once the
+        interrupt is made and signed (the work it overlaps), before the account's limits
+        and the publish; False (stored before): nothing is published or counted, and the
+        answer is a duplicate. The account's plan applies as to a draft (pending caps,
+        its rate, the byte ledger)."""
         await self.registry.require_identity(to)
-        return await self._publish(await self._relay_attested(
-            {"id": str(ULID()), "to": to, "type": type_, "priority": priority,
-             "payload": payload},
-            Source(kind="webhook", name=name, event_id=event_id), self.clock(), account,
-            None, "webhook", msg_id))
+        now = self.clock()
+        try:
+            envelope = Envelope(id=str(ULID()), to=to, type=type_, priority=priority,
+                                payload=payload, created_at=now, signer=self.relay.id,
+                                source=Source(kind="webhook", name=name, event_id=event_id))
+        except ValidationError as exc:
+            raise validation_error(exc, "webhook") from exc
+        signed = self._attest(envelope)
+        if claimed is not None:
+            signed()  # while the claim is on its way
+            if not await claimed:
+                return Stored(envelope.id, True)
+        usage = await self._check_limits(account, None, signed, envelope.to)
+        return await self._publish(_Checked(envelope, signed, now, usage, msg_id))
 
     async def _check_doc(self, doc: object, producer: ProducerToken | None) -> _Checked:
         if isinstance(doc, dict) and "envelope" in doc:

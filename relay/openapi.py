@@ -109,10 +109,14 @@ class BatchResults(BaseModel):
 
 class Health(BaseModel):
     ok: bool
+    time: str  # the relay's clock, ISO 8601 UTC (``mailslot doctor`` checks the skew)
 
 
 class Readiness(BaseModel):
     ready: bool
+    #: When not ready: ``nats_disconnected`` or ``no_stream_leader`` (``relay.readiness``).
+    error: str | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ class Operation:
 
 
 _GRANT = "/v1/identities/{id}/grants/{signer}"
+#: The admin routes take the admin key or a request signed by an admin identity.
+_ADMIN = ("adminCredential", "signedRequest")
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("post", "/v1/interrupts"): Operation(
         "store an interrupt: a draft (with a producer token) or a signed envelope",
@@ -149,17 +155,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         security=("producerToken",),
     ),
     ("post", ADMIN_PREFIX): Operation(
-        "create an account", body=(AccountCreate,), security=("adminCredential",),
+        "create an account", body=(AccountCreate,), security=_ADMIN,
     ),
     ("patch", ADMIN_PREFIX + "/{account}"): Operation(
         "change an account's plan (applies from the next request)", body=(AccountUpdate,),
-        security=("adminCredential",),
+        security=_ADMIN,
     ),
     ("post", ADMIN_PREFIX + "/{account}/enrollments"): Operation(
-        "create enrollment tokens", body=(EnrollmentCreate,), security=("adminCredential",),
+        "create enrollment tokens", body=(EnrollmentCreate,), security=_ADMIN,
     ),
     ("post", ADMIN_PREFIX + "/{account}/tokens"): Operation(
-        "create a producer token", body=(TokenCreate,), security=("adminCredential",),
+        "create a producer token", body=(TokenCreate,), security=_ADMIN,
     ),
     ("post", DELIVERY_PATH): Operation(
         "a provider's webhook delivery, verified on the raw bytes (see README, Webhooks)",
@@ -167,11 +173,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("post", HOOKS): Operation(
         "create a hook (its secret, where the relay makes it, is answered once)",
-        body=(HookCreate,), security=("adminCredential",),
+        body=(HookCreate,), security=_ADMIN,
     ),
     ("post", HOOKS + "/{hook_id}/rotate-secret"): Operation(
         "a new secret; the current one verifies for the grace period too",
-        body=(HookRotate,), security=("adminCredential",),
+        body=(HookRotate,), security=_ADMIN,
     ),
     ("post", OWN_PREFIX): Operation(
         "the identity creates a hook of its own (Mailslot-Signature request)",
@@ -251,7 +257,7 @@ def build_document(routes: Iterable[Any], version: str = "1") -> dict[str, Any]:
     for method, path in route_methods(routes):
         op = OPERATIONS.get((method, path)) or Operation(
             f"{method.upper()} {path}",
-            security=("adminCredential",) if path.startswith("/v1/admin/") else (),
+            security=_ADMIN if path.startswith("/v1/admin/") else (),
         )
         paths.setdefault(path, {})[method] = _operation(op, method, path, components)
     return {

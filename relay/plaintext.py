@@ -25,11 +25,14 @@ ASCII; send other text in the query (percent-encoded UTF-8).
 
 The result is a draft document, checked by the same model and rules as a posted draft
 (``relay.ingest.Draft``): nothing here decides what is valid beyond the text itself.
+``check_json_media`` is the other side of the same question, for every route that takes
+JSON (``POST /v1/interrupts``, the batch, enrollment, the admin API, webhook deliveries).
 Pure functions; no I/O.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -48,6 +51,8 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "event_id": ("x-event-id", "event_id"),
 }
 DEFAULT_TYPE = "text"
+#: ``application/json``, ``application/<anything>+json``; parameters allowed.
+JSON_MEDIA_RE = re.compile(r"application/(?:[a-z0-9!#$&^_.-]+\+)?json", re.IGNORECASE)
 #: Media types a plain-text body may be labelled with (or none at all).
 TEXT_MEDIA = ("text/plain", "application/x-www-form-urlencoded")
 
@@ -69,6 +74,25 @@ def check_text_media(content_type: str | None) -> None:
             "utf-8", "utf8", "us-ascii"
         ):
             raise UnsupportedMediaType("plain-text bodies must be UTF-8 (charset=utf-8)")
+
+
+def check_json_media(content_type: str | None) -> None:
+    """Refuse a body that does not say it is UTF-8 JSON (415): a form post (``curl -d``
+    without ``-H 'Content-Type: application/json'``) gets a clear answer, not a parse
+    error."""
+    if content_type is None:
+        raise UnsupportedMediaType("send the body with Content-Type: application/json")
+    media, _, params = content_type.partition(";")
+    if JSON_MEDIA_RE.fullmatch(media.strip()) is None:
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, not {media.strip()[:64]!r}"
+        )
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8", "utf8"
+        ):
+            raise UnsupportedMediaType("JSON bodies must be UTF-8 (charset=utf-8)")
 
 
 def decode_text(body: bytes) -> str:

@@ -11,12 +11,26 @@ between (a compare-and-set on the KV revision; on a lost race it reads again). A
 writes nothing. An empty bucket answers ``429 rate_limited`` with ``Retry-After``: the
 whole seconds until one unit is back (at least 1).
 
-Cost: nothing when the account's plan sets no rate; else, per bucket and accepted
-interrupt, one KV write (in memory on the NATS server) when this process wrote the
-bucket last, and a read before it when another process did (the compare-and-set on
-the revision it remembers failed) — the token's bucket first, then the account's. Within one process, takes from one bucket wait their
-turn on a lock (so they do not lose compare-and-set races to each other); only takes
-from different processes can race in NATS.
+Cost: nothing when the account's plan sets no rate. A take writes the bucket in NATS
+(one KV write, in memory on the NATS server, when this process wrote the bucket last; a
+read before it when another process did: the compare-and-set on the revision it
+remembers failed) — but not for every unit: a process takes a *lease* of several units
+at once (``lease_size``: 20 ms of the rate and a twentieth of the burst, at most
+``LEASE_MAX``; 1 unit for a small plan, i.e. no lease at all) and spends them from
+memory, for at most ``LEASE_SECONDS``; what is left then is dropped, never given back.
+Leased units come out of the one bucket in NATS, so what all processes accept together
+stays within burst + rate x time, exactly; a lease only moves units from the bucket to
+one process a little early (a process may be refused while another holds up to one
+lease of unspent units). Within one process, takes from one bucket that need NATS wait
+their turn on a lock (so they do not lose compare-and-set races to each other); only
+takes from different processes can race in NATS.
+
+``known_refusal`` answers, from memory alone, whether a take would be refused now: the
+bucket as this process last wrote or read it, refilled to now, holds less than a unit
+and no lease is left. It can only be behind NATS (other processes only take units), so
+a refusal it gives is one NATS would give too; the ingest path uses it to refuse a
+flooding producer from its request's head, before its body is parsed
+(``Ingest.refuse_early``).
 """
 
 from __future__ import annotations
@@ -36,6 +50,17 @@ from relay.store import Store
 _MAX_RACES = 50
 #: Buckets whose last state one process remembers (then it forgets them all).
 _SEEN_MAX = 10_000
+#: A lease: at most this many units, this many seconds of the rate, this share of the
+#: burst; spent within ``LEASE_SECONDS`` or dropped.
+LEASE_MAX = 100
+LEASE_RATE_SECONDS = 0.02
+LEASE_BURST_SHARE = 0.05
+LEASE_SECONDS = 1.0
+
+
+def lease_size(rate: float, burst: int) -> int:
+    """Units one take moves from the bucket in NATS to this process (at least 1)."""
+    return max(1, min(LEASE_MAX, int(rate * LEASE_RATE_SECONDS), int(burst * LEASE_BURST_SHARE)))
 
 
 class RateLimiter:
@@ -53,6 +78,8 @@ class RateLimiter:
         #: and reads NATS only when that fails. It can only be behind NATS (others only
         #: take units), so a refusal it gives is one NATS would give too.
         self._seen: dict[str, tuple[dict[str, Any], int]] = {}
+        #: bucket key → [units leased and not yet spent, until when they may be spent]
+        self._leases: dict[str, list[float]] = {}
 
     async def take(self, plan: Plan, account: str, token_id: str | None) -> None:
         """Spend one unit of ``token_id``'s bucket (if given and ``plan`` limits tokens)
@@ -65,21 +92,88 @@ class RateLimiter:
                              plan.burst(plan.account_rate, plan.account_burst),
                              f"account {account}")
 
+    def known_refusal(self, plan: Plan, account: str, token_id: str | None
+                      ) -> RateLimited | None:
+        """The refusal ``take`` would give now, if this process knows it without asking
+        NATS (see the module docstring); else None (``take`` will tell)."""
+        if token_id and plan.token_rate is not None:
+            refusal = self._known(f"token.{token_id}", plan.token_rate,
+                                  plan.burst(plan.token_rate, plan.token_burst), "token")
+            if refusal is not None:
+                return refusal
+        if plan.account_rate is not None:
+            return self._known(f"account.{account}", plan.account_rate,
+                               plan.burst(plan.account_rate, plan.account_burst),
+                               f"account {account}")
+        return None
+
+    def knows(self, account: str, token_id: str | None) -> bool:
+        """Whether this process holds any state of ``account``'s or the token's bucket
+        (else ``known_refusal`` has nothing to say about them)."""
+        return f"account.{account}" in self._seen or (
+            token_id is not None and f"token.{token_id}" in self._seen)
+
+    def _known(self, key: str, rate: float, burst: int, what: str) -> RateLimited | None:
+        now = self.clock()
+        if self._spend_lease(key, now, spend=False):
+            return None
+        found = self._seen.get(key)
+        if found is None:
+            return None
+        units = self._units(found[0], now, rate, burst)
+        return None if units >= 1.0 else self._refusal(units, rate, burst, what, "publish rate")
+
+    def _spend_lease(self, key: str, now: float, spend: bool = True) -> bool:
+        """Spend one leased unit of ``key`` (or, ``spend`` False, tell if one is left)."""
+        lease = self._leases.get(key)
+        if lease is None:
+            return False
+        if lease[1] <= now or lease[0] < 1.0:
+            del self._leases[key]
+            return False
+        if spend:
+            lease[0] -= 1.0
+        return True
+
+    async def take_bucket(self, key: str, rate: float, burst: int, what: str,
+                          kind: str = "publish rate") -> None:
+        """Spend one unit of the bucket ``key`` (``rate`` per second, up to ``burst``) in
+        the same KV bucket as the plans' (e.g. a hook's own delivery rate, key
+        ``hook.ID``); ``RateLimited`` if it is empty. ``what`` and ``kind`` name it in
+        the refusal ("hook NAME is over its delivery rate …")."""
+        await self._take(key, rate, burst, what, kind)
+
     async def _take(self, key: str, rate: float, burst: int, what: str,
                     kind: str = "publish rate") -> None:
+        if self._spend_lease(key, self.clock()):
+            return  # from memory: no lock, no NATS
         lock, users = self._locks.setdefault(key, (asyncio.Lock(), [0]))
         users[0] += 1
         try:
             async with lock:
-                await self._take_locked(key, rate, burst, what, kind)
+                if not self._spend_lease(key, self.clock()):  # one may have come meanwhile
+                    await self._take_locked(key, rate, burst, what, kind)
         finally:
             users[0] -= 1
             if users[0] == 0:
                 del self._locks[key]  # nobody else holds or waits: no growth per key
 
+    @staticmethod
+    def _units(state: dict[str, Any], now: float, rate: float, burst: int) -> float:
+        elapsed = max(0.0, now - float(state.get("at", now)))
+        return min(float(burst), float(state.get("t", burst)) + elapsed * rate)
+
+    @staticmethod
+    def _refusal(units: float, rate: float, burst: int, what: str, kind: str) -> RateLimited:
+        wait = math.ceil((1.0 - units) / rate)
+        return RateLimited(
+            f"{what} is over its {kind} ({rate:g}/s, burst {burst}); retry "
+            f"in {max(1, wait)} s", retry_after=wait)
+
     async def _take_locked(self, key: str, rate: float, burst: int, what: str,
                            kind: str) -> None:
         found = self._seen.pop(key, None)
+        lease = lease_size(rate, burst)
         for _ in range(_MAX_RACES):
             now = self.clock()
             if found is None:
@@ -88,21 +182,21 @@ class RateLimiter:
                 units, revision = float(burst), None
             else:
                 state, revision = found
-                elapsed = max(0.0, now - float(state.get("at", now)))
-                units = min(float(burst), float(state.get("t", burst)) + elapsed * rate)
+                units = self._units(state, now, rate, burst)
             if units < 1.0:
                 if found is not None:
                     self._seen[key] = found  # unchanged: still the latest we know
-                wait = math.ceil((1.0 - units) / rate)
-                raise RateLimited(
-                    f"{what} is over its {kind} ({rate:g}/s, burst {burst}); retry "
-                    f"in {max(1, wait)} s", retry_after=wait)
-            state = {"t": units - 1.0, "at": now}
+                raise self._refusal(units, rate, burst, what, kind)
+            taken = float(min(lease, math.floor(units)))  # this one, and a lease of the rest
+            state = {"t": units - taken, "at": now}
             written = await self.store.rate_swap(key, state, revision)
             if written is not None:
                 if len(self._seen) >= _SEEN_MAX:
                     self._seen.clear()
+                    self._leases.clear()
                 self._seen[key] = (state, written)
+                if taken > 1.0:
+                    self._leases[key] = [taken - 1.0, self.clock() + LEASE_SECONDS]
                 return
             found = None  # someone else wrote it: read it again
         raise StoreUnavailable(f"rate bucket {key} is contended; retry")

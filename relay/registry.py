@@ -13,6 +13,7 @@ Keys::
     grant.<recipient>.<signer>  {"created_at"}
     relay.key                   the relay's private identity (shared by relay processes)
     admin.credential            {"hash", "created_at"}: see ``relay.adminauth``
+    admin.identity.<id>         {"id", "granted_at", "granted_by"}: see ``relay.adminauth``
 
 A token's public id (for list and revoke) is the first ``PUBLIC_ID_CHARS`` hex digits
 of its hash: it names the key without a read and reveals nothing usable. Every change

@@ -6,7 +6,11 @@ notifications and takeovers, the API throttle) in ``relay.drain``; this module o
 socket. Lifecycle of one session:
 
 1. send ``challenge``; the edge must answer ``auth`` within the auth timeout with a
-   signature over this connection's fresh nonce (a replayed answer never matches);
+   signature over this connection's fresh nonce (a replayed answer never matches). The
+   handshake holds one of the process's handshake slots (``relay.admission``) from the
+   upgrade to the ``welcome``, and the deadline runs from the challenge, i.e. from when
+   the relay works on this handshake: a relay busy with a storm turns the excess away
+   with ``503 relay_full`` at once instead of accepting them all and timing them out;
 2. register with the process's ``LinkHub`` (an older local session of the identity is
    replaced at once) and announce a takeover on ``ms.ctl.<id>`` (an older session in
    any other relay process closes with 4409); read the pending counts and, if anything
@@ -83,8 +87,11 @@ class LinkSession:
     def __init__(
         self, ws: WebSocket, hub: LinkHub, registry: Registry, relay: Identity,
         auth_timeout: float = 10.0, quotas: LinkQuotas | None = None,
+        welcomed: Callable[[], None] | None = None,
     ) -> None:
         self.ws = ws
+        #: Called once the ``welcome`` is sent: the handshake is over (``relay.admission``).
+        self.welcomed = welcomed
         self.auth_timeout = auth_timeout
         #: The plans' edge cap and byte ledger (``relay.connections``); None: not applied.
         self.quotas = quotas
@@ -218,6 +225,8 @@ class LinkSession:
         await self.ws.send_text(
             self.link.send(Welcome(session=self.session_id, pending=Pending(**pending)))
         )
+        if self.welcomed is not None:
+            self.welcomed()
         if self.metrics is not None:
             self.metrics.edge_connected()
             self._counted = True

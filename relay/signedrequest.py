@@ -1,6 +1,7 @@
 """Requests an identity signs itself (``Authorization: Mailslot-Signature …``): its grants
 (``relay.app``) and its own hooks (``relay.hooks.routes``) are changed this way, with no
-admin and no bearer token.
+admin and no bearer token; an admin identity administers the relay this way
+(``relay.adminauth``, which shares ``verify_signed_request``).
 
 The checks, in order, all before the caller changes anything: the header parsed
 strictly (``shared.auth``), signed by the identity in the path, the time within
@@ -17,6 +18,7 @@ from relay.errors import Unauthorized
 from relay.registry import Registry
 from shared.auth import (
     REQUEST_SKEW_SECONDS,
+    RequestSignature,
     check_b64_signature,
     parse_request_header,
     request_message,
@@ -31,9 +33,19 @@ async def check_signed_request(
     ends the refusal of a request signed by someone else ("change its grants")."""
     if header is None:
         raise Unauthorized("signed request required", code="missing_auth")
-    claimed, ts, nonce, sig = parse_request_header(header)
-    if claimed != identity:
+    signed = parse_request_header(header)
+    if signed.identity != identity:
         raise Unauthorized(f"only the identity itself may {what}", code="bad_auth")
+    return await verify_signed_request(registry, signed, method, path, body)
+
+
+async def verify_signed_request(
+    registry: Registry, signed: RequestSignature, method: str, path: str, body: bytes
+) -> str:
+    """The checks after the header's format and its signer (``check_signed_request``,
+    ``relay.adminauth``): the time, the signer known (``404 unknown_identity``), the
+    signature, then the nonce spent. Returns the signer's account."""
+    identity, ts, nonce, sig = signed
     if abs(int(time.time()) - ts) > REQUEST_SKEW_SECONDS:
         raise Unauthorized(
             f"request timestamp is more than {REQUEST_SKEW_SECONDS} s from the relay's clock",

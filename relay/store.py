@@ -44,6 +44,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.kv import KeyValue
 
+from relay.coalesce import Coalescer
 from relay.config import StreamSettings, nats_credentials
 from relay.errors import Conflict, QueueFull, StorageFull, StoreUnavailable
 from relay.regcache import RegistryCache
@@ -121,6 +122,7 @@ class Store:
         self.cache = RegistryCache()
         self._watch_task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
+        self._counts: Coalescer[dict[str, int]] = Coalescer()  # one STREAM.INFO per id
 
     @classmethod
     async def connect(cls, servers: list[str], settings: StreamSettings) -> Store:
@@ -365,7 +367,11 @@ class Store:
             await self.nc.publish(notify_subject(identity), b"")
 
     async def pending(self, identity: str) -> dict[str, int]:
-        """Interrupts stored for ``identity`` per priority (delivered-but-unacked included)."""
+        """Interrupts stored for ``identity`` per priority (delivered-but-unacked included);
+        concurrent calls for one identity share a request (``relay.coalesce``)."""
+        return await self._counts.run(identity, lambda: self._pending(identity))
+
+    async def _pending(self, identity: str) -> dict[str, int]:
         prefix = f"ms.in.{check_identity(identity)}."
         try:
             info = await self.js.stream_info(STREAM, subjects_filter=prefix + ">")

@@ -16,7 +16,7 @@ so that one write moves both numbers. Only accounts whose plan has a byte cap ar
   last room cannot both get it (under that race both may be refused, never both let
   through). ``Reservation.done``: a publish that failed or was a duplicate is taken back.
 * ``settle``, when an edge acks or rejects a delivery: subtracted in the background,
-  coalesced (one write per counter for a burst of acks).
+  coalesced (one write per counter for the acks of ``SETTLE_SECONDS``).
 * an identity revoked or an account deleted: ``Store.purge_identity`` drops the
   identity's counter with its queue, and takes what it held off the account's.
 
@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from relay.coalesce import Coalescer
 from relay.config import Plan
 from relay.errors import ByteQuotaExceeded, StoreUnavailable
 from relay.store import Store, usage_subject
@@ -53,6 +54,9 @@ log = logging.getLogger("mailslot.relay.usage")
 
 #: ``bytes * SHIFT + interrupts``: room for ±2^39 interrupts beside the bytes.
 SHIFT = 2**40
+#: Acks collected into one subtraction per counter (a refusal is forgotten at the ack
+#: itself, not when it is subtracted).
+SETTLE_SECONDS = 0.05
 #: Seconds between two recounts of one counter.
 RECOUNT_SECONDS = 3.0
 #: Seconds a refusal is repeated without asking NATS (unless an ack is seen meanwhile).
@@ -109,6 +113,8 @@ class UsageLedger:
         #: (account, identity) → packed amount acked and not yet subtracted.
         self._debts: dict[tuple[str, str], int] = {}
         self._flusher: asyncio.Task[None] | None = None
+        #: Concurrent reads of one counter share a request (``relay.coalesce``).
+        self._reads: Coalescer[tuple[int, datetime | None]] = Coalescer()
 
     async def add(self, subjects: tuple[str, ...], delta: int) -> list[int]:
         """Add ``delta`` to each counter at once; their new values."""
@@ -167,7 +173,7 @@ class UsageLedger:
             "interrupts are refused until its edges take some")
 
     async def _value(self, subject: str) -> int:
-        return (await self.store.usage_get(subject))[0]
+        return (await self._reads.run(subject, lambda: self.store.usage_get(subject)))[0]
 
     async def _freed(self, over: list[tuple[str, int]], account: str, identity: str,
                      size: int, identities: Identities) -> bool:
@@ -193,7 +199,7 @@ class UsageLedger:
     async def _quiet(self, subject: str) -> tuple[int, bool]:
         """A counter's value, and whether nobody wrote it for ``QUIET_SECONDS``: then
         every interrupt it counts has reached JetStream or was taken back."""
-        value, written = await self.store.usage_get(subject)
+        value, written = await self._reads.run(subject, lambda: self.store.usage_get(subject))
         quiet = written is None or (datetime.now(UTC) - written).total_seconds() > QUIET_SECONDS
         return value, quiet
 
@@ -269,7 +275,10 @@ class UsageLedger:
 
     async def _flush(self) -> None:
         while self._debts:
-            await asyncio.sleep(0)  # let the rest of a burst of acks come in first
+            # A batching delay, not a wait for an event: the acks of the next few
+            # milliseconds go out in the same write (each counter is one subject that
+            # every reservation of the account writes too: fewer writes, shorter queue).
+            await asyncio.sleep(SETTLE_SECONDS)
             debts, self._debts = self._debts, {}
             totals: dict[str, int] = {}
             for (account, identity), amount in debts.items():

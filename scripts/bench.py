@@ -24,9 +24,13 @@ Every figure is printed next to a baseline measured in the same run on this mach
   ``scripts/bench_hooks.py``.
 - isolation (only with ``--only isolation``): a calm account's latency while another
   account floods past its plan's limits: see ``scripts/bench_isolation.py``.
+- cluster (only with ``--only cluster``): relay ingest and drain on a 3-node JetStream
+  cluster (R3), as ratios against raw nats-py publish and pull-consume on the same
+  cluster, and relay CPU per interrupt: see ``scripts/bench_cluster.py``.
 - watches: file change to interrupt in the inbox (p50, target <= 150 ms), and an idle
-  edge with 20 watches and a live link: RSS (target <= 40 MB) and CPU over 60 s (target
-  <= 0.1 %), read from /proc.
+  edge with 20 file watches, a timer and a live link: wakeups/s (target <= 2), threads,
+  RSS (target <= 40 MB) and CPU over 60 s (target <= 0.1 %), read from /proc; and the
+  relay's wakeups/s: ``scripts/bench_watches.py``.
 
 The relay and the edge run as separate processes (``mailslot relay serve`` with its
 embedded nats-server, fsync "always"; ``mailslot edge run``), set up through the CLI as a
@@ -56,10 +60,12 @@ from typing import Any
 import httpx
 import nats
 import ulid
+from bench_cluster import cluster_part
 from bench_edges import edges_part
 from bench_hooks import hooks_part
 from bench_ingest import ingest_part
 from bench_isolation import isolation_part
+from bench_watches import watches_part
 from nats.js import api
 
 from relay.natsserver import EmbeddedNats
@@ -480,65 +486,6 @@ async def engine_rate(n: int, workdir: Path) -> float:
 # -- watches ------------------------------------------------------------------------
 
 
-def _watch_intents(folders: list[Path]) -> str:
-    parts = ['[[intent]]\nid = "local"\n[intent.match]\nsource_kind = ["file"]\n']
-    for i, folder in enumerate(folders):
-        parts.append(f'[[watch]]\nid = "f{i}"\nkind = "file"\npaths = ["{folder}"]\n'
-                     '\n')
-    for i in range(5):
-        parts.append(f'[[watch]]\nid = "t{i}"\nkind = "timer"\n[watch.schedule]\n'
-                     'every = "1h"\n')
-    for i in range(3):
-        parts.append(f'[[watch]]\nid = "c{i}"\nkind = "command"\nargv = ["true"]\n'
-                     '[watch.schedule]\nevery = "1h"\n')
-    parts.append('[[watch]]\nid = "a"\nkind = "absence"\nwithin = "26h"\n'
-                 '[watch.match]\ntype = "backup.done"\n')
-    parts.append('[[watch]]\nid = "k"\nkind = "tick"\nsession = "main"\nevery = "1h"\n')
-    return "\n".join(parts)
-
-
-def _file_rows(setup: Setup) -> int:
-    with setup.inbox() as db:
-        return int(db.execute(
-            "SELECT count(*) FROM interrupts WHERE source_kind = 'file'").fetchone()[0])
-
-
-async def file_latency(samples: int, workdir: Path) -> tuple[float, float]:
-    """ms from just before a write to the edge's inbox commit of its interrupt."""
-    setup = Setup(workdir)
-    setup.start()
-    folders = [workdir / f"watched{i}" for i in range(10)]
-    for folder in folders:
-        folder.mkdir(parents=True)
-    (setup.edge_home / "config" / "intents.toml").write_text(_watch_intents(folders))
-    try:
-        setup.start_edge()
-        await wait_for(lambda: (setup.edge_home / "data" / "inbox.sqlite3").exists(), 30, "db")
-        n = 0
-        deadline = time.monotonic() + 30
-        while _file_rows(setup) == 0:  # until the watches are subscribed
-            (folders[0] / "probe").write_text(str(n))
-            n += 1
-            await asyncio.sleep(0.2)
-            assert time.monotonic() < deadline, "file watch never fired"
-        await asyncio.sleep(0.5)
-        latencies = []
-        for i in range(samples):
-            before = _file_rows(setup)
-            t0 = time.time()
-            (folders[i % 10] / f"sample{i}.txt").write_text("x")
-            await wait_for(lambda b=before: _file_rows(setup) > b, 10, "file event",
-                           interval=0.002)
-            with setup.inbox() as db:
-                (at,) = db.execute("SELECT max(received_at) FROM interrupts").fetchone()
-            latencies.append((datetime.fromisoformat(at).timestamp() - t0) * 1000)
-            await asyncio.sleep(0.05)
-        latencies.sort()
-        return _percentile(latencies, 50), _percentile(latencies, 99)
-    finally:
-        setup.stop()
-
-
 def _proc_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -571,37 +518,6 @@ def _descendants(root: int) -> list[int]:
     return found
 
 
-def _proc_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-async def idle_edge(seconds: float, workdir: Path) -> tuple[float, float]:
-    """RSS (MB) and CPU (% of one core) of an idle edge with 20 watches and a live link."""
-    setup = Setup(workdir)
-    setup.start()
-    folders = [workdir / f"watched{i}" for i in range(10)]
-    for folder in folders:
-        folder.mkdir(parents=True)
-    (setup.edge_home / "config" / "intents.toml").write_text(_watch_intents(folders))
-    try:
-        setup.start_edge()
-        assert setup.edge is not None
-        status = lambda: json.loads(subprocess.run(  # noqa: E731
-            [sys.executable, "-m", "edge", "status", "--json"], capture_output=True, text=True,
-            env={**os.environ, "MAILSLOT_HOME": str(setup.edge_home)}).stdout)
-        await wait_for(lambda: status()["connected"], 30, "link up", interval=0.5)
-        await asyncio.sleep(5)  # settle: start-up work is not idle work
-        cpu0 = _proc_cpu_seconds(setup.edge.pid)
-        await asyncio.sleep(seconds)
-        cpu = _proc_cpu_seconds(setup.edge.pid) - cpu0
-        return _proc_rss_mb(setup.edge.pid), cpu / seconds * 100
-    finally:
-        setup.stop()
-
-
 # -- main -----------------------------------------------------------------------------
 
 
@@ -612,13 +528,15 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="latency test rate /s")
     parser.add_argument("--seconds", type=float, default=10.0, help="latency test length")
     parser.add_argument("--only", choices=("drain", "latency", "engine", "watches", "ingest",
-                                           "edges", "isolation", "hooks"))
+                                           "edges", "isolation", "hooks", "cluster"))
     parser.add_argument("--ingest-n", type=int, default=5000,
                         help="interrupts per ingest measurement")
     parser.add_argument("--batch", type=int, default=100, help="items per ingest batch")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--edges", type=int, default=10_000,
                         help="idle edges on one relay process (--only edges)")
+    parser.add_argument("--cluster-n", type=int, default=5000,
+                        help="interrupts per measurement on the 3-node cluster (--only cluster)")
     parser.add_argument("--edge-keepalive", type=float, default=20.0,
                         help="seconds between each idle edge's pings (0: none)")
     args = parser.parse_args()
@@ -661,23 +579,8 @@ async def main() -> None:
             print(f"\nengine, 100 intents, {args.n:,} interrupts (median of {args.runs}): "
                   f"{e:,.0f} decisions/s; mailbox drain {drain_median:,.0f}/s; ratio "
                   f"{e / drain_median:.2f}x (target >= 1x)", flush=True)
-        if args.only in (None, "watches"):
-            p50s, p99s, rss, cpu = [], [], [], []
-            for run in range(args.runs):
-                p50, p99 = await file_latency(50, root / f"files{run}")
-                mb, pct = await idle_edge(args.idle_seconds, root / f"idle{run}")
-                p50s.append(p50)
-                p99s.append(p99)
-                rss.append(mb)
-                cpu.append(pct)
-                print(f"run {run + 1}: file->inbox p50 {p50:.1f} ms p99 {p99:.1f} ms; idle "
-                      f"edge {mb:.1f} MB RSS, {pct:.3f} % CPU", flush=True)
-            print(f"\nfile change -> inbox (median of {args.runs}): p50 "
-                  f"{statistics.median(p50s):.1f} ms, p99 {statistics.median(p99s):.1f} ms "
-                  f"(target p50 <= 150 ms); idle edge, 20 watches, live link, "
-                  f"{args.idle_seconds:.0f}s: {statistics.median(rss):.1f} MB RSS "
-                  f"(target <= 40), {statistics.median(cpu):.3f} % CPU (target <= 0.1)",
-                  flush=True)
+        if args.only in (None, "watches"):  # idle wakeups and file latency (bench_watches.py)
+            await watches_part(root, args.runs, args.idle_seconds, Setup)
         if args.only in (None, "ingest"):
             await ingest_part(root, args.runs, args.ingest_n, args.seconds, args.batch,
                               free_port)
@@ -686,6 +589,8 @@ async def main() -> None:
         if args.only == "edges":  # minutes of set-up: only when asked for
             await edges_part(root, args.runs, args.edges, args.idle_seconds, free_port,
                              args.edge_keepalive)
+        if args.only == "cluster":  # a 3-node cluster per run: only when asked for
+            await cluster_part(root, args.runs, args.cluster_n)
         if args.only == "isolation":  # minutes: only when asked for (bench_isolation.py)
             await isolation_part(root, args.runs, cycles=10, window=1.0, calm_rate=100.0,
                                  flood="none,400,2000,max", other_relay=True)

@@ -15,8 +15,10 @@ Measured, from ``/proc``:
 - restart: the relay is stopped (SIGTERM) and started again on the same port and data
   folder; every client reconnects with the edge's own full-jitter backoff (base 0.5 s,
   cap 30 s, as ``edge.json``'s defaults) and the time until all N have their ``welcome``
-  again is reported (target 60 s), with the links that failed any other way than a
-  refused connection (target 0).
+  again is reported (target 60 s), with the failed attempts by kind: a refused TCP
+  connection while it is down, ``InvalidStatus 503`` (the relay's handshake cap shedding
+  a storm: the client waits the ``Retry-After`` as an edge does), and anything else
+  (``4408`` auth timeouts: target 0).
 
 The open-file limit is raised here (``resource.setrlimit``) for this process and the
 relay it starts (children inherit it).
@@ -40,7 +42,9 @@ from typing import Any
 import nats
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import InvalidStatus
 
+from edge.link.client import retry_hint
 from relay.config import StreamSettings
 from relay.registry import Registry
 from relay.store import Store
@@ -152,19 +156,23 @@ class Edge:
         attempt = 0
         while not self.fleet.stopping:
             welcomed = self.welcomes
+            hint = 0.0
             try:
                 await self._session()
             except Exception as exc:  # counted by kind and phase; the edge retries
                 kind = f"{self.fleet.phase}: {type(exc).__name__}"
                 if isinstance(exc, Refused | websockets.ConnectionClosed):
                     kind += f" {exc}"[:60]
+                if isinstance(exc, InvalidStatus):  # a busy or full relay: as the edge does
+                    kind += f" {exc.response.status_code}"
+                    hint = retry_hint(exc)
                 self.fleet.failures[kind] = self.fleet.failures.get(kind, 0) + 1
             if self.welcomes > welcomed:
                 attempt = 0
             if self.fleet.stopping:
                 return
-            await asyncio.sleep(random.uniform(0, min(RECONNECT_CAP,
-                                                      RECONNECT_BASE * 2**attempt)))
+            await asyncio.sleep(max(hint, random.uniform(0, min(RECONNECT_CAP,
+                                                                RECONNECT_BASE * 2**attempt))))
             attempt += 1
 
     async def _session(self) -> None:
@@ -210,7 +218,8 @@ async def wait_connected(fleet: Fleet, n: int, timeout: float, down: bool = Fals
     began = time.monotonic()
     while fleet.connected > n if down else fleet.connected < n:
         if time.monotonic() - began > timeout:
-            raise TimeoutError(f"{fleet.connected} of {n} connected after {timeout:.0f} s")
+            raise TimeoutError(f"{fleet.connected} of {n} connected after {timeout:.0f} s; "
+                               f"failed attempts {fleet.failures}")
         await asyncio.sleep(0.05)
     return time.monotonic() - began
 

@@ -43,12 +43,23 @@ marks a class that also derives from the package root named after it)::
     │   │   ├── WatchDefinitionError  a watch that cannot be watched as defined
     │   │   ├── FsWatchError       the kernel's change reports fail for a folder
     │   │   ├── InvalidArguments   an MCP tool called off its schema
+    │   │   ├── ServiceError       `mailslot service` could not do it
+    │   │   │   ├── NeedsRoot      a --system install or uninstall, not as root
+    │   │   │   └── ServiceManagerFailed  systemctl/launchctl refused or missing
+    │   │   ├── DeliveryError      `mailslot deliveries` refused (nothing changed)
+    │   │   │   ├── UnknownDelivery
+    │   │   │   ├── NotRetryable   only a delivery that gave up can be retried
+    │   │   │   ├── NotDroppable   a running delivery cannot be dropped
+    │   │   │   └── RouteDisabled  the intent's route is disabled (410): resume it
+    │   │   ├── HookInputError     a Claude Code hook's stdin is not what it documents
+    │   │   ├── ClaudeSettingsError  a Claude Code settings file is not a JSON object
     │   │   └── ApprovalError      an approval refused
     │   │       ├── InvalidAction  not an action pattern
     │   │       ├── UnknownApproval
     │   │       ├── AlreadyDecided
     │   │       ├── WiderAction
-    │   │       └── InvalidRequest
+    │   │       ├── InvalidRequest
+    │   │       └── InvalidPermissionRequest  a Claude Code permission prompt unread
     │   └── (private control flow, caught in their module: edge.intents.edit,
     │        edge.delivery.webhook)
     └── RemoteError                input from outside is at fault

@@ -48,6 +48,8 @@ ERROR_ROOT = "shared.errors.MailslotError"
 ADAPTERS: dict[str, frozenset[str]] = {
     "sqlite3": frozenset({"edge/store/db.py"}),
     "watchfiles": frozenset({"edge/fswatch.py"}),
+    # Linux's inotify, read on the event loop: the daemon's one file-system watcher.
+    "inotify_simple": frozenset({"edge/inotify.py"}),
     # The relay's WebSocket side is uvicorn's (``ws="websockets-sansio"``) behind
     # starlette: the relay never imports websockets itself.
     "websockets": frozenset({"edge/link/client.py"}),

@@ -13,15 +13,19 @@ Rules this module keeps:
 * Requests live in the ``approvals`` table of ``data/engine.sqlite3``
   (``edge.store.approvals``); a row leaves ``pending`` once, inside a write transaction,
   so two processes never both decide or expire the same request. Expiry applies when a
-  row is read.
+  row is read, and the daemon's timer (``edge.approvals.expiry``) applies it on time.
 * As in the engine, records are written before the transaction that makes them true
   commits: the interrupt and the activity-log entry first, the row last. A crash can
   repeat a notification (the request is still pending), never lose one.
+* A request made for a Claude Code permission prompt (``permission``, see
+  ``edge.mcp.permissions``) records that prompt with the request, and every decision of
+  it records the answer the channel gives (``permission_answer``): ``allow`` or ``deny``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +36,7 @@ from typing import Any, Protocol
 
 from ulid import ULID
 
-from edge.approvals.dial import HeldPermissions, check_action, covers, decide
+from edge.approvals.dial import HeldPermissions, Ruling, check_action, covers, decide
 from edge.config import POKE_FILE, EdgePaths
 from edge.errors import (
     AlreadyDecided,
@@ -79,8 +83,10 @@ class InboxNotifier:
         if self._raiser is None:
             identity = load_identity(self.paths.key_file)
             self._raiser = LocalRaiser(identity, Inbox.open(self.paths.inbox_file))
-        payload = {"id": approval.id, "action": approval.action, "summary": approval.summary,
-                   "note": approval.note}
+        payload: dict[str, Any] = {"id": approval.id, "action": approval.action,
+                                   "summary": approval.summary, "note": approval.note}
+        if approval.permission is not None:  # data from the session, as it came (cut)
+            payload["permission"] = approval.permission
         return str(self._raiser.raise_event(
             SOURCE_KIND, "approvals", f"approval.{approval.status}", payload,
             priority="now", session=approval.session, event_id=approval.id,
@@ -128,29 +134,37 @@ class ApprovalDesk:
     def request(
         self, action: str, summary: str, *, session: str | None = None,
         intent: str | None = None, held: HeldPermissions | None = None,
+        permission: dict[str, Any] | None = None, refused: str | None = None,
     ) -> Approval:
         """Record a request and the dial's answer: ``allowed``/``denied`` at once, or
-        ``pending`` until the user decides (``approve``/``reject``) or it expires."""
+        ``pending`` until the user decides (``approve``/``reject``) or it expires.
+        ``permission``: the Claude Code permission prompt it was made for (stored with
+        it). ``refused``: deny it at once, for this reason, whatever the dial says (a
+        prompt that could not be read)."""
         action = check_action(action)
         summary = _text(summary, "summary", SUMMARY_MAX, required=True)
         session, intent = _session(session), _intent(intent)
         now = self.clock()
-        ruling = decide(self.settings, action, held, now)
+        ruling = (Ruling("deny", "invalid", refused, self.settings.level)
+                  if refused is not None else decide(self.settings, action, held, now))
         status = {"allow": "allowed", "deny": "denied", "ask": "pending"}[ruling.decision]
         approval = Approval(
             str(ULID()), action, summary, session, intent, status, ruling.reason, now,
             None if status == "pending" else now, now + timedelta(seconds=self.settings.expires),
-            "",
+            "", permission,
         )
         base = {"id": approval.id, "action": action, "session": session}
         events = [Event("approval_requested", now, None, intent, None, {
             **base, "summary": summary, "decision": ruling.decision, "reason": ruling.reason,
             **ruling.detail(),
             **({"envelope": held.path} if held is not None and held.path else {}),
+            **({"permission": permission} if permission is not None else {}),
         })]
         if status != "pending":
+            answer = permission_answer(approval)
             events.append(Event("approval_decided", now, None, intent, None, {
-                **base, "status": status, "reason": ruling.reason, **ruling.detail()}))
+                **base, "status": status, "reason": ruling.reason, **ruling.detail(),
+                **({"answer": answer} if answer is not None else {})}))
         with self.store.transaction():
             if status == "pending":
                 # the user should hear about it: an ``approval.pending`` interrupt that
@@ -205,7 +219,7 @@ class ApprovalDesk:
             if suggest:
                 extra.append(Event("approval_suggested", now, None, current.intent, None, {
                     "id": current.id, "action": current.action, "streak": streak,
-                    "promote": f"mailslot approvals promote {current.action}"}))
+                    "promote": f"mailslot approvals promote {shlex.quote(current.action)}"}))
             decided, interrupt = self._settle(
                 replace(current, status=status, decided=now, note=note,
                         reason=f"{status} by the user"), now, by="user", extra=extra)
@@ -221,6 +235,10 @@ class ApprovalDesk:
         now = self.clock()
         with self.store.transaction():
             current = self._pending(approval_id)
+            if current.permission is not None:
+                raise InvalidRequest(
+                    "a Claude Code permission prompt is answered as it was asked: approve"
+                    " or reject it (an edited action would not change what Claude Code runs)")
             if not covers(current.action, action):
                 raise WiderAction(
                     f"{action!r} is not within the requested {current.action!r}: "
@@ -284,10 +302,22 @@ class ApprovalDesk:
         }
         if decided.note:
             detail["note"] = decided.note
+        if (answer := permission_answer(decided)) is not None:
+            detail["answer"] = answer
         self.log.append([Event("approval_decided", now, interrupt, decided.intent,
                                f"approval.{decided.status}", detail), *extra])
         self.store.settle(decided)
         return decided, interrupt
+
+
+def permission_answer(approval: Approval) -> dict[str, str] | None:
+    """What the channel answers Claude Code for a decided request made for a permission
+    prompt: ``{request_id, behavior}``, ``allow`` when the dial allowed it or the user
+    approved it, else ``deny``; ``None`` while pending or for any other request."""
+    if approval.permission is None or approval.status == "pending":
+        return None
+    behavior = "allow" if approval.status in ("allowed", "approved") else "deny"
+    return {"request_id": str(approval.permission.get("request_id")), "behavior": behavior}
 
 
 def _text(value: str, what: str, limit: int, required: bool = False) -> str:
@@ -315,7 +345,8 @@ def _intent(value: str | None) -> str | None:
 
 def streak_hint(settings: ApprovalSettings, action: str, streak: int) -> str:
     """The sentence the approve command prints when promotion is suggested."""
-    text = (f"approved {streak} times in a row: `mailslot approvals promote {action}` adds an"
+    # quoted: an action with '*' is copied into a shell by whoever reads this
+    text = (f"approved {streak} times in a row: `mailslot approvals promote {shlex.quote(action)}` adds an"
             " allow rule")
     if settings.level != 2:
         text += f" (rules apply at level 2; the dial is at {settings.level})"

@@ -13,6 +13,11 @@ Rules this module keeps:
   an action with a ``*`` is allowed only by a pattern that covers every action it stands
   for (``covers``), and is asked when it overlaps (``overlaps``) anything irreversible or
   a rule that does not cover it.
+* An action named after a Claude Code permission request (``claude:…``,
+  ``edge.approvals.claude``) carries text from the session, so only a pattern that
+  starts with ``claude:`` allows it (as an envelope entry, a read-only pattern or an
+  allow rule): ``*:read`` must not allow ``rm -rf / read`` (``claude:Bash:rm:-rf:/:read``).
+  Patterns that ask or deny apply whatever they start with.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ from edge.intents.approvalrules import ACTION_RE, ApprovalSettings, Decision
 
 #: The environment variable naming the runtime's permission envelope (``edge.delivery.deliverer``).
 PERMISSIONS_ENV = "MAILSLOT_PERMISSIONS"
+#: Actions of Claude Code permission requests (``edge.approvals.claude.CLAUDE_PREFIX``).
+RELAYED_PREFIX = "claude:"
+
+
+def may_allow(pattern: str, action: str) -> bool:
+    """Whether ``pattern`` may allow ``action`` at all: any pattern, except that a
+    ``claude:`` action is allowed only by a ``claude:`` pattern (see the module's rules)."""
+    return not action.startswith(RELAYED_PREFIX) or pattern.startswith(RELAYED_PREFIX)
 
 
 def check_action(action: str) -> str:
@@ -84,7 +97,8 @@ class HeldPermissions:
         """The envelope pattern that allows ``action`` now, if any."""
         if now >= self.expires_at:
             return None
-        return next((p for p in self.actions if covers(p, action)), None)
+        return next((p for p in self.actions if may_allow(p, action) and covers(p, action)),
+                    None)
 
 
 def read_permissions(environ: Mapping[str, str]) -> HeldPermissions | None:
@@ -138,11 +152,14 @@ def decide(
     if level == 0:
         return Ruling("ask", "level", "level 0: every action is asked", level)
     if level == 1:
-        if (p := next((p for p in settings.read_only if covers(p, action)), None)) is not None:
+        if (p := next((p for p in settings.read_only
+                       if may_allow(p, action) and covers(p, action)), None)) is not None:
             return Ruling("allow", "read_only", f"level 1: read-only ({p!r})", level, pattern=p)
         return Ruling("ask", "level", "level 1: not a read-only action", level)
     if level == 2:
         for index, rule in enumerate(settings.rules):
+            if rule.decision == "allow" and not may_allow(rule.pattern, action):
+                continue  # a claude: action, a pattern that does not name them
             if covers(rule.pattern, action):
                 return Ruling(rule.decision, "rule",
                                f"level 2: rule {rule.pattern!r} says {rule.decision}",

@@ -1,20 +1,29 @@
-"""``mailslot inbox list|next|ack|nack|rejected``: the local inbox from the shell.
+"""``mailslot inbox list|next|ack|nack|rejected|follow``: the local inbox from the shell.
 
 ``ack`` and ``nack`` exit 1 with ``not_pending`` if the item is unknown or not pending, or
 with ``claimed_by_other`` if another owner holds a live claim on it; ``--owner`` must name
 the claim's owner. ``--lease``/``--delay``/``--owner`` are checked while parsing (exit 2).
+
+``follow`` prints each interrupt as it is committed (``--json``: one object a line), until
+interrupted. It never polls: it sleeps on inotify for the inbox's database and its
+write-ahead log (every commit writes the log), then reads what came after the last item
+it printed, so nothing is missed or printed twice, whoever committed it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from edge.cli.output import Command, emit
 from edge.config import EdgePaths
 from edge.errors import NotInitialized, NotPending, UsageError
+from edge.fswatch import Change, FsWatch
 from edge.intents.model import parse_duration
 from edge.store.claims import DEFAULT_LEASE, check_lease, check_owner, default_owner
 from edge.store.inbox import Inbox
@@ -43,6 +52,11 @@ def add_inbox_commands(sub: Any, command: Command) -> None:
     p.add_argument("--owner", type=_owner_arg, help="the owner that claimed it")
     p = command("rejected", cmd_inbox_rejected, "envelopes refused by verification", inbox)
     p.add_argument("--limit", type=int, default=50)
+    p = command("follow", cmd_inbox_follow,
+                "print interrupts as they are committed, until interrupted", inbox)
+    p.add_argument("--after", type=_seq_arg, metavar="SEQ",
+                   help="start after this seq (each item carries its seq), e.g. where a"
+                        " previous follow stopped; default: from now on")
 
 
 def open_inbox(paths: EdgePaths) -> Inbox:
@@ -132,6 +146,48 @@ def cmd_inbox_nack(args: argparse.Namespace, paths: EdgePaths) -> int:
             raise NotPending(args.id)
     emit(args, {"id": args.id, "nacked": True}, "back to pending")
     return 0
+
+
+#: Items read at a time by ``follow``.
+FOLLOW_BATCH = 256
+
+
+def _seq_arg(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a seq (a whole number >= 0)")
+    return int(value)
+
+
+def cmd_inbox_follow(args: argparse.Namespace, paths: EdgePaths) -> int:
+    """Until interrupted (Ctrl-C: exit 130; a closed pipe ends it quietly)."""
+    with open_inbox(paths) as inbox:
+        asyncio.run(follow(inbox, paths.inbox_file, args.after, json_lines=args.json))
+    return 0
+
+
+async def follow(inbox: Inbox, path: Path, after: int | None, *, json_lines: bool,
+                 stop: asyncio.Event | None = None) -> None:
+    """Print every item stored after ``after`` (None: after the newest one now), as it
+    is committed, until ``stop``. The watch is armed before the first read, so a commit
+    between the two is seen."""
+    names = {path.name, f"{path.name}-wal", f"{path.name}-journal"}
+
+    def relevant(_change: Change, changed: str) -> bool:
+        return Path(changed).name in names  # not -shm: readers touch it too
+
+    async with FsWatch(path.parent, recursive=False, accept=relevant, step_ms=20,
+                       debounce_ms=100, stop=stop) as changes:
+        last = inbox.last_seq() if after is None else after
+        print(f"following {path} after seq {last}; Ctrl-C to stop", file=sys.stderr,
+              flush=True)
+        while True:
+            while batch := inbox.after(last, FOLLOW_BATCH):
+                for item in batch:
+                    text = json.dumps(item.to_dict(), default=str) if json_lines else _line(item)
+                    print(text, flush=True)
+                    last = item.seq
+            if await changes.next() is None:
+                return
 
 
 def cmd_inbox_rejected(args: argparse.Namespace, paths: EdgePaths) -> int:

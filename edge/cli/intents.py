@@ -67,6 +67,22 @@ _OPTIONS: dict[tuple[str, ...], str] = {
     ("policy", "active_hours"): "--active-hours",
     ("policy", "active_hours", "timezone"): "--timezone",
     ("grant",): "--grant",
+    ("route",): "--route",
+    **{("route", name): option for name, option in (
+        ("timeout", "--route-timeout"), ("cwd", "--cwd"), ("secret_env", "--secret-env"),
+        ("bearer_env", "--bearer-env"), ("max_attempts", "--max-attempts"),
+        ("template", "--template"))},
+}
+#: What ``--route`` takes; the options that go with each kind.
+ROUTE_HELP = ("who receives the wakes: exec:'CMD ARGS' (an argv, split like a shell line,"
+              " never run through one), webhook:URL, mcp, or record (the default)")
+_ROUTE_OPTIONS = {
+    "route_timeout": ("timeout", ("exec", "webhook")),
+    "cwd": ("cwd", ("exec",)),
+    "secret_env": ("secret_env", ("webhook",)),
+    "bearer_env": ("bearer_env", ("webhook",)),
+    "max_attempts": ("max_attempts", ("webhook",)),
+    "template": ("template", ("webhook",)),
 }
 
 
@@ -98,6 +114,17 @@ def add_intent_commands(sub: Any, command: Command) -> None:
     )
     p.add_argument("--critical", action="store_true", help="wake outside hours and budget")
     p.add_argument("--paused", action="store_true", help="add it paused")
+    r = p.add_argument_group("route (default: record; agents pull the inbox)")
+    r.add_argument("--route", metavar="SPEC", help=ROUTE_HELP)
+    r.add_argument("--route-timeout", metavar="DURATION",
+                   help="exec: default 10m; webhook: default 10s")
+    r.add_argument("--cwd", metavar="DIR", help="exec: working directory (absolute)")
+    r.add_argument("--secret-env", metavar="VAR", help="webhook: variable holding the whsec_ secret")
+    r.add_argument("--bearer-env", metavar="VAR", help="webhook: variable holding a bearer token")
+    r.add_argument("--max-attempts", metavar="N", help="webhook: attempts before giving up")
+    r.add_argument("--template", metavar="JSON",
+                   help="webhook: the body, JSON with {path} placeholders, e.g."
+                        " '{\"message\": \"{summary}\"}'")
 
     command("list", cmd_list, "list the intents", group)
     p = command("show", cmd_show, "show one intent", group)
@@ -190,12 +217,67 @@ def intent_from_args(args: argparse.Namespace) -> Intent:
     doc["grant"] = args.grant or []
     doc["critical"] = args.critical
     doc["paused"] = args.paused
+    if (route := route_from_args(args)) is not None:
+        doc["route"] = route
     try:
         return Intent.model_validate(doc)
     except ValidationError as exc:
         raise InvalidIntent(
             "; ".join(explain(loc, why, _OPTIONS) for loc, why in validation_problems(exc, Intent))
         ) from None
+
+
+def parse_route(spec: str) -> dict[str, Any]:
+    """``--route`` → the route's table: ``exec:'CMD ARGS'`` (split with ``shlex``, as a
+    shell would split it, but nothing is ever run through a shell), ``webhook:URL``,
+    ``mcp``, ``record``. ``InvalidIntent`` if it is none of these (the route's own fields
+    are checked by the model)."""
+    kind, sep, rest = spec.partition(":")
+    kind = kind.strip()
+    if kind in ("mcp", "record") and not rest.strip():
+        return {"kind": kind}
+    if kind == "exec" and sep:
+        try:
+            argv = shlex.split(rest)
+        except ValueError as exc:  # an unclosed quote
+            raise InvalidIntent(f"--route {spec!r}: {exc}") from None
+        if not argv:
+            raise InvalidIntent(f"--route {spec!r}: exec needs a command")
+        return {"kind": "exec", "argv": argv}
+    if kind == "webhook" and sep and rest.strip():
+        return {"kind": "webhook", "url": rest.strip()}
+    raise InvalidIntent(f"--route {spec!r}: expected exec:'CMD ARGS', webhook:URL, mcp or"
+                        " record")
+
+
+def route_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The route ``--route`` and its options describe (None: none given);
+    ``InvalidIntent`` for an option of another kind of route, or a bad ``--template``."""
+    given = {name: getattr(args, name) for name in _ROUTE_OPTIONS
+             if getattr(args, name, None) is not None}
+    if args.route is None:
+        if given:
+            raise InvalidIntent(f"--{next(iter(given)).replace('_', '-')} needs --route")
+        return None
+    route = parse_route(args.route)
+    for name, value in given.items():
+        field, kinds = _ROUTE_OPTIONS[name]
+        option = f"--{name.replace('_', '-')}"
+        if route["kind"] not in kinds:
+            raise InvalidIntent(f"{option} applies only to a route of kind"
+                                f" {' or '.join(kinds)}")
+        if name == "template":
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise InvalidIntent(f"--template: not JSON ({exc})") from None
+        elif name == "max_attempts":
+            try:
+                value = int(value)
+            except ValueError:
+                raise InvalidIntent(f"--max-attempts: {value!r} is not a whole number") from None
+        route[field] = value
+    return route
 
 
 def parse_where(text: str, error: type[EdgeError] = InvalidIntent) -> dict[str, Any]:

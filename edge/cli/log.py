@@ -3,7 +3,8 @@
 ``mailslot log`` lists entries (the last ``--limit``, filtered); ``mailslot log --verify``
 checks the chain, the MACs, the head anchor and the anchor kept in the engine state (so a
 log deleted together with its head is caught) and exits 1 on any problem, one line per
-problem saying where, the most serious one's code last; ``mailslot explain ID`` tells one
+problem saying where, the most serious one's code last (across every segment of the log,
+from what retention pruned, which it reports); ``mailslot explain ID`` tells one
 interrupt's story in plain words (exit 1, ``no_record``, if the log has nothing on it).
 Times print in the local time zone; ``--json`` gives the stored fields. Reading and
 checking the log against the engine's anchor is ``edge.engine.audit``'s; this module
@@ -67,12 +68,18 @@ def cmd_log(args: argparse.Namespace, paths: EdgePaths) -> int:
         if any(v is not None for v in (args.since, args.intent, args.type, args.interrupt)):
             args.log_parser.error("--verify checks the whole log; it takes no filters")
         report = verify_log(paths)
+        segments = f" in {report.segments} segments" if report.segments > 1 else ""
+        pruned = ""
+        if report.pruned is not None:
+            until = datetime.fromisoformat(report.pruned["until"]).astimezone(_local_zone())
+            pruned = (f"; seq 1 to {report.pruned['seq']} pruned by retention (entries until "
+                      f"{until:%Y-%m-%d %H:%M:%S})")
         if report.ok:
-            text = f"ok: {report.count} entries, chain intact"
+            text = f"ok: {report.count} entries{segments}, chain intact{pruned}"
         else:
             text = "\n".join([*(str(p) for p in report.problems),
                               f"FAILED: {report.code}: {len(report.problems)} problem(s) in "
-                              f"{report.count} entries"])
+                              f"{report.count} entries{segments}{pruned}"])
         emit(args, report.to_dict(), text)
         return 0 if report.ok else 1
     log = open_log(paths)

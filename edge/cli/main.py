@@ -22,6 +22,9 @@ from typing import Any, NoReturn
 
 from edge.cli.activity import add_activity_commands
 from edge.cli.approvals import add_approval_commands
+from edge.cli.claude import add_claude_commands
+from edge.cli.deliveries import add_delivery_commands
+from edge.cli.doctor import add_doctor_command
 from edge.cli.edge import add_edge_commands
 from edge.cli.grants import add_grant_commands
 from edge.cli.inbox import add_inbox_commands
@@ -31,6 +34,7 @@ from edge.cli.mcp import add_mcp_commands
 from edge.cli.output import Handler, fail
 from edge.cli.relay import add_relay_group
 from edge.cli.replay import add_replay_command
+from edge.cli.service import add_service_commands
 from edge.cli.sleep import add_sleep_command
 from edge.cli.status import add_status_command
 from edge.cli.up import add_up_command
@@ -138,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_sleep_command(sub, command)
     add_approval_commands(sub, command)
     add_mcp_commands(sub, command)
+    add_claude_commands(sub, command)
     add_edge_commands(sub, command)
     add_inbox_commands(sub, command)
+    add_delivery_commands(sub, command)
     add_grant_commands(sub, command)
     add_status_command(sub, command)
+    add_doctor_command(sub, command)
+    add_service_commands(sub, command)
     return parser

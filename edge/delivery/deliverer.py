@@ -16,7 +16,8 @@ they left running, so their deliveries run again within seconds, once, with the 
 delivery key. Stopping (cancelled) kills the runtime and gives its claim back at once. It
 sleeps on an event (a wake was queued) and a timer (the next retry, or the next look at
 other instances' claims), never in a busy loop. MCP deliveries are left to ``mailslot mcp
---channel``.
+--channel``. Other processes wake it through the daemon's poke file (``poke_file``,
+inotify): ``mailslot deliveries retry`` puts a delivery back and touches it.
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ from edge.delivery.exec import deliver_exec
 from edge.delivery.outcome import ChannelResult
 from edge.delivery.webhook import deliver_webhook
 from edge.engine.decide import Recorder
+from edge.errors import FsWatchError
+from edge.fswatch import FsWatch, FsWatchService
 from edge.intents.model import ExecRoute, WebhookRoute
 from edge.store.activity import Event
 from edge.store.deliveries import Delivery, DeliveryQueue, Holder, lease_for, write_envelope_file
 from edge.store.instances import runner_mark
-from shared.host.waiting import first_of
+from shared.host.waiting import first_of, settle
 
 log = logging.getLogger("mailslot.edge.delivery")
 
@@ -63,6 +66,8 @@ class Deliverer:
         environ: Mapping[str, str] = os.environ,
         lease: Callable[[dict[str, Any]], float] = lease_for,
         renew_every: float = RENEW_EVERY,
+        poke_file: Path | None = None,
+        fs: FsWatchService | None = None,
     ) -> None:
         self.queue = queue
         self.record = record
@@ -73,19 +78,44 @@ class Deliverer:
         self.environ = environ
         self.lease = lease
         self.renew_every = renew_every
+        self.poke_file = poke_file
+        #: The daemon's one file-system watcher, shared (None: a watch of its own).
+        self.fs = fs
 
     async def run(self, queued: asyncio.Event, stop: asyncio.Event) -> None:
         """Run due deliveries, then sleep until one is queued or due. ``stop`` cuts a
         running delivery short at once: its runtime is killed and its claim given back
-        (``_deliver``), so a clean stop never waits for a runtime to finish."""
-        while not stop.is_set():
-            queued.clear()
-            running = asyncio.ensure_future(self.run_due(self.clock(), stop))
-            await first_of(running, stop.wait())
-            if not running.cancelled():
-                running.result()  # the queue itself failing stops the daemon
-            timeout = self._sleep_for()
-            await first_of(queued.wait(), stop.wait(), timeout=timeout)
+        (``_deliver``), so a clean stop never waits for a runtime to finish. A touch of
+        ``poke_file`` (another process queued something) sets ``queued``."""
+        pokes: list[asyncio.Future[Any]] = ([] if self.poke_file is None else
+                 [asyncio.create_task(self._watch_pokes(self.poke_file, queued, stop),
+                                      name="delivery-pokes")])
+        try:
+            while not stop.is_set():
+                queued.clear()
+                running = asyncio.ensure_future(self.run_due(self.clock(), stop))
+                await first_of(running, stop.wait())
+                if not running.cancelled():
+                    running.result()  # the queue itself failing stops the daemon
+                timeout = self._sleep_for()
+                await first_of(queued.wait(), stop.wait(), timeout=timeout)
+        finally:
+            for task in pokes:
+                task.cancel()
+            await settle(pokes)
+
+    async def _watch_pokes(self, poke_file: Path, queued: asyncio.Event,
+                           stop: asyncio.Event) -> None:
+        name = poke_file.name
+        try:
+            async with FsWatch(poke_file.parent, recursive=False, step_ms=50, debounce_ms=100,
+                               stop=stop, accept=lambda _change, path: Path(path).name == name,
+                               service=self.fs) as pokes:
+                while await pokes.next() is not None:
+                    queued.set()
+        except FsWatchError as exc:  # deliveries go on; only other processes' pokes are lost
+            log.warning("not watching %s (%s): a delivery put back by `mailslot"
+                        " deliveries retry` waits for the next round", poke_file, exc)
 
     async def run_due(self, now: datetime, stop: asyncio.Event | None = None) -> int:
         """Release dead instances' claims, then claim and run due deliveries one by one

@@ -4,7 +4,9 @@ This module is the edge's one adapter for ``httpx`` on the delivery side (the ot
 ``edge.link.relayclient``): every ``httpx`` exception is translated here into a
 ``ChannelResult`` (``edge.delivery.outcome``), never raised past it.
 
-The wake goes to ``route.url`` with Standard Webhooks headers (``webhook-id`` = the
+The wake goes to ``route.url`` (as the body; or, with ``route.template``, the body that
+template shapes from it: ``edge.intents.template``) with ``user-agent: mailslot/<version>``
+and Standard Webhooks headers (``webhook-id`` = the
 caller's delivery key, ``msg_<ULID>``: the same on every retry and unique across edges, so
 the receiver can deduplicate on it; ``webhook-timestamp``; ``webhook-signature`` made by
 the ``standardwebhooks`` library from the ``whsec_`` secret in
@@ -33,6 +35,7 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import httpx
@@ -46,12 +49,23 @@ from edge.delivery.outcome import (
     wake_bytes,
 )
 from edge.intents.model import WebhookRoute
+from edge.intents.template import render_template
 from shared.errors import LocalError
 
 #: Most of a refusing receiver's response body quoted in ``detail["error"]``.
 EXCERPT_CHARS = 200
 #: Statuses that say "not now" rather than "no": the delivery is tried again later.
 RETRY_STATUSES = frozenset({408, 429})
+
+def _user_agent() -> str:
+    try:
+        return f"mailslot/{version('mailslot')}"
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "mailslot/unknown"
+
+
+#: Sent with every request, so a receiver's logs say who called.
+USER_AGENT = _user_agent()
 
 _REDACTED = "[redacted]"
 #: A bearer token goes into a header verbatim: printable ASCII, no spaces.
@@ -75,7 +89,8 @@ async def deliver_webhook(
     """POST ``wake`` to ``route.url`` once, signed for ``delivery_id`` (keep it the same
     across retries of one delivery), with credentials read from ``environ`` now."""
     began = time.monotonic()
-    body = wake_bytes(wake)
+    body = wake_bytes(wake if route.template is None
+                      else render_template(route.template, wake, delivery_id))
     credentials: list[str] = []
     try:
         headers = _headers(route, body, delivery_id, environ, credentials)
@@ -104,6 +119,7 @@ def _headers(route: WebhookRoute, body: bytes, delivery_id: str, environ: Mappin
     now = int(time.time())
     headers = {
         "content-type": "application/json",
+        "user-agent": USER_AGENT,
         "webhook-id": delivery_id,
         "webhook-timestamp": str(now),
     }

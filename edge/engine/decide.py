@@ -406,10 +406,13 @@ class Engine:
             return
         disabled = self.deliveries.disabled(intent.id) if intent.route.kind != "record" else None
         if disabled is not None:
+            # kept as a given-up delivery, for `mailslot deliveries retry` once it is back
+            reason = f"route {intent.route.kind} disabled: {disabled}"
+            key, _ = self._enqueue(intent, wake, at, skipped=reason)
             for interrupt in wake.interrupts:
                 events.append(Event("outcome", when, interrupt, wake.intent, None, {
-                    "outcome": "skipped", "rule": "route_disabled",
-                    "reason": f"route {intent.route.kind} disabled: {disabled}"}))
+                    "outcome": "skipped", "rule": "route_disabled", "reason": reason,
+                    "delivery": key}))
                 self._decided(interrupt, wake.intent, "skipped", "route disabled")
             return
         self.state.spend(self.day_of(at), wakes=1)
@@ -429,8 +432,8 @@ class Engine:
                                     {"outcome": "ok"}))
             self._decided(interrupt, wake.intent, "woken", wake.kind)
 
-    def _enqueue(self, intent: Intent, wake: PendingWake, at: float
-                 ) -> tuple[str, dict[str, Any]]:
+    def _enqueue(self, intent: Intent, wake: PendingWake, at: float,
+                 skipped: str | None = None) -> tuple[str, dict[str, Any]]:
         """Queue the wake for its runtime, with the minimal context and the permission
         envelope, in the wake's own transaction; returns the delivery key and envelope."""
         docs = self._documents(wake.interrupts)
@@ -451,7 +454,7 @@ class Engine:
         self.deliveries.enqueue(
             wake=wake.seq, intent=intent.id, route=intent.route.model_dump(mode="json"),
             session=wake.session, interrupts=wake.interrupts, permissions=envelope,
-            wake_doc=wake_doc, at=at, key=key,
+            wake_doc=wake_doc, at=at, key=key, skipped=skipped,
         )
         self.queued.set()
         return key, envelope

@@ -9,9 +9,9 @@ characters), in which ``*`` is the only wildcard. No I/O here.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from edge.intents.model import Duration, Strict, StrictInt
 
@@ -25,6 +25,27 @@ class Rule(Strict):
     decision: Decision
 
 
+#: A Claude Code tool name, and the name of a field of its input.
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
+FieldName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
+
+
+class ClaudeActions(Strict):
+    """``[approvals.claude]``: how a Claude Code permission request (``mailslot mcp
+    --channel``) becomes an action (``edge.approvals.claude``): ``claude:<Tool>:<words>``
+    for a tool whose input field named in ``commands`` holds a shell command,
+    ``claude:<Tool>:<path>`` for one named in ``paths``, ``claude:<Tool>`` otherwise."""
+
+    commands: dict[ToolName, FieldName] = {"Bash": "command"}
+    paths: dict[ToolName, FieldName] = {"Edit": "file_path", "Write": "file_path"}
+
+    @model_validator(mode="after")
+    def _one_kind_per_tool(self) -> Self:
+        if both := sorted(set(self.commands) & set(self.paths)):
+            raise ValueError(f"tool {both[0]!r} is in both commands and paths")
+        return self
+
+
 class ApprovalSettings(Strict):
     """The autonomy dial. ``level``: 0 asks for everything; 1 allows read-only actions;
     2 lets the first matching rule decide (no match: ask); 3 asks only for irreversible
@@ -34,6 +55,7 @@ class ApprovalSettings(Strict):
     read_only: list[Action] = ["*:read", "read:*", "*:list", "*:get"]
     irreversible: list[Action] = [
         "*:delete", "delete:*", "deploy:*", "*:deploy", "rm:*", "*:force-push", "payment:*",
+        "claude:Bash:*",
     ]
     #: Level 2 only; first match wins.
     rules: list[Rule] = []
@@ -41,3 +63,5 @@ class ApprovalSettings(Strict):
     expires: Annotated[Duration, Field(gt=0)] = 3600.0
     #: Consecutive approvals of one action after which promoting it is suggested.
     promote_after: StrictInt = Field(default=10, ge=1)
+    #: Claude Code permission requests as actions.
+    claude: ClaudeActions = ClaudeActions()

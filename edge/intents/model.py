@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from edge.intents.template import check_template
 from shared.envelope import Priority
 from shared.match import Predicate, any_glob, unmet
 from shared.tokens import check_name
@@ -72,6 +73,11 @@ DURATION_SCHEMA: dict[str, Any] = {
     "description": "seconds, or a duration like '90s', '15m', '2h', '1d'",
 }
 Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
+#: A webhook body template in JSON Schema: any JSON value (strings may hold {paths}).
+TEMPLATE_SCHEMA: dict[str, Any] = {
+    "description": "the request body: any JSON value; strings may hold {path} placeholders"
+                   " into the wake document, e.g. {\"message\": \"{summary}\"}",
+}
 Zone = Annotated[str, AfterValidator(check_zone)]
 IntentId = Annotated[str, AfterValidator(lambda v: check_name(v, "intent id"))]
 HHMM = Annotated[str, AfterValidator(_check_hhmm)]
@@ -203,6 +209,10 @@ class WebhookRoute(Strict):
     timeout: Annotated[Duration, Field(gt=0)] = 10.0
     #: Attempts before the delivery is given up (backoff doubles from 1 s to 5 min).
     max_attempts: StrictInt = Field(default=10, ge=1, le=100)
+    #: The request body, shaped from the wake with JSON paths (``edge.intents.template``);
+    #: default: the wake document itself.
+    template: Annotated[Any, AfterValidator(check_template), WithJsonSchema(TEMPLATE_SCHEMA)
+                        ] | None = None
 
 
 class McpRoute(Strict):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge.config import private_dir
 from edge.errors import IntentFileError
-from edge.fswatch import FsWatch
+from edge.fswatch import FsWatch, FsWatchService
 from edge.intents.declarations import Declarations
 from edge.intents.file import load_intents
 
@@ -46,8 +46,12 @@ class IntentWatcher:
         on_load: Callable[[Declarations], None],
         on_error: Callable[[IntentFileError], None],
         debounce: float = 0.05,
+        fs: FsWatchService | None = None,
     ) -> None:
+        """``fs``: the process's file-system watcher (the daemon's one); without it the
+        watch has its own."""
         self.path = path
+        self._fs = fs
         self.ready = asyncio.Event()
         self._on_load = on_load
         self._on_error = on_error
@@ -79,6 +83,7 @@ class IntentWatcher:
             # second, an idle daemon should not spin.
             step_ms=max(self._debounce_ms, 500),
             stop=stop,
+            service=self._fs,
         ) as changes:
             # Armed: a change from now on is reported; a reload catches what came before.
             self._reload(catch_up=True)

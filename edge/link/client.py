@@ -7,7 +7,14 @@ batch to the ``Receiver`` (verify → commit) and only after that send ``ack`` (
 processed by another, so the socket is read while a batch is being verified.
 
 Reconnects use exponential backoff with full jitter, capped, reset after a successful
-welcome. Keepalive is WebSocket ping/pong.
+welcome; a handshake refused with ``Retry-After`` (a busy or full relay) waits at least
+that long; a dial that got no answer at all (timed out after ``OPEN_TIMEOUT``, no route,
+no resolver: ``network_away``) is followed within ``AWAY_RETRY`` seconds, so the link is
+back as soon as the network is. Keepalive is WebSocket ping/pong, every half
+``keepalive``, a quarter of it to answer and a quarter to close: a connection that died
+without a FIN (a laptop that slept or changed networks, a black-holed route) is given up
+within ``keepalive`` seconds (20) of its last sign of life, and dialled again within a
+second (the backoff starts over after a link that was up).
 
 This is the project's one ``websockets`` import (the relay's WebSocket side is uvicorn's),
 and websockets' exceptions end here: a connection that drops, is refused or times out is
@@ -18,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import random
+import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -51,6 +60,14 @@ from shared.identity import Identity
 from shared.link import Link, Role
 
 log = logging.getLogger("mailslot.edge.link")
+#: Seconds a dial (TCP, TLS, the WebSocket upgrade) may take before it is given up.
+OPEN_TIMEOUT = 10.0
+#: Longest wait before the next dial while the network is away (``network_away``).
+AWAY_RETRY = 2.0
+#: What a dial fails with when this machine has no usable network: no route, no
+#: interface, the resolver unreachable. (A refusal means someone answered: back off.)
+_AWAY_ERRNOS = frozenset({errno.ENETUNREACH, errno.ENETDOWN, errno.EHOSTUNREACH,
+                          errno.EADDRNOTAVAIL})
 F = TypeVar("F", Challenge, Welcome)
 
 
@@ -82,11 +99,15 @@ class EdgeLink:
         """Stay connected until ``stop`` is set, reconnecting with jittered backoff."""
         attempt = 0
         while not stop.is_set():
+            hint = 0.0  # a refused handshake's Retry-After
+            away = False  # no answer at all: the network is away
             try:
                 await self._connect_once(stop)
                 attempt = 0
             except (OSError, TimeoutError, websockets.WebSocketException, LinkClosed) as exc:
                 log.info("link to %s down: %s", self.config.relay_url, exc)
+                hint = retry_hint(exc)
+                away = network_away(exc)
             except RemoteProtocolError as exc:
                 log.warning("relay broke the protocol: %s (%s)", exc.message, exc.code)
             finally:
@@ -96,19 +117,30 @@ class EdgeLink:
                     self._status(connected=False)
             if stop.is_set():
                 break
-            attempt += 1
-            ceiling = min(self.config.reconnect_cap, self.config.reconnect_base * 2**attempt)
-            await first_of(stop.wait(), timeout=random.uniform(0, ceiling))
+            if away:
+                # Nobody refused: the next dial follows within ``AWAY_RETRY`` seconds (a
+                # dial that timed out waited ``OPEN_TIMEOUT`` already), so the link is
+                # back as soon as the network is, and the backoff starts over then.
+                attempt = 0
+                delay = random.uniform(AWAY_RETRY / 2, AWAY_RETRY)
+            else:
+                attempt += 1
+                ceiling = min(self.config.reconnect_cap,
+                              self.config.reconnect_base * 2**attempt)
+                delay = random.uniform(0, ceiling)
+            await first_of(stop.wait(), timeout=max(hint, delay))
 
     async def _connect_once(self, stop: asyncio.Event) -> None:
         async with websockets.connect(
             self.config.ws_url(),
             subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
             max_size=RELAY_FRAME_MAX_BYTES,
-            ping_interval=self.config.keepalive,
-            ping_timeout=self.config.keepalive,
-            open_timeout=10,
-            close_timeout=5,
+            # A ping every half keepalive, a quarter to answer it, a quarter to close: a
+            # dead connection is given up within ``keepalive`` of its last sign of life.
+            ping_interval=self.config.keepalive / 2,
+            ping_timeout=self.config.keepalive / 4,
+            open_timeout=OPEN_TIMEOUT,
+            close_timeout=min(5.0, self.config.keepalive / 4),
             # Deliveries are small signed JSON; deflate costs more CPU than it saves on
             # the wire, and a relay-side compression bomb is one less thing to fear.
             compression=None,
@@ -201,6 +233,34 @@ def _close_reason(ws: ClientConnection) -> str:
     if ws.close_code is None:
         return "connection ended"
     return f"closed {ws.close_code} {ws.close_reason}".strip()
+
+
+def network_away(exc: BaseException) -> bool:
+    """Whether a failed dial got no answer at all — the network is away (a laptop
+    asleep, off its Wi-Fi, between networks; a black-holed route) rather than the relay
+    refusing: timed out, no route or interface, or the resolver unreachable."""
+    if isinstance(exc, TimeoutError):
+        return True
+    if isinstance(exc, socket.gaierror):
+        return exc.errno == socket.EAI_AGAIN  # "temporary failure in name resolution"
+    return isinstance(exc, OSError) and exc.errno in _AWAY_ERRNOS
+
+
+#: The longest ``Retry-After`` an edge honours (a wrong header cannot park it for long).
+RETRY_HINT_MAX_SECONDS = 600.0
+
+
+def retry_hint(exc: BaseException) -> float:
+    """The ``Retry-After`` seconds of a handshake the relay refused over HTTP (``503
+    relay_full``, ``429 rate_limited``), else 0: the edge waits at least that long, or
+    its own jittered backoff if longer."""
+    if not isinstance(exc, websockets.exceptions.InvalidStatus):
+        return 0.0
+    try:
+        seconds = float(exc.response.headers.get("Retry-After", "0"))
+    except ValueError:  # an HTTP date, or garbage: the backoff alone
+        return 0.0
+    return min(max(seconds, 0.0), RETRY_HINT_MAX_SECONDS) if seconds == seconds else 0.0
 
 
 def _now() -> str:

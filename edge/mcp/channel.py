@@ -11,6 +11,12 @@ Rules this module keeps:
   daemon (within seconds) or the next channel (at once) gives the wake to another
   session. A delivery whose notification could not be handed over (the session was
   closing) is given back at once.
+* With ``sessions`` (``mailslot mcp --channel --session S``, see
+  ``edge.store.claims.channel_sessions``) it claims only the wakes of those sessions, so
+  two Claude Code sessions on one edge each get their own.
+* With a ``relay`` (``edge.mcp.permissions``), the same wake-ups answer the Claude Code
+  permission prompts the user decided since, and the timer also runs to the next
+  pending prompt's expiry.
 * It knows nothing of the MCP SDK: the server hands it a ``notify`` coroutine and the
   client's "initialized" wait.
 """
@@ -20,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edge.config import EdgePaths, private_dir
 from edge.errors import ActivityLogError, KeyFileError
@@ -49,6 +55,18 @@ CHANNEL_RETRY = 5.0
 
 #: Sends one notification (method, params) to the client.
 Notify = Callable[[str, dict[str, Any]], Awaitable[object]]
+
+
+class Settler(Protocol):
+    """What the loop needs of a permission relay (``edge.mcp.permissions``): ``settle``
+    answers what was decided and says when the next pending prompt expires; ``changed``
+    is set when a prompt was left pending."""
+
+    changed: asyncio.Event
+
+    async def settle(self) -> datetime | None: ...
+
+    def close(self) -> None: ...
 
 
 def channel_event(delivery: Delivery) -> dict[str, Any]:
@@ -87,12 +105,18 @@ def channel_event(delivery: Delivery) -> dict[str, Any]:
 
 class McpChannel:
     """The channel loop of one MCP session: build with the edge's paths, this process's
-    claim owner and the session's ``notify``, then ``await run(initialized, stop)``."""
+    claim owner and the session's ``notify`` (and, optionally, the sessions whose wakes it
+    claims — ``None``: all — and a permission relay), then ``await run(initialized,
+    stop)``."""
 
-    def __init__(self, paths: EdgePaths, owner: str, notify: Notify) -> None:
+    def __init__(self, paths: EdgePaths, owner: str, notify: Notify, *,
+                 sessions: Collection[str] | None = None,
+                 relay: Settler | None = None) -> None:
         self.paths = paths
         self.owner = owner
         self.notify = notify
+        self.sessions = None if sessions is None else tuple(sessions)
+        self.relay = relay
 
     async def run(self, initialized: Callable[[], Awaitable[object]],
                   stop: asyncio.Event) -> None:
@@ -118,16 +142,20 @@ class McpChannel:
                                                self.owner)
             queue = await asyncio.to_thread(DeliveryQueue.open, paths.engine_file)
             while not stop.is_set():
+                if self.relay is not None:
+                    self.relay.changed.clear()  # before the look: a later set is seen
                 try:
                     await self._deliver_due(queue, instance, stop)
                     due = await asyncio.to_thread(queue.next_look, (CHANNEL_KIND,), instance,
-                                                  datetime.now(UTC))
+                                                  datetime.now(UTC), self.sessions)
                 except Exception:  # a locked or broken database: say so, look again later
                     log.exception("channel: delivering mcp wakes failed")
                     due = datetime.now(UTC) + timedelta(seconds=CHANNEL_RETRY)
+                if self.relay is not None and (expiry := await self.relay.settle()):
+                    due = expiry if due is None else min(due, expiry)
                 timeout = None if due is None else max(
                     0.05, (due - datetime.now(UTC)).total_seconds())
-                if await changes.next(timeout=timeout) is None:
+                if not await self._wait(changes, timeout, stop):
                     return
         finally:
             await changes.close()  # the watch thread ends within one step (50 ms)
@@ -135,6 +163,19 @@ class McpChannel:
                 queue.close()
             if instance is not None:
                 instance.stop()
+            if self.relay is not None:
+                self.relay.close()
+
+    async def _wait(self, changes: FsWatch, timeout: float | None,
+                    stop: asyncio.Event) -> bool:
+        """Until a change, the timeout, or a prompt left pending; False once stopping."""
+        if self.relay is None:
+            return await changes.next(timeout=timeout) is not None
+        batch = asyncio.ensure_future(changes.next(timeout=timeout))
+        await first_of(batch, self.relay.changed.wait())  # an abandoned next() loses nothing
+        if batch.done() and not batch.cancelled():
+            return batch.result() is not None  # a failed watch raises, as without a relay
+        return not stop.is_set()
 
     async def _deliver_due(self, queue: DeliveryQueue, instance: Instance,
                            stop: asyncio.Event) -> None:
@@ -143,7 +184,8 @@ class McpChannel:
         await asyncio.to_thread(queue.release_dead, instance, datetime.now(UTC))
         while not stop.is_set():
             claimed = await asyncio.to_thread(queue.claim, CHANNEL_KIND, instance,
-                                              CHANNEL_LEASE, datetime.now(UTC))
+                                              CHANNEL_LEASE, datetime.now(UTC),
+                                              sessions=self.sessions)
             if not claimed:
                 return
             delivery = claimed[0]

@@ -12,6 +12,10 @@ Rules this module keeps:
   the CLI prints (``invalid_intent``, ``claimed_by_other``…) — and whose structured
   content is ``{"error": CODE, "message": …}``. Bad arguments are ``invalid_arguments``.
   Only an unknown tool name is a protocol error.
+* With ``--channel`` it also declares ``claude/channel/permission`` and hands every
+  ``notifications/claude/channel/permission_request`` to the permission relay
+  (``edge.mcp.permissions``); params that are not even a JSON object are dropped by the
+  SDK before they reach it.
 * The server speaks the handshake era of MCP (``initialize``; every client today, Claude
   Code included). A client that opens with the 2026 request envelope is refused and,
   like the SDK's own client in ``auto`` mode, falls back to the handshake.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
@@ -35,9 +40,15 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
+from pydantic import BaseModel, ConfigDict
 
 from edge.config import EdgePaths
 from edge.mcp.channel import CHANNEL_CAPABILITY, McpChannel
+from edge.mcp.permissions import (
+    PERMISSION_CAPABILITY,
+    PERMISSION_REQUEST_METHOD,
+    PermissionRelay,
+)
 from edge.mcp.tools import TOOLS, Tools
 from shared.errors import MailslotError
 
@@ -64,6 +75,14 @@ CHANNEL_INSTRUCTIONS = (
 )
 
 
+class PermissionRequestParams(BaseModel):
+    """The params of a ``permission_request`` as the SDK hands them over: anything, read
+    and checked by ``edge.approvals.claude`` (the SDK would drop a request a strict model
+    refused, and the relay answers ``deny`` to one it can identify)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 @dataclass(frozen=True)
 class McpConfig:
     """Everything one ``mailslot mcp`` process runs on, built once by the CLI."""
@@ -73,6 +92,10 @@ class McpConfig:
     channel: bool
     #: Claim owner of this process, for inbox claims and channel deliveries alike.
     owner: str
+    #: ``--session``: the session this channel serves (its wakes, its permission prompts).
+    session: str | None = None
+    #: The delivery sessions the channel claims (``edge.store.claims.channel_sessions``).
+    sessions: Collection[str] | None = None
 
 
 # -- the server -------------------------------------------------------------------------
@@ -92,10 +115,15 @@ class McpServer:
             instructions=INSTRUCTIONS + (CHANNEL_INSTRUCTIONS if config.channel else ""),
             on_list_tools=self._list_tools, on_call_tool=self._call_tool,
         )
+        self._relay: PermissionRelay | None = None
+        if config.channel:
+            self.server.add_notification_handler(
+                PERMISSION_REQUEST_METHOD, PermissionRequestParams, self._permission_request)
 
     def initialization_options(self) -> InitializationOptions:
         experimental: dict[str, dict[str, Any]] | None = (
-            {CHANNEL_CAPABILITY: {}} if self.config.channel else None)
+            {CHANNEL_CAPABILITY: {}, PERMISSION_CAPABILITY: {}} if self.config.channel
+            else None)
         return self.server.create_initialization_options(experimental_capabilities=experimental)
 
     async def run(self, read_stream: ReadStream[SessionMessage | Exception],
@@ -108,8 +136,11 @@ class McpServer:
         stop = asyncio.Event()
         async with self.server.lifespan(self.server) as state, asyncio.TaskGroup() as tasks:
             if self.config.channel:
+                relay = self._relay = PermissionRelay(self.config.paths, self.config.session,
+                                                      connection.outbound.notify)
                 channel = McpChannel(self.config.paths, self.config.owner,
-                                     connection.outbound.notify)
+                                     connection.outbound.notify,
+                                     sessions=self.config.sessions, relay=relay)
                 tasks.create_task(channel.run(connection.initialized.wait, stop),
                                   name="mcp-channel")
             try:
@@ -118,6 +149,11 @@ class McpServer:
                                        init_options=self.initialization_options())
             finally:
                 stop.set()
+
+    async def _permission_request(self, _ctx: ServerRequestContext[Any],
+                                  params: PermissionRequestParams) -> None:
+        if self._relay is not None:
+            await self._relay.receive(params.model_extra or {})
 
     # -- tools --------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -34,6 +34,12 @@ from pydantic import (
 from edge.approvals.desk import open_desk
 from edge.approvals.dial import read_permissions
 from edge.config import EdgePaths
+from edge.delivery.manage import (
+    drop_delivery,
+    list_deliveries,
+    retry_delivery,
+    show_delivery,
+)
 from edge.engine.activity import report_activity
 from edge.engine.audit import open_log
 from edge.engine.explain import explain
@@ -147,6 +153,18 @@ class ApprovalIdArgs(Strict):
 
 class ExplainArgs(Strict):
     id: InterruptId
+
+
+class DeliveriesListArgs(Strict):
+    which: Literal["failed", "pending"] | None = Field(
+        default=None, description="failed: gave up or ended in error (retry or drop them);"
+        " pending: on their way; default: all")
+    limit: int = Field(default=50, ge=0, le=10_000, description="newest N (0: all)")
+
+
+class DeliveryIdArgs(Strict):
+    id: str = Field(min_length=1, max_length=64,
+                    description="the delivery's key (msg_…) or number")
 
 
 # -- the tools --------------------------------------------------------------------------
@@ -287,6 +305,20 @@ class Tools:
         with open_desk(self.paths) as desk:
             return desk.get(args.id).to_dict()
 
+    # -- deliveries -----------------------------------------------------------------------
+
+    def deliveries_list(self, args: DeliveriesListArgs) -> dict[str, Any]:
+        return {"deliveries": list_deliveries(self.paths, args.which, args.limit)}
+
+    def deliveries_show(self, args: DeliveryIdArgs) -> dict[str, Any]:
+        return show_delivery(self.paths, args.id)
+
+    def deliveries_retry(self, args: DeliveryIdArgs) -> dict[str, Any]:
+        return retry_delivery(self.paths, args.id)
+
+    def deliveries_drop(self, args: DeliveryIdArgs) -> dict[str, Any]:
+        return drop_delivery(self.paths, args.id)
+
     def explain(self, args: ExplainArgs) -> dict[str, Any]:
         entries = []
         log = open_log(self.paths)  # None if there is none: nothing is created
@@ -413,6 +445,17 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec("approval_get", "One approval request: its status (pending, approved,"
              " rejected, expired, allowed, denied), action and note.",
              ApprovalIdArgs, Tools.approval_get),
+    ToolSpec("deliveries_list", "Wakes on their way to a runtime (exec, webhook, mcp), newest"
+             " first: status, attempts, last error. which=failed: those that gave up or"
+             " ended in error.", DeliveriesListArgs, Tools.deliveries_list),
+    ToolSpec("deliveries_show", "One delivery: its route, last attempt, the wake it carries.",
+             DeliveryIdArgs, Tools.deliveries_show),
+    ToolSpec("deliveries_retry", "Send a delivery that gave up (or ended in error) again,"
+             " once, with the same key; not_retryable if it is pending, running or"
+             " delivered, route_disabled while its route is disabled.",
+             DeliveryIdArgs, Tools.deliveries_retry),
+    ToolSpec("deliveries_drop", "Remove a delivery that is not running and was not"
+             " delivered: it is never sent.", DeliveryIdArgs, Tools.deliveries_drop),
     ToolSpec("explain", "Why an interrupt did or did not wake an agent: its decision trace"
              " from the activity log, in plain words.", ExplainArgs, Tools.explain,
              text_key="trace"),

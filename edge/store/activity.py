@@ -34,6 +34,9 @@ Rules this module keeps:
   the two writes is no false alarm. ``verify(anchor)`` reports a log that no longer
   reaches it (``log_missing``, ``log_truncated``); ``continue_after(anchor)`` makes a
   recreated log continue the numbering, so the gap stays visible there too.
+- One chain across files: ``rotate`` renames the active file to a segment, ``retain``
+  deletes the oldest segments behind a signed retention record
+  (``edge.store.activitysegments``); every reader reads them all, in order.
 """
 
 from __future__ import annotations
@@ -44,18 +47,26 @@ import hashlib
 import hmac
 import json
 import os
-import secrets
-import stat
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from edge.config import FILE_MODE, private_dir
-from edge.errors import ActivityLogError, KeyFileError
+from edge.config import private_dir
+from edge.errors import ActivityLogError
 from edge.store.activitycheck import Head, Verifier, VerifyReport
+from edge.store.activityfiles import (
+    first_line,
+    fsync_dir,
+    last_line,
+    load_key,
+    open_log_fd,
+    open_read_fd,
+    oserrors,
+    write_small,
+)
 from edge.store.activityline import (
     STEP_SET,
     STEPS,
@@ -63,43 +74,21 @@ from edge.store.activityline import (
     Anchor,
     BadLine,
     canonical,
-    encode_str,
+    entry_texts,
     fields,
+)
+from edge.store.activitysegments import (
+    Pruned,
+    pruned_doc,
+    pruned_file,
+    read_pruned,
+    segment_path,
+    segments,
 )
 from edge.store.db import Closing
 
-KEY_SIZE = 32
 _SHA256_BLOCK = 64
 _CHUNK = 1 << 20
-
-
-def _json_text(value: str | None) -> str:
-    """``canonical(value)`` for the plain-string fields of an entry (or null)."""
-    return "null" if value is None else encode_str(value)
-
-
-def _entry_texts(seq: int, at: str, event: Event, prev: str) -> tuple[str, str] | None:
-    """The canonical JSON of an entry split around where ``mac`` goes: ``head + "," +
-    tail`` is ``canonical(body)`` (what the MAC covers) and ``head + ',"mac":"…",' +
-    tail`` is the stored line (sorted keys put ``mac`` between ``interrupt`` and
-    ``prev``). Built from the fields, so that an entry costs one encoding of its
-    ``detail`` rather than two of the whole entry: the log is written three times per
-    drained interrupt. ``None`` when a field is not a plain string (or null), which only
-    ``canonical`` itself may encode; the caller then falls back to it. Raises what
-    ``canonical`` raises for a ``detail`` that is not JSON."""
-    interrupt, intent, type_, step = event.interrupt, event.intent, event.type, event.step
-    if not (_plain(interrupt) and _plain(intent) and _plain(type_) and type(step) is str
-            and type(prev) is str):
-        return None
-    head = (f'{{"at":{encode_str(at)},"detail":{canonical(event.detail)},'
-            f'"intent":{_json_text(intent)},"interrupt":{_json_text(interrupt)}')
-    tail = (f'"prev":{encode_str(prev)},"seq":{seq:d},"step":{encode_str(step)},'
-            f'"type":{_json_text(type_)}}}')
-    return head, tail
-
-
-def _plain(value: object) -> bool:
-    return value is None or type(value) is str
 
 
 def to_text(at: datetime) -> str:
@@ -172,15 +161,25 @@ def _entry(doc: dict[str, Any], at: datetime) -> Entry:
                  doc["type"], doc["detail"], doc["prev"], doc["mac"])
 
 
+class _Snapshot(NamedTuple):
+    """What a reader reads: each file (segment name, None for the active one), an fd of
+    its own and the size to read up to; the head anchor and retention record with them."""
+
+    files: list[tuple[str | None, int, int]]
+    head: Head
+    pruned: Pruned
+
+
 class ActivityLog(Closing):
-    """The log file, its head anchor and its key. Build with ``open``; ``close`` when done
-    (or use it as a context manager). Safe to share between threads; several processes
-    may append to the same file."""
+    """The log (its segments, see ``edge.store.activitysegments``), its head anchor and
+    its key. Build with ``open``; ``close`` when done (or use it as a context manager).
+    Safe to share between threads; several processes may append to the same file."""
 
     def __init__(self, path: Path, key_file: Path, key: bytes, fd: int) -> None:
         self.path = path
         self.key_file = key_file
         self.head_path = head_file(path)
+        self.pruned_path = pruned_file(path)
         if len(key) > _SHA256_BLOCK:  # RFC 2104; the log's own keys are 32 bytes
             key = hashlib.sha256(key).digest()
         block = key.ljust(_SHA256_BLOCK, b"\0")
@@ -197,11 +196,11 @@ class ActivityLog(Closing):
         others may read (``KeyFileError``) and a missing key for a log that has entries.
         Cuts off a torn last line that was never acknowledged."""
         path, key_file = Path(path), Path(key_file)
-        with _oserrors(path):
+        with oserrors(path):
             private_dir(path.parent)
-            fresh = not path.exists() or path.stat().st_size == 0
-            key = _load_key(key_file, create=fresh, log=path)
-            log = cls(path, key_file, key, _open_log(path))
+            fresh = (not path.exists() or path.stat().st_size == 0) and not segments(path)
+            key = load_key(key_file, create=fresh, log=path)
+            log = cls(path, key_file, key, open_log_fd(path))
         try:
             with log._lock, log._exclusive() as fd:
                 log._sync(fd, writing=False)
@@ -252,7 +251,8 @@ class ActivityLog(Closing):
                     stamp = (event.at, utc, to_text(utc))
                 _, at, at_text = stamp
                 try:
-                    texts = _entry_texts(seq, at_text, event, prev)
+                    texts = entry_texts(seq, at_text, event.step, event.interrupt,
+                                        event.intent, event.type, event.detail, prev)
                     if texts is None:
                         body = {"seq": seq, "at": at_text, "step": event.step,
                                 "interrupt": event.interrupt, "intent": event.intent,
@@ -304,16 +304,7 @@ class ActivityLog(Closing):
         """Replace the head anchor atomically (we hold the exclusive lock)."""
         body = {"seq": link.seq, "hash": link.hash}
         doc = canonical({**body, "mac": self._mac(canonical(body).encode())}).encode()
-        tmp = self.head_path.with_name(self.head_path.name + ".tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, FILE_MODE)
-        try:
-            os.fchmod(fd, FILE_MODE)
-            os.write(fd, doc + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.head_path)
+        write_small(self.head_path, doc + b"\n")
 
     def _read_head(self) -> Head:
         try:
@@ -333,14 +324,15 @@ class ActivityLog(Closing):
         return Head(Anchor(body["seq"], body["hash"]))
 
     @contextlib.contextmanager
-    def _exclusive(self) -> Iterator[int]:
-        """Hold the cross-process write lock on the file that is at ``path`` now (it may
-        have been moved aside and recreated since we opened it). Caller holds ``_lock``."""
+    def _exclusive(self, kind: int = fcntl.LOCK_EX) -> Iterator[int]:
+        """Hold the cross-process write lock (``kind``: or the shared one) on the file
+        that is at ``path`` now (it may have been rotated, or moved aside, and recreated
+        since we opened it). Caller holds ``_lock``."""
         if self._fd < 0:
             raise ActivityLogError(f"{self.path}: the activity log is closed")
-        with _oserrors(self.path):
+        with oserrors(self.path):
             while True:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
+                fcntl.flock(self._fd, kind)
                 mine = os.fstat(self._fd)
                 with contextlib.suppress(FileNotFoundError):
                     there = os.stat(self.path)
@@ -348,7 +340,7 @@ class ActivityLog(Closing):
                         break
                 os.close(self._fd)  # releases the lock too
                 self._fd, self._tail = -1, None
-                self._fd = _open_log(self.path)
+                self._fd = open_log_fd(self.path)
             try:
                 yield self._fd
             finally:
@@ -363,7 +355,7 @@ class ActivityLog(Closing):
         if self._tail is not None and self._tail[0] == size:
             return self._tail[1]
         head = self._read_head()
-        raw, end = _last_line(fd, size)
+        raw, end = last_line(fd, size)
         tail: Anchor | None = Anchor(0, ZERO_HASH)
         if raw is not None:
             try:
@@ -371,7 +363,7 @@ class ActivityLog(Closing):
             except BadLine:
                 tail = None
         anchor = head.link
-        if anchor is None and head.problem is None and end == 0:
+        if anchor is None and head.problem is None and end == 0 and not segments(self.path):
             anchor = Anchor(0, ZERO_HASH)  # a new (or empty) log: anchor it now
             self._write_head(anchor)
         torn = size > end
@@ -387,8 +379,8 @@ class ActivityLog(Closing):
             why = head.problem or f"{self.head_path} is missing"
             raise ActivityLogError(
                 f"{why}; entries may have been removed from {self.path}, so nothing more is "
-                "appended to it. Run `mailslot log --verify`, then move the log and its "
-                ".head aside (keep them as evidence); a new log starts on the next open"
+                "appended to it. Run `mailslot log --verify`, then move the log, its segments "
+                "and its .head aside (keep them as evidence); a new log starts on the next open"
             )
         if torn:
             os.write(fd, b"\n")  # an acknowledged line was torn: keep it, visibly damaged
@@ -399,57 +391,138 @@ class ActivityLog(Closing):
         self._tail = (size, link)
         return link
 
+    # -- segments and retention ---------------------------------------------------------
+
+    def rotate(self, *, max_bytes: int, max_age: timedelta | None = None,
+               now: datetime | None = None) -> Path | None:
+        """Make the active file a rotated segment if it holds ``max_bytes`` or more, or
+        its first entry is older than ``max_age``: one rename, under the exclusive lock
+        (``edge.store.activitysegments``). Returns the segment's path, or None (nothing
+        due). Raises ``ActivityLogError`` where ``append`` would."""
+        with self._lock, self._exclusive() as fd:
+            self._sync(fd, writing=True)  # cuts (or ends) a torn last line first
+            size = os.fstat(fd).st_size
+            raw = first_line(fd, size)
+            if raw is None:
+                return None
+            try:
+                doc, at = fields(raw)
+            except BadLine:
+                return None  # a damaged first line: left for `verify` to report
+            old = max_age is not None and (now or datetime.now(UTC)) - at >= max_age
+            if size < max_bytes and not old:
+                return None
+            target = segment_path(self.path, doc["seq"])
+            with oserrors(target):
+                if target.exists():
+                    raise ActivityLogError(f"{target} exists: cannot rotate {self.path}")
+                os.rename(self.path, target)
+                fsync_dir(self.path.parent)
+                fresh = open_log_fd(self.path)  # readers find an active file at once
+            os.close(self._fd)  # the segment's: releases its lock
+            self._fd, self._tail = fresh, None
+        return target
+
+    def retain(self, *, keep_after: datetime | None = None,
+               max_bytes: int | None = None) -> list[Path]:
+        """Delete rotated segments, oldest first, while their last entry is before
+        ``keep_after`` or the log's files hold more than ``max_bytes``; never the active
+        file. The retention record moves to the last entry removed before anything is
+        deleted. Returns the deleted segments."""
+        with self._lock, self._exclusive() as fd:
+            pruned = read_pruned(self.pruned_path, self._mac)
+            if pruned.problem is not None:
+                raise ActivityLogError(f"{pruned.problem}; nothing is pruned until "
+                                       "`mailslot log --verify` passes")
+            found = [(s, os.stat(s.path).st_size) for s in segments(self.path)]
+            total = os.fstat(fd).st_size + sum(size for _s, size in found)
+            base, until, drop = pruned.link, pruned.until, []
+            for seg, size in found:
+                last = _segment_end(seg.path)
+                if last is None:
+                    break  # a damaged end: kept, for `verify` to report
+                link, at = last
+                done = base is not None and link.seq <= base.seq  # a crash left it
+                if not (done or (keep_after is not None and at < keep_after)
+                        or (max_bytes is not None and total > max_bytes)):
+                    break
+                drop.append(seg.path)
+                total -= size
+                if not done:
+                    base, until = link, to_text(at)
+            if not drop:
+                return []
+            with oserrors(self.pruned_path):
+                if base is not None and until is not None and base != pruned.link:
+                    write_small(self.pruned_path, pruned_doc(base, until, self._mac))
+                for path in drop:
+                    path.unlink(missing_ok=True)
+                fsync_dir(self.path.parent)
+        return drop
+
     # -- reading ----------------------------------------------------------------------
 
-    def _snapshot(self) -> tuple[int, int, Head]:
-        """A size at which no batch is half-written, a private fd to read up to it, and
-        the head anchor that goes with it (taken under a shared lock)."""
-        with self._lock:
-            if self._fd < 0:
-                raise ActivityLogError(f"{self.path}: the activity log is closed")
-            with _oserrors(self.path):
-                fcntl.flock(self._fd, fcntl.LOCK_SH)
-                try:
-                    return os.fstat(self._fd).st_size, os.dup(self._fd), self._read_head()
-                finally:
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+    def _snapshot(self) -> _Snapshot:
+        """Every file up to a size at which no batch is half-written, each with a private
+        fd, and the head anchor and retention record that go with them (taken under a
+        shared lock: no rotation or retention happens meanwhile)."""
+        with self._lock, self._exclusive(fcntl.LOCK_SH) as fd:
+            files: list[tuple[str | None, int, int]] = []
+            try:
+                for seg in segments(self.path):
+                    sfd = open_read_fd(seg.path)
+                    if sfd is not None:
+                        files.append((seg.path.name, sfd, os.fstat(sfd).st_size))
+                files.append((None, os.dup(fd), os.fstat(fd).st_size))
+                return _Snapshot(files, self._read_head(), read_pruned(self.pruned_path,
+                                                                      self._mac))
+            except BaseException:
+                for _name, sfd, _size in files:
+                    os.close(sfd)
+                raise
 
-    def _lines(self, fd: int, size: int) -> Iterator[tuple[int, bytes, bool]]:
-        """(line number, bytes without newline, complete?) up to ``size``; closes ``fd``."""
+    def _lines(self, snap: _Snapshot) -> Iterator[tuple[str | None, int, bytes, bool]]:
+        """(file, line number, bytes without newline, complete?) of every file in order;
+        closes the snapshot's fds."""
         try:
-            offset, number, rest = 0, 0, b""
-            while offset < size:
-                with _oserrors(self.path):
-                    chunk = os.pread(fd, min(_CHUNK, size - offset), offset)
-                if not chunk:
-                    break
-                offset += len(chunk)
-                parts = (rest + chunk).split(b"\n")
-                rest = parts.pop()
-                for part in parts:
-                    number += 1
-                    yield number, part, True
-            if rest:
-                yield number + 1, rest, False
+            for name, fd, size in snap.files:
+                offset, number, rest = 0, 0, b""
+                while offset < size:
+                    with oserrors(self.path):
+                        chunk = os.pread(fd, min(_CHUNK, size - offset), offset)
+                    if not chunk:
+                        break
+                    offset += len(chunk)
+                    parts = (rest + chunk).split(b"\n")
+                    rest = parts.pop()
+                    for part in parts:
+                        number += 1
+                        yield name, number, part, True
+                if rest:
+                    yield name, number + 1, rest, False
         finally:
-            os.close(fd)
+            for _name, fd, _size in snap.files:
+                os.close(fd)
 
     def entries(self, *, since: datetime | None = None, intent: str | None = None,
                 type: str | None = None, interrupt: str | None = None) -> Iterator[Entry]:
-        """Entries in log order, filtered (every given filter must hold; ``since`` is
-        inclusive). Unreadable lines are skipped and MACs are not checked: that is what
-        ``verify`` is for."""
+        """Entries in log order, across every segment, filtered (every given filter must
+        hold; ``since`` is inclusive). Unreadable lines are skipped and MACs are not
+        checked: that is what ``verify`` is for."""
         wanted = {k: v for k, v in (("intent", intent), ("type", type),
                                     ("interrupt", interrupt)) if v is not None}
         needles = [canonical(v).encode() for v in wanted.values()]  # cheap pre-filter
-        size, fd, _head = self._snapshot()
-        for _number, raw, complete in self._lines(fd, size):
+        snap = self._snapshot()
+        floor = snap.pruned.link.seq if snap.pruned.link is not None else 0
+        for _name, _number, raw, complete in self._lines(snap):
             if not complete or not all(n in raw for n in needles):
                 continue
             try:
                 doc, at = fields(raw)
             except BadLine:
                 continue
+            if doc["seq"] <= floor:
+                continue  # retention removed it (a crash left the file)
             if (since is None or at >= since) and all(doc[k] == v for k, v in wanted.items()):
                 yield _entry(doc, at)
 
@@ -458,102 +531,37 @@ class ActivityLog(Closing):
         return list(self.entries(interrupt=interrupt))
 
     def verify(self, anchor: Anchor | None = None) -> VerifyReport:
-        """Check every line's shape and MAC, the ``prev`` chain, the order of ``seq``, the
-        head anchor and ``anchor`` (the engine state's, if the caller has one), and say
-        where each problem is. Writers are not held up."""
-        size, fd, head = self._snapshot()
-        check = Verifier(self._mac, self.head_path, self.key_file)
+        """Check every line of every segment: its shape and MAC, the ``prev`` chain
+        (across segments, from the retention record if segments were pruned), the order
+        of ``seq``, the head anchor and ``anchor`` (the engine state's, if the caller has
+        one), and say where each problem is. Writers are not held up."""
+        snap = self._snapshot()
+        check = Verifier(self._mac, self.head_path, self.key_file, snap.pruned,
+                         len(snap.files))
         torn = 0
-        for number, raw, complete in self._lines(fd, size):
-            if complete:
+        for name, number, raw, complete in self._lines(snap):
+            check.file = name
+            if complete or name is not None:
                 check.line(number, raw)
             else:
                 torn = number
-        return check.finish(head, torn, anchor)
+        check.file = None
+        return check.finish(snap.head, torn, anchor)
 
 
-# -- files --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _oserrors(path: Path) -> Iterator[None]:
-    """Translate the OS's refusals into ``ActivityLogError`` naming the file."""
+def _segment_end(path: Path) -> tuple[Anchor, datetime] | None:
+    """The last entry of a rotated segment: its place in the chain and its time."""
+    fd = open_read_fd(path)
+    if fd is None:
+        return None
     try:
-        yield
-    except OSError as exc:
-        raise ActivityLogError(f"{exc.filename or path}: {exc.strerror or exc}") from None
-
-
-def _open_log(path: Path) -> int:
-    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags, FILE_MODE)
-    os.fchmod(fd, FILE_MODE)
-    return fd
-
-
-def _last_line(fd: int, size: int) -> tuple[bytes | None, int]:
-    """The last complete line (without newline) and the offset just past its newline;
-    (None, 0) if there is none. Bytes after that offset are a torn line."""
-    buf, start = b"", size
-    end = -1
-    while start > 0:
-        step = min(65536, start)
-        start -= step
-        buf = os.pread(fd, step, start) + buf
-        if end < 0:
-            nl = buf.rfind(b"\n")
-            if nl < 0:
-                continue
-            end = start + nl
-        begin = buf.rfind(b"\n", 0, end - start)
-        if begin >= 0:
-            return buf[begin + 1:end - start], end + 1
-    if end < 0:
-        return None, 0
-    return buf[:end - start], end + 1
-
-
-def _load_key(path: Path, *, create: bool, log: Path) -> bytes:
-    """The log's HMAC key: created (0600, never replaced) for a new log only."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        if not create:
-            raise ActivityLogError(
-                f"{path}: the activity log key is missing, but {log} has entries signed with "
-                "it; restore the key, or move the log and its .head aside to start anew"
-            ) from None
-        _create_key(path)
-        return _load_key(path, create=False, log=log)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"{path}: not a regular file")
-        if info.st_mode & 0o077:
-            raise KeyFileError(
-                f"{path}: key file is accessible by other users (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}`"
-            )
-        key = os.read(fd, KEY_SIZE + 1)
+        raw, _end = last_line(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
-    if len(key) != KEY_SIZE:
-        raise KeyFileError(f"{path}: not an activity log key ({KEY_SIZE} bytes expected)")
-    return key
-
-
-def _create_key(path: Path) -> None:
-    """Write a random key to a temp file and link it into place: readers never see a
-    half-written key, and a key another process created first wins."""
-    private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    if raw is None:
+        return None
     try:
-        os.fchmod(fd, FILE_MODE)
-        os.write(fd, secrets.token_bytes(KEY_SIZE))
-        os.fsync(fd)
-        os.close(fd)
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        doc, at = fields(raw)
+    except BadLine:
+        return None
+    return Anchor(doc["seq"], hashlib.sha256(raw).hexdigest()), at

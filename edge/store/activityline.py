@@ -51,6 +51,35 @@ def canonical(obj: Any) -> str:
     return _CANONICAL.encode(obj)
 
 
+def _json_text(value: str | None) -> str:
+    """``canonical(value)`` for the plain-string fields of an entry (or null)."""
+    return "null" if value is None else encode_str(value)
+
+
+def _plain(value: object) -> bool:
+    return value is None or type(value) is str
+
+
+def entry_texts(seq: int, at: str, step: str, interrupt: str | None, intent: str | None,
+                type_: str | None, detail: dict[str, Any], prev: str) -> tuple[str, str] | None:
+    """The canonical JSON of an entry split around where ``mac`` goes: ``head + "," +
+    tail`` is ``canonical(body)`` (what the MAC covers) and ``head + ',"mac":"…",' +
+    tail`` is the stored line (sorted keys put ``mac`` between ``interrupt`` and
+    ``prev``). Built from the fields, so that an entry costs one encoding of its
+    ``detail`` rather than two of the whole entry: the log is written three times per
+    drained interrupt. ``None`` when a field is not a plain string (or null), which only
+    ``canonical`` itself may encode; the caller then falls back to it. Raises what
+    ``canonical`` raises for a ``detail`` that is not JSON."""
+    if not (_plain(interrupt) and _plain(intent) and _plain(type_) and type(step) is str
+            and type(prev) is str):
+        return None
+    head = (f'{{"at":{encode_str(at)},"detail":{canonical(detail)},'
+            f'"intent":{_json_text(intent)},"interrupt":{_json_text(interrupt)}')
+    tail = (f'"prev":{encode_str(prev)},"seq":{seq:d},"step":{encode_str(step)},'
+            f'"type":{_json_text(type_)}}}')
+    return head, tail
+
+
 class BadLine(LocalError):
     """A log line that does not parse. Never leaves the activity log's own modules: the
     log's reader (``edge.store.activity``) and verifier (``edge.store.activitycheck``)

@@ -8,10 +8,13 @@ Rules this module keeps:
 * The table lives in the engine's database and shares its ``Database``
   (``edge.store.db``), so a request's row commits in the same transaction as whatever
   else recorded it.
+* ``permission`` (JSON, or NULL) holds the Claude Code permission request a row was made
+  for (``edge.approvals.claude``): data from the session, stored as it came (cut).
 """
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +45,9 @@ class Approval:
     decided: datetime | None
     expires: datetime
     note: str
+    #: The Claude Code permission request this row answers (``request_id``,
+    #: ``tool_name``, ``description``, ``input_preview``), if it was made for one.
+    permission: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,11 +64,12 @@ _SCHEMA = (
         session TEXT, intent TEXT,
         status TEXT NOT NULL CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
         reason TEXT NOT NULL, created REAL NOT NULL, decided REAL, expires REAL NOT NULL,
-        note TEXT NOT NULL DEFAULT '')""",
+        note TEXT NOT NULL DEFAULT '', permission TEXT)""",
     "CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, expires)",
     "CREATE INDEX IF NOT EXISTS approvals_action ON approvals (action, decided)",
 )
-_COLUMNS = "id, action, summary, session, intent, status, reason, created, decided, expires, note"
+_COLUMNS = ("id, action, summary, session, intent, status, reason, created, decided, expires,"
+            " note, permission")
 
 
 def _time(value: float) -> datetime:
@@ -70,9 +77,21 @@ def _time(value: float) -> datetime:
 
 
 def _approval(row: Row) -> Approval:
-    id_, action, summary, session, intent, status, reason, created, decided, expires, note = row
+    (id_, action, summary, session, intent, status, reason, created, decided, expires, note,
+     permission) = row
     return Approval(id_, action, summary, session, intent, status, reason, _time(created),
-                    None if decided is None else _time(decided), _time(expires), note)
+                    None if decided is None else _time(decided), _time(expires), note,
+                    None if permission is None else json.loads(permission))
+
+
+def _migrate(db: Database) -> None:
+    """Add the ``permission`` column to a table from before it (in a write transaction:
+    two processes opening an old file at once must not both add it)."""
+    if "permission" in {row[1] for row in db.query("PRAGMA table_info(approvals)")}:
+        return
+    with db.transaction():
+        if "permission" not in {row[1] for row in db.query("PRAGMA table_info(approvals)")}:
+            db.execute("ALTER TABLE approvals ADD COLUMN permission TEXT")
 
 
 class ApprovalStore:
@@ -85,6 +104,7 @@ class ApprovalStore:
         self._owned = owned
         for statement in _SCHEMA:
             db.execute(statement)
+        _migrate(db)
 
     @classmethod
     def open(cls, path: Path | str) -> ApprovalStore:
@@ -105,10 +125,11 @@ class ApprovalStore:
 
     def insert(self, a: Approval) -> None:
         self.db.execute(
-            f"INSERT INTO approvals ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO approvals ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (a.id, a.action, a.summary, a.session, a.intent, a.status, a.reason,
              a.created.timestamp(), a.decided.timestamp() if a.decided else None,
-             a.expires.timestamp(), a.note),
+             a.expires.timestamp(), a.note,
+             None if a.permission is None else json.dumps(a.permission)),
         )
 
     def get(self, approval_id: str) -> Approval | None:
@@ -129,6 +150,12 @@ class ApprovalStore:
             f"SELECT {_COLUMNS} FROM approvals WHERE status = 'pending' AND expires <= ?"
             " ORDER BY expires, id", (now.timestamp(),)
         ).fetchall()]
+
+    def next_expiry(self) -> datetime | None:
+        """When the next pending request expires (``None``: nothing is pending)."""
+        row = self.db.execute(
+            "SELECT min(expires) FROM approvals WHERE status = 'pending'").fetchone()
+        return None if row is None or row[0] is None else _time(row[0])
 
     def settle(self, a: Approval) -> None:
         """Write ``a``'s decision; the row must still be pending."""

@@ -1,8 +1,12 @@
-"""Who may claim an inbox item, and for how long: the owner and lease rules.
+"""Who may claim an inbox item, and for how long: the owner and lease rules; and which
+sessions' wakes a ``mailslot mcp --channel`` claims.
 
 A claim (``Inbox.claim``) names its owner and lasts a lease; ``mailslot inbox next
 --claim``, the MCP tools and ``Inbox`` itself check both here, so the CLI and the MCP
-server refuse the same values with the same words. No files, no database.
+server refuse the same values with the same words. A channel started with ``--session S``
+claims only the ``mcp`` deliveries of session ``S`` (``channel_sessions``; with
+``--include-unsessioned`` also those of no session), so two Claude Code sessions on one
+edge each get their own. No files, no database.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+
+from shared.tokens import check_session
 
 #: Bounds of a claim's lease, in seconds: long enough to be meaningful, short enough that
 #: a puller that died does not hide an item for more than a day.
@@ -37,6 +43,20 @@ def check_lease(seconds: float) -> float:
     if not LEASE_MIN <= lease <= LEASE_MAX:  # also refuses NaN
         raise ValueError(f"a lease must be between 1s and 24h (got {seconds!r} seconds)")
     return lease
+
+
+def channel_sessions(session: str | None, include_unsessioned: bool = False
+                     ) -> tuple[str, ...] | None:
+    """The delivery sessions a channel claims (``DeliveryQueue.claim(sessions=…)``):
+    ``None`` (every session) without ``session``; else ``(session,)``, and ``''`` (no
+    session) too with ``include_unsessioned``. ``ValueError`` for a session name that is
+    not one, or ``include_unsessioned`` without a session."""
+    if session is None:
+        if include_unsessioned:
+            raise ValueError("--include-unsessioned needs --session")
+        return None
+    check_session(session)
+    return (session, "") if include_unsessioned else (session,)
 
 
 def default_owner() -> str:

@@ -120,6 +120,12 @@ class Database(Closing):
             with db.translated():
                 connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 if not memory:
+                    # A new (empty) file gives deleted pages back to the file system in
+                    # small steps (``incremental_vacuum``); an older one waits for
+                    # ``convert_to_incremental``. Only when empty: setting it writes.
+                    (pages,) = connection.execute("PRAGMA page_count").fetchone()
+                    if pages == 0:
+                        connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
                     (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
                     if str(mode).lower() != "wal":
                         raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
@@ -165,6 +171,30 @@ class Database(Closing):
         with self.translated():
             row: Row | None = self._connection.execute(sql, params).fetchone()
             return row
+
+    # -- space ----------------------------------------------------------------------------
+
+    @property
+    def incremental(self) -> bool:
+        """Whether freed pages can be given back in steps (``auto_vacuum=INCREMENTAL``)."""
+        row = self.one("PRAGMA auto_vacuum")
+        return row is not None and row[0] == 2
+
+    def convert_to_incremental(self) -> None:
+        """Turn on ``auto_vacuum=INCREMENTAL`` for a file made before it was the default:
+        one full ``VACUUM`` (it rewrites the file and holds the write lock while it
+        does: run it before the daemon serves)."""
+        with self.translated():
+            self._connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            self._connection.execute("VACUUM")
+
+    def incremental_vacuum(self, pages: int) -> int:
+        """Give up to ``pages`` free pages back to the file system (one short write
+        transaction); returns how many free pages are left."""
+        with self.translated():
+            self._connection.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+        row = self.one("PRAGMA freelist_count")
+        return int(row[0]) if row else 0
 
     # -- transactions ---------------------------------------------------------------------
 

@@ -88,24 +88,48 @@ class Delivery:
     claim_until: datetime | None = None
     #: The runtime process this claim started, if any (``edge.store.instances.runner_mark``).
     runner: str | None = None
+    #: How it ended (``done``/``failed``): one of ``OUTCOMES``; the last attempt's detail
+    #: (also kept while it waits for a retry); when it was queued and when it ended.
+    outcome: str | None = None
+    detail: dict[str, Any] | None = None
+    created: datetime | None = None
+    finished: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "next_attempt": self.next_attempt.isoformat(),
-                "claim_until": self.claim_until.isoformat() if self.claim_until else None}
+                "claim_until": _iso(self.claim_until), "created": _iso(self.created),
+                "finished": _iso(self.finished)}
+
+    @property
+    def retryable(self) -> bool:
+        """Given up (``failed``: out of attempts, or skipped while its route was
+        disabled) or ended in ``error``: ``mailslot deliveries retry`` may send it again."""
+        return self.status == "failed" or (self.status == "done" and self.outcome == "error")
 
 
 _COLUMNS = ("seq, wake, intent, kind, route, session, interrupts, permissions, wake_doc,"
-            " status, attempts, next_attempt, delivery_key, claim_instance, claim_until, runner")
+            " status, attempts, next_attempt, delivery_key, claim_instance, claim_until, runner,"
+            " outcome, detail, created, finished")
 
 
 def _delivery(row: Row) -> Delivery:
     (seq, wake, intent, kind, route, session, interrupts, permissions, wake_doc, status,
-     attempts, next_attempt, key, instance, claim_until, runner) = row
+     attempts, next_attempt, key, instance, claim_until, runner, outcome, detail, created,
+     finished) = row
     return Delivery(seq, wake, intent, kind, json.loads(route), session, json.loads(interrupts),
                     json.loads(permissions), json.loads(wake_doc), status, attempts,
                     datetime.fromtimestamp(next_attempt, UTC), key, instance,
-                    None if claim_until is None else datetime.fromtimestamp(claim_until, UTC),
-                    runner)
+                    _moment(claim_until), runner, outcome,
+                    None if detail is None else json.loads(detail), _moment(created),
+                    _moment(finished))
+
+
+def _moment(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 def lease_for(route: dict[str, Any]) -> float:
@@ -134,35 +158,44 @@ class DeliveryQueue:
 
     def enqueue(self, *, wake: int, intent: str, route: dict[str, Any], session: str,
                 interrupts: list[str], permissions: dict[str, Any], wake_doc: dict[str, Any],
-                at: float, key: str | None = None) -> int:
+                at: float, key: str | None = None, skipped: str | None = None) -> int:
         """Queue a delivery (in the caller's transaction, if one is open) under ``key``
-        (a fresh ``new_delivery_key()`` if not given); returns its ``seq``."""
+        (a fresh ``new_delivery_key()`` if not given); returns its ``seq``. ``skipped``
+        (why: its route is disabled) records it given up at once, ``failed`` with outcome
+        ``skipped``, never claimed: kept so that ``mailslot deliveries retry`` can send it
+        once the route is back."""
+        status, outcome, detail, finished = (
+            ("pending", None, None, None) if skipped is None
+            else ("failed", "skipped", json.dumps({"error": skipped}), at))
         cur = self.db.execute(
             "INSERT INTO deliveries (wake, intent, kind, route, session, interrupts,"
-            " permissions, wake_doc, next_attempt, created, delivery_key)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " permissions, wake_doc, next_attempt, created, delivery_key, status, outcome,"
+            " detail, finished) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (wake, intent, route["kind"], json.dumps(route), session, json.dumps(interrupts),
-             json.dumps(permissions), json.dumps(wake_doc), at, at, key or new_delivery_key()),
+             json.dumps(permissions), json.dumps(wake_doc), at, at, key or new_delivery_key(),
+             status, outcome, detail, finished),
         )
         return int(cur.lastrowid or 0)
 
     def claim(self, kind: str | Sequence[str], holder: Holder,
               lease: float | Callable[[dict[str, Any]], float], now: datetime,
-              limit: int = 1) -> list[Delivery]:
+              limit: int = 1, sessions: Collection[str] | None = None) -> list[Delivery]:
         """Due rows of ``kind`` nobody holds (or whose lease ran out), now held by
         ``holder`` until ``now + lease`` (a number, or a function of the row's route);
         in order of arrival. Claim only what you are about to run: a claimed row waits
-        on you. Each returned delivery carries its new attempt count and claim."""
+        on you. Each returned delivery carries its new attempt count and claim.
+        ``sessions``: only rows of these sessions ('' for none; ``None``: any)."""
         kinds = [kind] if isinstance(kind, str) else list(kind)
         at = now.timestamp()
         marks = ",".join("?" * len(kinds))
+        only, of = _sessions(sessions)
         claimed: list[Delivery] = []
         with self.db.transaction():
             rows = self.db.execute(
-                f"SELECT {_COLUMNS} FROM deliveries WHERE kind IN ({marks})"
+                f"SELECT {_COLUMNS} FROM deliveries WHERE kind IN ({marks}){only}"
                 " AND (status = 'pending' OR (status = 'claimed' AND claim_until <= ?))"
                 " AND next_attempt <= ? ORDER BY seq LIMIT ?",
-                (*kinds, at, at, limit),
+                (*kinds, *of, at, at, limit),
             ).fetchall()
             for row in rows:
                 delivery = _delivery(row)
@@ -266,23 +299,27 @@ class DeliveryQueue:
                 holder.stop_runner(delivery.runner)
         return released
 
-    def next_look(self, kinds: Sequence[str], holder: Holder, now: datetime
-                  ) -> datetime | None:
+    def next_look(self, kinds: Sequence[str], holder: Holder, now: datetime,
+                  sessions: Collection[str] | None = None) -> datetime | None:
         """When ``holder`` should look at the queue again: the next retry or lease end of
-        ``kinds``, and within ``SWEEP_EVERY`` while another instance holds claims (so one
-        that dies is noticed without anything else happening)."""
-        due = self.next_due(kinds)
+        ``kinds`` (of ``sessions``, as in ``claim``), and within ``SWEEP_EVERY`` while
+        another instance holds claims (so one that dies is noticed without anything else
+        happening)."""
+        due = self.next_due(kinds, sessions)
         if self.holders() - {holder.id}:
             sweep = now + timedelta(seconds=SWEEP_EVERY)
             due = sweep if due is None else min(due, sweep)
         return due
 
-    def next_due(self, kinds: Sequence[str]) -> datetime | None:
+    def next_due(self, kinds: Sequence[str], sessions: Collection[str] | None = None
+                 ) -> datetime | None:
         marks = ",".join("?" * len(kinds))
+        only, of = _sessions(sessions)
         row = self.db.execute(
             f"SELECT min(CASE WHEN status = 'claimed' THEN claim_until ELSE next_attempt END)"
-            f" FROM deliveries WHERE kind IN ({marks}) AND status IN ('pending', 'claimed')",
-            tuple(kinds),
+            f" FROM deliveries WHERE kind IN ({marks}){only}"
+            " AND status IN ('pending', 'claimed')",
+            (*kinds, *of),
         ).fetchone()
         return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
 
@@ -290,6 +327,53 @@ class DeliveryQueue:
         where, params = ("WHERE status = ?", (status,)) if status else ("", ())
         return [_delivery(r) for r in self.db.execute(
             f"SELECT {_COLUMNS} FROM deliveries {where} ORDER BY seq", params).fetchall()]
+
+    # -- what a user sees and fixes (``mailslot deliveries``) -----------------------------
+
+    def find(self, ref: str) -> Delivery | None:
+        """The delivery whose key (``msg_…``) or number (its ``seq``) is ``ref``."""
+        by_seq = ref.isascii() and ref.isdigit() and len(ref) <= 18
+        row = self.db.execute(
+            f"SELECT {_COLUMNS} FROM deliveries WHERE "
+            + ("seq = ?" if by_seq else "delivery_key = ?"),
+            (int(ref) if by_seq else ref,)).fetchone()
+        return None if row is None else _delivery(row)
+
+    def listing(self, which: str | None = None, limit: int = 50) -> list[Delivery]:
+        """The newest ``limit`` deliveries (0: all), newest first. ``which``: ``failed``
+        (what waits for a user: given up, or ended in ``error``), ``pending`` (on its way:
+        queued, retrying or running), or None (all)."""
+        where = {
+            None: "",
+            "failed": "WHERE status = 'failed' OR (status = 'done' AND outcome = 'error')",
+            "pending": "WHERE status IN ('pending', 'claimed')",
+        }[which]
+        return [_delivery(r) for r in self.db.execute(
+            f"SELECT {_COLUMNS} FROM deliveries {where} ORDER BY seq DESC LIMIT ?",
+            (limit if limit > 0 else -1,)).fetchall()]
+
+    def requeue(self, delivery: Delivery, now: datetime, kind: str | None = None,
+                route: dict[str, Any] | None = None) -> bool:
+        """A delivery that is ``retryable`` back to pending, due ``now``, its attempts
+        counted from zero, with the same key (a receiver that deduplicates on it is
+        right to); ``route`` (of ``kind``) replaces the recorded one. False if it changed
+        meanwhile (someone else retried or dropped it)."""
+        return self.db.execute(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt = ?,"
+            " outcome = NULL, finished = NULL, kind = ?, route = ?"
+            " WHERE seq = ? AND status = ? AND attempts = ?",
+            (now.timestamp(), kind or delivery.kind, json.dumps(route or delivery.route),
+             delivery.seq, delivery.status, delivery.attempts),
+        ).rowcount > 0
+
+    def drop(self, delivery: Delivery) -> bool:
+        """Remove a delivery nobody holds (pending, given up, or ended in ``error``): it
+        is never delivered. False if it changed meanwhile (claimed, finished, dropped)."""
+        return self.db.execute(
+            "DELETE FROM deliveries WHERE seq = ? AND status = ? AND attempts = ?"
+            " AND status != 'claimed'",
+            (delivery.seq, delivery.status, delivery.attempts),
+        ).rowcount > 0
 
     # -- routes a runtime turned away (HTTP 410) --------------------------------------
 
@@ -310,6 +394,14 @@ class DeliveryQueue:
         return self.db.execute(
             "DELETE FROM disabled_routes WHERE intent = ?", (intent,)
         ).rowcount > 0
+
+
+def _sessions(sessions: Collection[str] | None) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition (and its values) keeping rows of ``sessions`` ('' for none)."""
+    if sessions is None:
+        return "", ()
+    of = tuple(sessions)
+    return f" AND session IN ({','.join('?' * len(of)) or 'NULL'})", of
 
 
 def permission_envelope(

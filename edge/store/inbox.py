@@ -334,6 +334,11 @@ class Inbox(Closing):
         )
         return [InboxItem._from_row(row) for row in rows]
 
+    def last_seq(self) -> int:
+        """The ``seq`` of the newest stored item (0 when empty): ``after(last_seq())``
+        is what arrives from now on (``mailslot inbox follow``)."""
+        return int(self._query("SELECT coalesce(max(seq), 0) FROM interrupts")[0][0])
+
     def received_since(self, since: datetime) -> builtins.list[InboxItem]:
         """Every item received at or after ``since``, in arrival order (for replay)."""
         rows = self._query(

@@ -53,9 +53,9 @@ def _in_order(path: str, kinds: set[Change]) -> list[Change]:
         if os.path.lexists(path):
             return ["deleted", "created"]
         return ["created", "deleted"]
-    # watchfiles (under edge.fswatch) drops a modification that follows a creation in the
-    # same step, so a modification seen with a creation came first (then a rename over
-    # the file).
+    # edge.fswatch drops a modification that follows a creation in the same batch (as
+    # watchfiles does), so a modification seen with a creation came first (then a rename
+    # over the file).
     return [k for k in _ORDER if k in kinds]
 
 

@@ -8,10 +8,12 @@ Rules this module keeps:
   how changes merge and what event they become; this module runs the watching
   (``FileWatcher``): it subscribes, routes each change to the watches it concerns and
   keeps one debounce window per watch.
-* It subscribes through ``edge.fswatch`` (inotify); nothing here polls the file system.
-  The watch thread hands collected changes over, and checks its stop flag, every *step*:
-  half the smallest debounce in force, within ``STEP_MIN_MS`` and ``STEP_MAX_MS`` (both
-  50 ms today).
+* It subscribes through ``edge.fswatch`` (the daemon's one ``FsWatchService``: on Linux
+  one inotify instance, read when the kernel reports); nothing here polls the file
+  system. Collected changes are handed over once a *step* passed without more: half the
+  smallest debounce in force, within ``STEP_MIN_MS`` and ``STEP_MAX_MS`` (both 50 ms
+  today). (Where watchfiles runs instead, its thread also checks its stop flag every
+  step.)
 * A folder created or moved into a recursively watched tree is read once, when it is
   reported: what it holds is reported as created (inotify cannot report what was put in
   it before it was watched). That creation comes before whatever inotify reported for the
@@ -19,6 +21,10 @@ Rules this module keeps:
   reported as a bare modification, and is still created.
 * A watched folder that is deleted is logged, and its nearest existing parent is watched
   until it comes back; a failing subscription is retried after ``RETRY_DELAY``.
+* A re-plan (``set_watches``, a watched folder gone or back) arms the new subscription
+  before it halts the old one, with no await between: on inotify every change goes to
+  exactly one of them, so a watch that stays in force misses nothing meanwhile. (On
+  watchfiles, where the two are separate threads, a change at that moment can be lost.)
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from edge.errors import WatchDefinitionError
-from edge.fswatch import Batch, Change, FsWatch
+from edge.fswatch import Batch, Change, FsWatch, FsWatchService
 from edge.intents.declarations import FileWatch
 from edge.watches.fileevents import FileEvent, merge, ordered
 from edge.watches.filepaths import (
@@ -45,10 +51,10 @@ from shared.host.waiting import first_of, settle
 
 log = logging.getLogger("mailslot.edge.watches.file")
 
-#: Bounds of the step (ms) at which the watch thread hands over collected changes; the
-#: step also bounds how fast ``stop`` and ``set_watches`` take effect. The thread wakes
-#: every ``step`` ms (taking the GIL to check its stop flag): 50 ms keeps an idle edge
-#: under 0.1 % CPU and a change under ~150 ms away.
+#: Bounds of the step (ms): collected changes are handed over once a step passed without
+#: more, so a change is under ~150 ms away. (A watchfiles thread, where inotify is not,
+#: also wakes every step to check its stop flag, which bounds how fast ``stop`` and
+#: ``set_watches`` take effect there; inotify wakes only when the kernel reports.)
 STEP_MIN_MS, STEP_MAX_MS = 50, 50
 #: Wait before re-subscribing after watching failed (not a poll: a back-off).
 RETRY_DELAY = 0.5
@@ -113,6 +119,19 @@ class _Plan:
         return cls(routes, kept, flats, sorted(missing), files, step_ms)
 
 
+@dataclass
+class _Subscribed:
+    """The watches of one plan and the tasks routing what they report."""
+
+    watches: list[FsWatch]
+    pumps: list[asyncio.Task[None]]
+
+
+def _failed(exc: BaseException) -> None:
+    log.error("file watches: watching failed (%s: %s); subscribing again",
+              type(exc).__name__, exc)
+
+
 def _nearest_folder(path: str) -> str:
     while not os.path.isdir(path) and path != "/":
         path = os.path.dirname(path)
@@ -134,9 +153,11 @@ class FileWatcher:
     instead, they are dropped.
     """
 
-    def __init__(self, emit: Callable[[FileEvent], None]) -> None:
+    def __init__(self, emit: Callable[[FileEvent], None],
+                 service: FsWatchService | None = None) -> None:
         self.ready = asyncio.Event()
         self._emit = emit
+        self._service = service
         self._watches: list[FileWatch] = []
         self._replan = asyncio.Event()
         self._plan = _Plan.build([])
@@ -158,51 +179,79 @@ class FileWatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch until ``stop`` is set; returns within one step (≤ 50 ms) of it."""
+        held: _Subscribed | None = None
         try:
             while not stop.is_set():
                 self._replan.clear()
                 self._plan = _Plan.build(self._watches)
-                if not await self._follow(self._plan, stop):
+                try:
+                    current = await self._subscribe(self._plan)  # armed when it returns
+                except Exception as exc:  # FsWatchError, or anything else: subscribe again
+                    _failed(exc)
+                    current = None
+                if held is not None:
+                    # Only now, and at once (no await since the new ones were armed): on
+                    # inotify each change goes to the old watches or the new, never both
+                    # or neither.
+                    for watch in held.watches:
+                        watch.halt()
+                    await self._release(held)
+                held = current
+                if held is None:
                     await first_of(stop.wait(), self._replan.wait(), timeout=RETRY_DELAY)
+                    continue
+                if not self._replan.is_set():
+                    self.ready.set()
+                ended = ([asyncio.wait(held.pumps, return_when=asyncio.FIRST_COMPLETED)]
+                         if held.pumps else [])
+                await first_of(stop.wait(), self._replan.wait(), *ended)
+                if any(pump.done() for pump in held.pumps):  # watching failed
+                    await self._release(held)
+                    held = None
+                    await first_of(stop.wait(), self._replan.wait(), timeout=RETRY_DELAY)
+            if held is not None:
+                last: _Subscribed = held
+                held = None  # released here, not again in ``finally``
+                await self._release(last)  # what was collected is routed first
             for watch_id in list(self._windows):
                 self._flush(watch_id)
         finally:
+            if held is not None:
+                await self._release(held)
             for window in self._windows.values():
                 window.handle.cancel()
             self._windows.clear()
 
-    async def _follow(self, plan: _Plan, stop: asyncio.Event) -> bool:
-        """Subscribe as ``plan`` says until stop or re-plan (True) or failure (False)."""
+    async def _subscribe(self, plan: _Plan) -> _Subscribed:
+        """Watches for ``plan``, armed, each with a task routing what it reports. On a
+        re-plan the old ones are halted only once the new ones are armed: with inotify the
+        kernel watches they share stay in place, so no change falls between them."""
         watches = [
             FsWatch(*roots, recursive=recursive, step_ms=plan.step_ms,
-                    debounce_ms=2 * plan.step_ms, ignore_permission_denied=True)
+                    debounce_ms=2 * plan.step_ms, ignore_permission_denied=True,
+                    service=self._service)
             for roots, recursive in ((plan.recursive, True), (plan.flat, False)) if roots
         ]
-        pumps: list[asyncio.Task[None]] = []
-        failures: list[Exception] = []
         try:
-            try:
-                for watch in watches:
-                    await watch.start()  # armed when it returns
-            except Exception as exc:  # FsWatchError, or anything else: subscribe again
-                failures.append(exc)
-            else:
-                pumps = [asyncio.create_task(self._pump(watch)) for watch in watches]
-                if not self._replan.is_set():
-                    self.ready.set()
-                ended = [asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)] if pumps else []
-                await first_of(stop.wait(), self._replan.wait(), *ended)
-        finally:
             for watch in watches:
-                watch.halt()  # the watch threads see it within one step
-            outcomes = await settle(list(pumps))
+                await watch.start()
+        except BaseException:
             for watch in watches:
                 await watch.close()
-        failures += [o for o in outcomes if isinstance(o, Exception)]
-        for failure in failures:
-            log.error("file watches: watching failed (%s: %s); subscribing again",
-                      type(failure).__name__, failure)
-        return not failures
+            raise
+        return _Subscribed(watches, [asyncio.create_task(self._pump(w)) for w in watches])
+
+    async def _release(self, held: _Subscribed) -> None:
+        """Halt ``held``'s watches, route what they still hand over, close them; log a
+        failure one of them ended with."""
+        for watch in held.watches:
+            watch.halt()
+        outcomes = await settle(list(held.pumps))
+        for watch in held.watches:
+            await watch.close()
+        for outcome in outcomes:
+            if isinstance(outcome, Exception):
+                _failed(outcome)
 
     async def _pump(self, watch: FsWatch) -> None:
         """Route every batch ``watch`` hands over until it ends (after ``halt``)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.engine.decide import Recorder, interrupt_doc
-from edge.fswatch import FsWatch
+from edge.fswatch import FsWatch, FsWatchService
 from edge.intents.declarations import (
     AbsenceWatch,
     CommandWatch,
@@ -64,7 +64,10 @@ class WatchRunner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         poke_file: Path | None = None,
+        fs: FsWatchService | None = None,
     ) -> None:
+        """``fs``: the process's file-system watcher (the daemon's one), shared by the
+        file watches and the poke file; without it each watch has its own."""
         self.state = state
         self.raiser = raiser
         self.record = record
@@ -74,7 +77,8 @@ class WatchRunner:
         self.poke_file = poke_file
         self.declarations = Declarations()
         self.changed = asyncio.Event()
-        self.files = FileWatcher(self._file_event)
+        self.fs = fs
+        self.files = FileWatcher(self._file_event, fs)
 
     # -- definitions ----------------------------------------------------------------
 
@@ -141,7 +145,8 @@ class WatchRunner:
         assert self.poke_file is not None
         name = self.poke_file.name
         async with FsWatch(self.poke_file.parent, recursive=False, step_ms=500, stop=stop,
-                           accept=lambda _change, path: Path(path).name == name) as pokes:
+                           accept=lambda _change, path: Path(path).name == name,
+                           service=self.fs) as pokes:
             while await pokes.next() is not None:
                 self.changed.set()
                 # another process (an approval decision) may have raised an interrupt

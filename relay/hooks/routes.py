@@ -20,29 +20,49 @@ account (403 ``account_disabled``), paused (503 ``hook_paused``, ``Retry-After``
 only (415); the signature on the raw bytes (400/401); the hook's own rate (429); parsed,
 filtered, mapped (``relay.hooks.project``: a handshake or a filtered event answered 200,
 nothing stored); a delivery id claimed before (``HookRegistry.claim``: the hooks bucket,
-7 days) answered 200 ``duplicate``; else published through ``Ingest.submit_webhook`` (the account's quotas)
-and answered 202 once JetStream acknowledged (503 ``store_unavailable`` if it did not).
+7 days) answered 200 ``duplicate``; else published through ``Ingest.submit_webhook`` (the
+account's quotas) and answered 202 once JetStream acknowledged (503 ``store_unavailable``
+if it did not).
 
-These routes answer their own failures (``guard``): the path holds the hook's id, the
-URL's secret part, so no log line here ever carries the path, only the route template.
+A redelivered id is stored once, by two guards: JetStream's own deduplication of the
+publish (``Nats-Msg-Id`` = ``msg_id(hook, delivery)``, within the stream's duplicate
+window, 10 minutes by default: a provider's quick retries, two relay processes racing
+with the same delivery) and the claim (a key per hook and delivery id in the hooks
+bucket, kept 7 days: a redelivery hours or days later, e.g. GitHub's "Redeliver"). The
+claim must be decided before the publish: a later redelivery, once JetStream's window
+is past, can only be told from a new delivery by it, so a claim made in parallel with
+the publish would store that redelivery a second time. It is off the critical path all
+the same: sent to NATS as soon as the delivery id is known (``_sent``), it is on its way
+while the interrupt is validated and signed, and only its answer is awaited before the
+account's limits and the publish (``Ingest.submit_webhook``). A relay killed -9 between
+the two leaves a claim without an interrupt (the provider got no 2xx): a retry within
+the window is stored (the claim is that recent, and the publish decides), a retry after
+it is answered as a duplicate — the one loss, which no order of two separate writes
+avoids (publishing first would instead store a late retry twice). A publish that fails
+gives its claim back (``release``), so the provider's retry is stored.
+
+Failures are answered by ``relay.app.guarded`` like every route's, whose log lines name
+the route template, never the path (it holds the hook's id, the URL's secret part).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from relay.admin import admin_reader
 from relay.adminauth import authorized_body
-from relay.errors import NotFound, RelayError, UnsupportedMediaType, answer_headers
+from relay.errors import NotFound, RelayError
 from relay.hooks.model import (
     BODY_MAX_BYTES,
     PROVIDER_SECRET,
@@ -60,6 +80,7 @@ from relay.hooks.registry import HookRecord, HookRegistry, msg_id
 from relay.hooks.verify import verify
 from relay.ingest import Ingest
 from relay.metrics import metrics_of
+from relay.plaintext import check_json_media
 from relay.ratelimit import AddressLimiter, RateLimiter
 from relay.registry import Registry
 from relay.signedrequest import check_signed_request
@@ -79,7 +100,6 @@ PAUSED_RETRY_AFTER = 60
 #: How long the previous secret still verifies after a rotation, by default; at most.
 DEFAULT_GRACE_SECONDS = 86_400
 MAX_GRACE_SECONDS = 30 * 86_400
-_JSON_MEDIA_RE = re.compile(r"application/(?:[a-z0-9!#$&^_.-]+\+)?json", re.IGNORECASE)
 
 Handler = Callable[[Request], Awaitable[Response]]
 BodyReader = Callable[..., Awaitable[bytes]]
@@ -143,40 +163,23 @@ def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) ->
                     headers=headers, media_type="application/json")
 
 
-def _error(exc: RemoteProtocolError | RelayError) -> Response:
-    return _json(exc.to_dict(), exc.status, answer_headers(exc))
+async def _sent(claim: Awaitable[bool]) -> asyncio.Task[bool]:
+    """``claim`` as a task whose request is written to NATS by the time this returns:
+    nats-py writes from a flusher task of its own, so the loop turns twice (the task
+    queues its request and wakes the flusher; the flusher writes it)."""
+    task = asyncio.ensure_future(claim)
+    for _ in range(2):
+        await asyncio.sleep(0)  # a turn of the loop, not a wait
+    return task
 
 
-def _media(request: Request) -> str:
-    """The request body's media type, without its parameters (empty if none is given)."""
-    return (request.headers.get("content-type") or "").partition(";")[0].strip()
-
-
-def _where(request: Request) -> str:
-    """The request as a log line may name it: method and route template, never the path
-    (which holds a hook id)."""
-    return f"{request.method} {getattr(request.scope.get('route'), 'path', '?')}"
-
-
-def guard(handler: Handler) -> Handler:
-    """``relay.app.guarded``, without the raw path in its log lines."""
-
-    async def wrapper(request: Request) -> Response:
-        rid = str(request.scope.get("state", {}).get("request_id", "-"))
-        try:
-            return await handler(request)
-        except (RemoteProtocolError, RelayError) as exc:
-            if exc.status >= 500:
-                log.warning("request %s: %s: %s", rid, _where(request), exc.message)
-            return _error(exc)
-        except ClientDisconnect:
-            return Response(status_code=400)
-        except Exception as exc:
-            log.error("request %s: %s failed", rid, _where(request), exc_info=exc)
-            return _json({"error": "internal", "message": "the relay failed to handle this "
-                          "request; it has been logged", "request_id": rid}, 500)
-
-    return wrapper
+async def _made(claim: asyncio.Task[bool]) -> bool:
+    """Whether ``claim`` made the delivery's key (its request is out: its answer is
+    awaited); False if it found one (an earlier delivery's, not ours to give back) or
+    failed."""
+    with contextlib.suppress(Exception):
+        return await claim
+    return False
 
 
 def _invalid(exc: ValidationError) -> MalformedInput:
@@ -186,9 +189,9 @@ def _invalid(exc: ValidationError) -> MalformedInput:
 
 
 def hook_routes(store: Store, registry: Registry, ingest: Ingest,
-                gate: AddressLimiter | None, read_body: BodyReader,
-                read_json: JsonReader) -> list[Route]:
-    """The routes above, for ``relay.app``'s route list."""
+                gate: AddressLimiter | None, guarded: Callable[[Handler], Handler],
+                read_body: BodyReader, read_json: JsonReader) -> list[Route]:
+    """The routes above, for ``relay.app``'s route list (``guarded``: its failure path)."""
     hooks = HookRegistry(store)
     limiter = ingest.limiter or RateLimiter(store)
     metrics = metrics_of(store)
@@ -226,48 +229,41 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
             return "hook_paused", _json(
                 {"error": "hook_paused", "message": message, "retry_after": PAUSED_RETRY_AFTER},
                 503, {"Retry-After": str(PAUSED_RETRY_AFTER)})
-        media = _media(request)
-        if _JSON_MEDIA_RE.fullmatch(media) is None:
-            raise UnsupportedMediaType(
-                "a hook takes JSON bodies (Content-Type: application/json), not "
-                f"{media[:64]!r}")
+        check_json_media(request.headers.get("content-type"))
         headers = dict(request.headers.items())
         verified = verify(hook.source, hook.valid_secrets(now), headers, body, now)
         if hook.rate is not None:
-            await limiter._take(f"hook.{hook.id}", hook.rate, hook.burst,
-                                f"hook {hook.name}", "delivery rate")
+            await limiter.take_bucket(f"hook.{hook.id}", hook.rate, hook.burst,
+                                      f"hook {hook.name}", "delivery rate")
         result = process(hook, verified, headers, body)
         if isinstance(result, Handshake):
             return "handshake", _json(result.answer)
         if isinstance(result, Filtered):
             return "filtered", _json({"filtered": result.reason})
         event_id = result.event_id
-        if event_id is not None and not await hooks.claim(hook.id, event_id, window):
-            return "duplicate", _json({"duplicate": True})  # stored before, days ago maybe
+        claimed = None if event_id is None else await _sent(
+            hooks.claim(hook.id, event_id, window))
         try:
             stored = await ingest.submit_webhook(
                 found.account, hook.to, hook.name, result.type, result.priority,
-                result.payload, event_id, None if event_id is None else msg_id(hook.id, event_id))
+                result.payload, event_id, None if event_id is None else msg_id(hook.id, event_id),
+                claimed)
         except BaseException:
-            if event_id is not None:
-                await hooks.release(hook.id, event_id)
+            if claimed is not None and event_id is not None and await _made(claimed):
+                await hooks.release(hook.id, event_id)  # ours, and nothing stored
             raise
-        if stored.duplicate:
+        if stored.duplicate:  # claimed before (days ago maybe), or JetStream's duplicate
             return "duplicate", _json({"duplicate": True})
         return "accepted", _json({"id": stored.id, "duplicate": False}, 202)
 
     # -- managing hooks ---------------------------------------------------------------
 
     async def admin(request: Request, body: bool = False) -> Any:
-        """Read the body, check the admin credential, then refuse a bad body (as
-        ``relay.admin``): nobody learns anything without the credential."""
-        async def read() -> Any:
-            if body:
-                return (await read_json(request))[1]
-            await read_body(request)
-            return None
-
-        return await authorized_body(store, request.headers.get("authorization"), read)
+        """Read the body, check the admin credential (or an admin identity's signature),
+        then refuse a bad body (as ``relay.admin``): nobody learns anything without it."""
+        return await authorized_body(registry, request.method, request.url.path,
+                                     request.headers.get("authorization"),
+                                     admin_reader(request, body, read_body, read_json))
 
     async def signed(request: Request) -> tuple[str, Any]:
         """A ``Mailslot-Signature`` request by the identity in the path (as the grant
@@ -280,8 +276,7 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
         await registry.require_active_account(account)
         if not raw:
             return account, None
-        if _JSON_MEDIA_RE.fullmatch(_media(request)) is None:
-            raise UnsupportedMediaType("send the body with Content-Type: application/json")
+        check_json_media(request.headers.get("content-type"))
         return account, loads(raw)
 
     async def create(doc: Any, to: str | None) -> Response:
@@ -408,4 +403,4 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
             (one + "/resume", "POST", set_paused(find, False)),
             (one + "/rotate-secret", "POST", rotate(find)),
         ]
-    return [Route(path, guard(handler), methods=[method]) for path, method, handler in table]
+    return [Route(path, guarded(handler), methods=[method]) for path, method, handler in table]

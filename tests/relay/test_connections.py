@@ -114,3 +114,30 @@ async def test_the_cap_holds_across_processes_and_a_killed_one_stops_counting(
 
             await wait_until(admitted, LINK_TTL_SECONDS + SOON, "the dead links expired")
             assert time.monotonic() - killed < LINK_TTL_SECONDS + 5
+
+
+async def test_a_burst_of_handshakes_of_one_account_never_lets_more_than_its_cap_in(
+    relay: RelayServer, relay_config: RelayConfig
+):
+    """Twelve links of a 2-edge account authenticate at once: their counts are shared
+    (``relay.coalesce``), but each is read after that link's own beat, so the cap still
+    holds: at most two get a ``welcome``, the others ``edges_exceeded``."""
+    assert relay.store is not None
+    await Registry(relay.store, relay_config).create_account("burst", "pair")
+    members = [await enroll(relay, "burst") for _ in range(12)]
+    decided, hold = asyncio.Event(), []
+
+    async def one(member: Member) -> str:
+        async with raw_socket(relay) as ws:
+            challenge = await read_challenge(ws)
+            await ws.send(auth_frame(member.identity, challenge))
+            first = json.loads(await asyncio.wait_for(ws.recv(), SOON))
+            hold.append(first["type"])
+            if len(hold) == len(members):
+                decided.set()
+            await asyncio.wait_for(decided.wait(), SOON)  # every link open meanwhile
+            return str(first.get("code") or first["type"])
+
+    outcomes = await asyncio.gather(*(one(m) for m in members))
+    assert outcomes.count("welcome") <= 2
+    assert set(outcomes) <= {"welcome", "edges_exceeded"}

@@ -4,6 +4,7 @@ in the registry, and leave the relay serving."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import httpx
 from relay_support import (  # noqa: F401  (fixtures: alice, bob, producer, relay_config)
@@ -149,7 +150,9 @@ async def test_health_and_readiness(relay):
     async with httpx.AsyncClient(base_url=relay.url, timeout=SOON) as client:
         health = await client.get("/healthz")
         ready = await client.get("/readyz")
-    assert (health.status_code, health.json()) == (200, {"ok": True})
+    assert (health.status_code, health.json()["ok"]) == (200, True)
+    relay_time = datetime.fromisoformat(health.json()["time"])
+    assert abs((relay_time - datetime.now(UTC)).total_seconds()) < 5
     assert (ready.status_code, ready.json()) == (200, {"ready": True})
 
 

@@ -23,7 +23,10 @@ within the byte cap (exact: ``relay/usage.py``); every 2xx, calm's and the flood
 drained by a real edge exactly once, and nothing else arrives.
 
 Latency: calm's p99 of POST (from its scheduled time) with the flood must be at most
-``max(2 x unloaded p99, unloaded p99 + 15 ms)``. Its p99 of POST → edge inbox is
+``max(2 x unloaded p99, unloaded p99 + 15 ms)``. Calm's client is this process: its
+garbage collector is off while it measures (``isolation_support._no_collector``), since
+one full collection of a test process's heap (hundreds of ms on a loaded machine) would
+count as the relays' latency in whichever window it fell. Its p99 of POST → edge inbox is
 measured and printed too but not asserted here: on a quiet machine it went from 12 ms
 to 42 ms under the flood (the relays' CPU, shared by both tenants, also serves calm's
 drain), over the bound; ``scripts/bench_isolation.py`` reports it, and the README says
@@ -61,7 +64,7 @@ from tests_support import wait_until
 FLOOD_OFFERED = 400.0
 CALM_RATE = 100.0
 #: Flood windows (and as many without it, alternating), seconds each.
-CYCLES, WINDOW = 5, 0.5
+CYCLES, WINDOW = 10, 0.5
 FLOOR_MS = 15.0
 
 # The p99 bound compares two latencies on a 2-core machine: with another test beside it
@@ -147,7 +150,7 @@ async def test_a_flooded_account_is_refused_while_another_sees_no_refusal_nor_de
                f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(report)
     for _name, (_unloaded, _flooded, n_unloaded, n_flooded) in figures.items():
-        assert n_unloaded >= 200 and n_flooded >= 200, report  # ~225 and 250
+        assert n_unloaded >= 400 and n_flooded >= 400, report  # ~440 and 500
     unloaded, flooded, _, _ = figures["POST"]
     assert within_budget(flooded, unloaded), report
 

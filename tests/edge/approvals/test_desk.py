@@ -375,3 +375,60 @@ def test_promote_adds_the_table_to_a_file_without_one(tmp_path: Path) -> None:
     broken.write_text("[approvals]\nlevel = 9\n")
     with pytest.raises(IntentFileError):
         promote(broken, "repo:write")
+
+
+# -- requests made for Claude Code permission prompts ----------------------------------
+
+PROMPT = {"request_id": "abcde", "tool_name": "Bash", "description": "Run the tests",
+          "input_preview": '{"command": "npm test"}'}
+
+
+def test_a_prompt_is_stored_with_its_request_and_its_answer_logged(desks: Desks) -> None:
+    desk = desks(level=2, rules=[Rule(pattern="claude:Bash:npm:test", decision="allow")])
+    allowed = desk.request("claude:Bash:npm:test", "Claude Code asks to use Bash",
+                           session="s1", permission=PROMPT)
+    assert allowed.status == "allowed" and allowed.permission == PROMPT
+    assert desk.get(allowed.id).permission == PROMPT  # read back from SQLite
+    requested = desks.log("approval_requested")[-1]
+    assert requested.detail["permission"] == PROMPT and requested.detail["session"] == "s1"
+    decided = desks.log("approval_decided")[-1]
+    assert decided.detail["answer"] == {"request_id": "abcde", "behavior": "allow"}
+    # one left to the user: the notice carries the prompt (as data); the decision, the answer
+    asked = desk.request("claude:Bash:make", "Claude Code asks to use Bash", session="s1",
+                         permission={**PROMPT, "request_id": "fghij"})
+    [notice] = desks.inbox(notices=True)
+    assert notice.payload["permission"]["request_id"] == "fghij"
+    with pytest.raises(InvalidRequest, match="answered as it was asked"):
+        desk.edit(asked.id, "claude:Bash:make:test")  # all or nothing for Claude Code
+    desk.reject(asked.id)
+    decided = desks.log("approval_decided")[-1]
+    assert decided.detail["answer"] == {"request_id": "fghij", "behavior": "deny"}
+    # and a plain request has no answer
+    assert desks().request("repo:read", "look").status == "allowed"
+    assert "answer" not in desks.log("approval_decided")[-1].detail
+
+
+def test_a_refused_prompt_is_denied_whatever_the_dial_says(desks: Desks) -> None:
+    desk = desks(level=3)
+    refused = desk.request("claude:invalid", "Claude Code asks to use invalid",
+                           permission={"request_id": "abcde"}, refused="tool_name is missing")
+    assert (refused.status, refused.reason) == ("denied", "tool_name is missing")
+    decided = desks.log("approval_decided")[-1]
+    assert decided.detail["by"] == "invalid"
+    assert decided.detail["answer"] == {"request_id": "abcde", "behavior": "deny"}
+
+
+def test_promotion_works_for_claude_actions(desks: Desks, tmp_path: Path) -> None:
+    desk = desks()
+    results = [desk.approve(desk.request("claude:Bash:npm:test", "again",
+                                         permission={**PROMPT, "request_id": f"r{i}"}).id)
+               for i in range(10)]
+    assert [r.suggest for r in results] == [False] * 9 + [True]
+    path = tmp_path / "intents.toml"
+    path.write_text('[approvals]\nlevel = 2\n\n[approvals.claude]\npaths = { Edit = "file_path" }\n')
+    assert promote(path, "claude:Bash:npm:test") is True
+    settings = load_intents(path).approvals
+    assert settings.rules == [Rule(pattern="claude:Bash:npm:test", decision="allow")]
+    assert settings.claude.paths == {"Edit": "file_path"}
+    promoted = desks(**dict(settings)).request("claude:Bash:npm:test", "now by itself")
+    assert promoted.status == "allowed"

@@ -105,3 +105,44 @@ def test_read_permissions_reads_the_envelope_a_runtime_is_given(tmp_path: Path) 
 def test_overlaps(a: str, b: str, expected: bool) -> None:
     assert overlaps(a, b) is expected
     assert overlaps(b, a) is expected
+
+
+# -- actions of Claude Code permission prompts (claude:…) --------------------------------
+
+CLAUDE_RULES = [
+    Rule(pattern="claude:Bash:rm:*", decision="deny"),
+    Rule(pattern="*:read", decision="allow"),  # not a claude: pattern: skipped for them
+    Rule(pattern="claude:Bash:npm:test", decision="allow"),
+    Rule(pattern="claude:Edit:/home/u/proj/*", decision="allow"),
+]
+
+
+@pytest.mark.parametrize(("level", "action", "decision", "by"), [
+    (0, "claude:Bash:npm:test", "ask", "level"),
+    # the generic read-only patterns do not allow session text that ends in ":read"
+    (1, "claude:Bash:rm:-rf:/:read", "ask", "level"),
+    (1, "claude:Edit:/x/y:get", "ask", "level"),
+    (1, "claude:WebSearch", "allow", "read_only"),  # listed as claude:WebSearch below
+    (2, "claude:Bash:npm:test", "allow", "rule"),
+    (2, "claude:Bash:rm:-rf:/", "deny", "rule"),
+    (2, "claude:Bash:cat:notes:read", "ask", "no_rule"),  # '*:read' allows no claude: action
+    (2, "claude:Edit:/home/u/proj/src/a.py", "allow", "rule"),
+    (2, "claude:Edit:/home/u/.ssh/config", "ask", "no_rule"),
+    (2, "claude:Bash:*", "ask", "rule"),  # some command: could be rm
+    (3, "claude:Edit:/home/u/.ssh/config", "allow", "level"),
+    (3, "claude:Bash:npm:test", "ask", "irreversible"),  # claude:Bash:* by default
+    (3, "claude:Bash:*", "ask", "irreversible"),
+])
+def test_claude_actions(level: int, action: str, decision: str, by: str) -> None:
+    settings = ApprovalSettings(level=level, rules=CLAUDE_RULES,
+                                read_only=[*ApprovalSettings().read_only, "claude:WebSearch"])
+    verdict = decide(settings, action, None, T0)
+    assert (verdict.decision, verdict.by) == (decision, by), verdict
+
+
+def test_only_a_claude_pattern_in_an_envelope_allows_a_claude_action() -> None:
+    held = HeldPermissions(("*", "claude:Bash:git:*"), T0 + timedelta(hours=1))
+    assert decide(ApprovalSettings(level=0), "claude:Bash:git:log", held, T0).pattern == (
+        "claude:Bash:git:*")
+    assert decide(ApprovalSettings(level=0), "claude:Bash:rm:x", held, T0).decision == "ask"
+    assert decide(ApprovalSettings(level=0), "repo:write", held, T0).decision == "allow"

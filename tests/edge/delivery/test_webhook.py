@@ -130,6 +130,7 @@ async def test_the_signature_verifies_with_the_standard_webhooks_library(
     assert Webhook(secret).verify(request.body, request.headers) == WAKE
     assert request.body == wake_bytes(WAKE) and "café".encode() in request.body
     assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("mailslot/")
     assert request.headers["webhook-id"] == KEY
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 5
     assert request.headers["webhook-signature"].startswith("v1,")
@@ -141,6 +142,27 @@ async def test_the_signature_verifies_with_the_standard_webhooks_library(
         Webhook(secret).verify(tampered, request.headers)
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(new_secret()).verify(request.body, request.headers)
+
+
+async def test_a_template_shapes_the_signed_body_and_the_user_agent_says_mailslot(
+    receiver: Receiver,
+) -> None:
+    """OpenClaw's /hooks/agent wants {message, name, sessionKey, …}: the template makes
+    that body from the wake, and the signature covers the body as sent."""
+    secret = new_secret()
+    template = {"message": "{wake.reason}", "name": "mailslot", "sessionKey": "{session}",
+                "deliver": True, "branch": "{payload.branch}", "missing": "{interrupts.4.id}",
+                "line": "{type} on {payload.branch} ({delivery}) {{literal}}"}
+    result = await deliver_webhook(hook(receiver.url, secret_env="HOOK_SECRET",
+                                        template=template), WAKE, KEY, {"HOOK_SECRET": secret})
+    assert result.outcome == "ok"
+    [request] = receiver.requests
+    body = Webhook(secret).verify(request.body, request.headers)
+    assert body == {"message": "build failed on main — café", "name": "mailslot",
+                    "sessionKey": "main", "deliver": True, "branch": "main", "missing": None,
+                    "line": f"ci.failed on main ({KEY}) {{literal}}"}
+    assert request.headers["user-agent"].startswith("mailslot/")
+    assert request.headers["user-agent"] != "mailslot/"
 
 
 async def test_the_bearer_token_is_sent(receiver: Receiver) -> None:

@@ -40,6 +40,7 @@ TOOLS = {
     "watches_list", "watch_add", "watch_pause", "watch_resume", "watch_remove",
     "inbox_next", "inbox_ack", "inbox_nack", "sleep", "activity", "explain",
     "approve_request", "approval_get",
+    "deliveries_list", "deliveries_show", "deliveries_retry", "deliveries_drop",
 }
 PRODUCER = Identity.generate()
 
@@ -337,7 +338,8 @@ async def test_channel_pushes_wakes_routed_to_mcp(home: Path) -> None:
                                   params_type=ChannelEvent, handler=events.put)
 
     async with mcp_session(home, "--channel", bindings=[binding]) as (session, init):
-        assert init.capabilities.experimental == {"claude/channel": {}}
+        assert init.capabilities.experimental == {"claude/channel": {},
+                                                  "claude/channel/permission": {}}
         first = await asyncio.wait_for(events.get(), 30)
         (queued,) = [r for r in _delivery_rows(home, "done") + _delivery_rows(home, "claimed")
                      if r.seq == before]

@@ -81,7 +81,8 @@ def test_the_anchor_is_the_last_entry_of_the_batch_and_only_moves_forward(paths)
     finally:
         state.close()
     assert _anchor(paths) == entries[-1].anchor
-    assert _verify(paths)[:2] == (0, {"ok": True, "count": 3, "code": None, "problems": []})
+    assert _verify(paths)[:2] == (0, {"ok": True, "count": 3, "code": None, "problems": [],
+                                      "segments": 1, "pruned": None})
 
 
 def test_a_log_deleted_with_its_head_is_log_missing(paths) -> None:

@@ -1,0 +1,1 @@
+"""Claude Code integration: its hooks (``hooks``) and its settings files (``settings``)."""
