@@ -162,6 +162,7 @@ class RetentionConfig(BaseModel):
 
     inbox_days: float = Field(default=90.0, ge=0, le=36500, allow_inf_nan=False)
     deliveries_days: float = Field(default=90.0, ge=0, le=36500, allow_inf_nan=False)
+    engine_days: float = Field(default=90.0, ge=0, le=36500, allow_inf_nan=False)
     log_segment_bytes: int = Field(default=16 << 20, ge=4096, le=1 << 40)
     log_segment_days: float = Field(default=7.0, gt=0, le=36500, allow_inf_nan=False)
     log_keep_days: float = Field(default=180.0, ge=0, le=36500, allow_inf_nan=False)

@@ -29,7 +29,13 @@ from pathlib import Path
 from edge.config import EdgePaths, RetentionConfig
 from edge.store.activity import ActivityLog
 from edge.store.db import Database
-from edge.store.prune import convert, give_back, prune_deliveries, prune_inbox
+from edge.store.prune import (
+    convert,
+    give_back,
+    prune_deliveries,
+    prune_engine,
+    prune_inbox,
+)
 from shared.errors import MailslotError
 from shared.host.waiting import first_of
 
@@ -44,12 +50,13 @@ class Pass:
     segments: list[Path] = field(default_factory=list)
     inbox: int = 0
     deliveries: int = 0
+    engine: int = 0  # the engine's records (wakes, dedupe keys, …) past ``engine_days``
     pages: int = 0
     errors: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.rotated or self.segments or self.inbox or self.deliveries
-                    or self.pages or self.errors)
+                    or self.engine or self.pages or self.errors)
 
 
 class Upkeep:
@@ -89,9 +96,10 @@ class Upkeep:
                 result = Pass()
             if result:
                 log.info("upkeep: rotated %s, %d log segment(s), %d inbox item(s), "
-                         "%d deliveries pruned, %d page(s) given back",
+                         "%d deliveries, %d engine record(s) pruned, %d page(s) given back",
                          result.rotated.name if result.rotated else "nothing",
-                         len(result.segments), result.inbox, result.deliveries, result.pages)
+                         len(result.segments), result.inbox, result.deliveries,
+                         result.engine, result.pages)
             await first_of(stop.wait(), timeout=self.config.check_every)
 
     def step(self, stopping: Callable[[], bool] = lambda: False) -> Pass:
@@ -120,6 +128,10 @@ class Upkeep:
                         done.deliveries = prune_deliveries(
                             engine, now - timedelta(days=config.deliveries_days),
                             self.paths.data_dir / "permissions", keep_going=keep_going)
+                    if config.engine_days:
+                        done.engine = prune_engine(
+                            engine, now - timedelta(days=config.engine_days),
+                            keep_going=keep_going)
                     done.pages = (give_back(inbox, keep_going=keep_going)
                                   + give_back(engine, keep_going=keep_going))
         except (MailslotError, OSError) as exc:

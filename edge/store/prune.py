@@ -129,6 +129,44 @@ def prune_deliveries(engine: Database, before: datetime, permissions: Path | Non
     return deleted
 
 
+#: The engine's records of what it did, by table and time column: each older row only
+#: matters to a window (cooldown, dedupe, judge cache, reminders since the user was last
+#: seen) that reaches that far back. ``wake_log`` and ``activity`` keep their newest row
+#: per key whatever its age, so "the last wake" and "the user was last seen" stay known.
+_ENGINE_RECORDS = (
+    ("wake_log", "at", "intent, session"),
+    ("activity", "at", "session"),
+    ("dedupe", "at", None),
+    ("judge_cache", "at", None),
+)
+
+
+def prune_engine(engine: Database, before: datetime, *, batch: int = BATCH,
+                 keep_going: Callable[[], bool] = lambda: True) -> int:
+    """Delete the engine's records (wakes, activity reports, dedupe keys, judge answers,
+    daily budgets) older than ``before``, ``batch`` rows per transaction; returns how
+    many. A window longer than the retention age is cut to it."""
+    deleted = 0
+    cutoff = before.timestamp()
+    for table, column, key in _ENGINE_RECORDS:
+        newest = (f" AND rowid NOT IN (SELECT max(rowid) FROM {table} GROUP BY {key})"
+                  if key else "")
+        while keep_going():
+            with engine.transaction():
+                count = engine.execute(
+                    f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}"
+                    f" WHERE {column} < ?{newest} LIMIT ?)", (cutoff, batch)).rowcount
+            checkpoint(engine)
+            deleted += count
+            if count < batch:
+                break
+    if keep_going():
+        with engine.transaction():
+            deleted += engine.execute("DELETE FROM budget WHERE day < ?",
+                                      (before.date().isoformat(),)).rowcount
+    return deleted
+
+
 def give_back(db: Database, *, pages: int = VACUUM_PAGES,
               keep_going: Callable[[], bool] = lambda: True) -> int:
     """Return free pages to the file system, ``pages`` per step, until none are left;

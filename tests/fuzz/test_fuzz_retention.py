@@ -21,7 +21,7 @@ from edge.errors import EdgeConfigError
 from edge.upkeep import Upkeep
 from shared.identity import Identity
 
-KEYS = ("inbox_days", "deliveries_days", "log_segment_bytes", "log_segment_days",
+KEYS = ("inbox_days", "deliveries_days", "engine_days", "log_segment_bytes", "log_segment_days",
         "log_keep_days", "log_max_bytes", "check_every")
 VALID: dict[str, Any] = json.loads(EdgeConfig(
     relay_url="https://relay.example", identity=Identity.generate().id,

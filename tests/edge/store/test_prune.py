@@ -15,7 +15,7 @@ from edge.store.db import Database
 from edge.store.deliveries import DeliveryQueue
 from edge.store.enginestate import EngineState, open_engine_db
 from edge.store.inbox import Accepted, Inbox
-from edge.store.prune import convert, give_back, prune_deliveries, prune_inbox
+from edge.store.prune import convert, give_back, prune_deliveries, prune_engine, prune_inbox
 from shared.envelope import Envelope, Priority, Source
 from shared.identity import Identity
 from shared.signing import sign_envelope
@@ -129,3 +129,33 @@ def test_an_older_file_is_converted_once(tmp_path: Path) -> None:
         assert convert(db) is True
         assert db.incremental and convert(db) is False
         assert db.one("SELECT length(x) FROM t") == (100000,)
+
+
+def test_engine_records_past_the_cutoff_go_but_the_newest_wake_and_report_stay(
+    home, tmp_path: Path
+) -> None:
+    _, state, _ = home
+    old, new = T0.timestamp(), (T0 + timedelta(days=100)).timestamp()
+    for i in range(3):  # three old wakes of ci/s1, then one recent; one old wake of ci/s2
+        state.add_wake("ci", "s1", old + i)
+    state.add_wake("ci", "s1", new)
+    state.add_wake("ci", "s2", old)
+    state.report_activity("s1", old)
+    state.report_activity("s1", old + 1)
+    state.mark_seen("ci", "k-old", old)
+    state.mark_seen("ci", "k-new", new)
+    state.cache_verdict("ci", "j-old", old, {"wake": True})
+    state.spend("2026-03-01", wakes=1)
+    state.spend("2026-06-09", wakes=1)
+    cutoff = T0 + timedelta(days=50)
+    deleted = prune_engine(state.db, cutoff, batch=2)
+    assert deleted == 3 + 1 + 1 + 1 + 1  # 3 wakes, 1 report, 1 key, 1 verdict, 1 budget day
+    # the newest wake per key stays (ci/s2's only one is old), the newest report too
+    assert state.last_wake("ci", "s1") == new
+    assert state.last_wake("ci", "s2") == old
+    assert state.wakes_since("ci", "s1", 0) == 1
+    assert state.last_activity("s1", new) == old + 1
+    assert not state.seen("ci", "k-old", 0) and state.seen("ci", "k-new", 0)
+    assert state.cached_verdict("ci", "j-old", 0) is None
+    assert state.budget("2026-03-01") == (0, 0) and state.budget("2026-06-09")[0] == 1
+    assert prune_engine(state.db, cutoff) == 0  # nothing more
