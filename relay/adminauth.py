@@ -56,20 +56,35 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_key_file(path: Path, secret: str) -> None:
-    """Write ``secret`` to ``path`` (0600) atomically: a temporary file made 0600, then
-    renamed over it, so that no moment shows a partial or looser file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _staged(path: Path, secret: str) -> Path:
+    """``secret`` written to a temporary file made 0600 beside ``path`` (for the caller
+    to rename over it, or unlink)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)  # an older temporary file may have had another mode
         with os.fdopen(fd, "w") as fh:
             fh.write(secret + "\n")
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return tmp
+
+
+def _unlink(tmp: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+
+
+def write_key_file(path: Path, secret: str) -> None:
+    """Write ``secret`` to ``path`` (0600) atomically: a temporary file made 0600, then
+    renamed over it, so that no moment shows a partial or looser file."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = _staged(path, secret)
+    try:
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        _unlink(tmp)
         raise
 
 
@@ -83,20 +98,15 @@ async def ensure_admin_credential(store: Store, data_dir: Path) -> str | None:
     secret = new_token(ADMIN_PREFIX)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = data_dir / ADMIN_KEY_FILE
-    tmp = path.with_name(ADMIN_KEY_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret + "\n")
+    tmp = _staged(path, secret)
     try:
         await store.kv_create(CREDENTIAL_KEY, {"hash": token_hash(secret),
                                                "created_at": _now()})
     except Conflict:  # another relay process made it first: theirs counts
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        _unlink(tmp)
         return None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        _unlink(tmp)
         raise
     os.replace(tmp, path)
     return secret

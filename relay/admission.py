@@ -82,8 +82,7 @@ class HandshakeGate:
         if welcomed:
             now = self.clock()
             self._welcomes.append(now)
-            while self._welcomes[0] < now - WINDOW_SECONDS:
-                self._welcomes.popleft()
+            self._forget(now)
             took = max(now - started, 1e-3)
             mean = self.mean_seconds
             self.mean_seconds = took if mean is None else mean + SMOOTHING * (took - mean)
@@ -94,14 +93,18 @@ class HandshakeGate:
             return FIRST_RATE
         capacity = float(self.cap or 1) / self.mean_seconds
         now = self.clock()
-        while self._welcomes and self._welcomes[0] < now - WINDOW_SECONDS:
-            self._welcomes.popleft()
+        self._forget(now)
         span = now - self._welcomes[0] if self._welcomes else 0.0
         if span >= 1.0:
             # What it did lately, a little more: the edges' side (or the CPU) may be
             # slower than the slots suggest, and an edge refused again pays a connection.
             capacity = min(capacity, GROWTH * len(self._welcomes) / span)
         return max(MIN_RATE, capacity)
+
+    def _forget(self, now: float) -> None:
+        """Drop the welcomes older than ``WINDOW_SECONDS``."""
+        while self._welcomes and self._welcomes[0] < now - WINDOW_SECONDS:
+            self._welcomes.popleft()
 
     def retry_after(self) -> int:
         """Whole seconds for a refused edge to wait: the first second with room."""

@@ -251,17 +251,17 @@ def build_app(services: Services) -> Starlette:
         the usual order (the body's before the token's)."""
         body = await read_body(request)
         check_json_media(request)
+        token_refused: RemoteProtocolError | RelayError | None = None
         try:
             producer = await producer_of(request)
-        except (RemoteProtocolError, RelayError):
-            producer, token_refused = None, True
+        except (RemoteProtocolError, RelayError) as exc:
+            producer, token_refused = None, exc
         else:
-            token_refused = False
             if producer is not None:
                 await services.ingest.refuse_early(producer)
         doc = loads(body)
-        if token_refused:
-            producer = await producer_of(request)  # its refusal, now the body's is known
+        if token_refused is not None:
+            raise token_refused  # its refusal, now the body's is known
         return stored_response(await services.ingest.submit_doc(doc, producer))
 
     def batch_item(result: BatchResult) -> dict[str, Any]:

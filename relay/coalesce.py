@@ -11,8 +11,8 @@ most one read in flight and one waiting, however many ask. A read that fails fai
 everyone who shared it (each caller handles the error as it would its own).
 
 ``Coalescer(ttl=…)`` additionally keeps each answer ``ttl`` seconds after it was read:
-for callers that accept a count that old (the plans' pending caps, already counted once
-a second); then "older than its call" no longer holds, by the caller's choice.
+for callers that accept an answer that old (``relay.readiness``: every probe of one
+second shares one); then "older than its call" no longer holds, by the caller's choice.
 """
 
 from __future__ import annotations

@@ -302,7 +302,7 @@ class Ingest:
 
     async def _relay_attested(
         self, fields: dict[str, Any], source: Source, now: datetime, account: str,
-        producer: ProducerToken | None, what: str, msg_id: str | None = None,
+        producer: ProducerToken | None, what: str,
     ) -> _Checked:
         """An envelope the relay attests (a draft's, a webhook's): validated, then the
         account's limits, then (``_attest``) signed."""
@@ -312,7 +312,7 @@ class Ingest:
             raise validation_error(exc, what) from exc
         signed = self._attest(envelope)
         usage = await self._check_limits(account, producer, signed, envelope.to)
-        return _Checked(envelope, signed, now, usage, msg_id)
+        return _Checked(envelope, signed, now, usage)
 
     def _attest(self, envelope: Envelope) -> Callable[[], SignedEnvelope]:
         """The relay's signature over ``envelope``, made on first use and kept: the

@@ -172,8 +172,11 @@ class UsageLedger:
             f"{whose} of account {account} has its plan's {cap} bytes pending; new "
             "interrupts are refused until its edges take some")
 
+    async def _read(self, subject: str) -> tuple[int, datetime | None]:
+        return await self._reads.run(subject, lambda: self.store.usage_get(subject))
+
     async def _value(self, subject: str) -> int:
-        return (await self._reads.run(subject, lambda: self.store.usage_get(subject)))[0]
+        return (await self._read(subject))[0]
 
     async def _freed(self, over: list[tuple[str, int]], account: str, identity: str,
                      size: int, identities: Identities) -> bool:
@@ -199,7 +202,7 @@ class UsageLedger:
     async def _quiet(self, subject: str) -> tuple[int, bool]:
         """A counter's value, and whether nobody wrote it for ``QUIET_SECONDS``: then
         every interrupt it counts has reached JetStream or was taken back."""
-        value, written = await self._reads.run(subject, lambda: self.store.usage_get(subject))
+        value, written = await self._read(subject)
         quiet = written is None or (datetime.now(UTC) - written).total_seconds() > QUIET_SECONDS
         return value, quiet
 

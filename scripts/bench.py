@@ -65,7 +65,7 @@ from bench_edges import edges_part
 from bench_hooks import hooks_part
 from bench_ingest import ingest_part
 from bench_isolation import isolation_part
-from bench_watches import watches_part
+from bench_watches import wait_for, watches_part  # wait_for: also disk_use's
 from nats.js import api
 
 from relay.natsserver import EmbeddedNats
@@ -261,14 +261,6 @@ class Setup:
             return int(info.state.messages)
         finally:
             await nc.close()
-
-
-async def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(interval)
 
 
 @dataclass(frozen=True)

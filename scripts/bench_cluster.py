@@ -41,6 +41,7 @@ sys.path.append(str(ROOT / "tests"))
 import nats  # noqa: E402
 import ulid  # noqa: E402
 import websockets  # noqa: E402
+from bench_edges import cpu_seconds  # noqa: E402
 from bench_ingest import Http  # noqa: E402
 from cluster_support import ClusterRelay, NatsCluster  # noqa: E402
 from nats.js import api  # noqa: E402
@@ -66,11 +67,6 @@ PRODUCERS = 20
 CREDIT = 2048
 RAW_STREAM = "RAWBENCH"
 PAYLOAD = {"text": "x" * 200, "n": 0}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Bench:

@@ -169,7 +169,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hole", type=float, default=60.0,
                         help="seconds of black hole (0: skip)")
     parser.add_argument("--freeze", type=float, default=120.0,

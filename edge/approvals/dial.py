@@ -30,19 +30,18 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from edge.approvals.claude import CLAUDE_PREFIX
 from edge.errors import InvalidAction
 from edge.intents.approvalrules import ACTION_RE, ApprovalSettings, Decision
 
 #: The environment variable naming the runtime's permission envelope (``edge.delivery.deliverer``).
 PERMISSIONS_ENV = "MAILSLOT_PERMISSIONS"
-#: Actions of Claude Code permission requests (``edge.approvals.claude.CLAUDE_PREFIX``).
-RELAYED_PREFIX = "claude:"
 
 
 def may_allow(pattern: str, action: str) -> bool:
     """Whether ``pattern`` may allow ``action`` at all: any pattern, except that a
     ``claude:`` action is allowed only by a ``claude:`` pattern (see the module's rules)."""
-    return not action.startswith(RELAYED_PREFIX) or pattern.startswith(RELAYED_PREFIX)
+    return not action.startswith(CLAUDE_PREFIX) or pattern.startswith(CLAUDE_PREFIX)
 
 
 def check_action(action: str) -> str:

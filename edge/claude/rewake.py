@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edge.claude.hooks import DEFAULT_LIMIT, for_session
 from edge.fswatch import Change, FsWatch
-from edge.store.inbox import Inbox, InboxItem
+from edge.store.inbox import Inbox, InboxItem, commit_files
 
 _SAFE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -41,8 +41,7 @@ async def wait_for_rewake(inbox: Inbox, inbox_file: Path, marker: Path, session:
     """The interrupts for ``session``/``cwd`` stored from now on, as soon as there is
     one; ``[]`` after ``wait`` seconds or once superseded (see the module)."""
     token = secrets.token_hex(16)
-    names = {inbox_file.name, f"{inbox_file.name}-wal", f"{inbox_file.name}-journal",
-             marker.name}
+    names = commit_files(inbox_file) | {marker.name}
 
     def relevant(_change: Change, path: str) -> bool:
         return Path(path).name in names

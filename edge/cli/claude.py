@@ -24,6 +24,7 @@ from typing import Any
 
 from edge.claude.hooks import (
     DEFAULT_LIMIT,
+    INPUT_MAX_BYTES,
     HookInput,
     context_text,
     for_session,
@@ -118,7 +119,7 @@ def read_hook_input() -> HookInput:
     if sys.stdin is None or sys.stdin.isatty():
         return HookInput()
     try:
-        raw = sys.stdin.buffer.read(1024 * 1024 + 1)
+        raw = sys.stdin.buffer.read(INPUT_MAX_BYTES + 1)  # one more: too large is told
     except OSError as exc:
         raise HookInputError(f"cannot read the hook input: {exc}") from None
     return parse_hook_input(raw)

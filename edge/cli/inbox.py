@@ -26,7 +26,7 @@ from edge.errors import NotInitialized, NotPending, UsageError
 from edge.fswatch import Change, FsWatch
 from edge.intents.model import parse_duration
 from edge.store.claims import DEFAULT_LEASE, check_lease, check_owner, default_owner
-from edge.store.inbox import Inbox
+from edge.store.inbox import Inbox, commit_files
 
 
 def add_inbox_commands(sub: Any, command: Command) -> None:
@@ -170,10 +170,10 @@ async def follow(inbox: Inbox, path: Path, after: int | None, *, json_lines: boo
     """Print every item stored after ``after`` (None: after the newest one now), as it
     is committed, until ``stop``. The watch is armed before the first read, so a commit
     between the two is seen."""
-    names = {path.name, f"{path.name}-wal", f"{path.name}-journal"}
+    names = commit_files(path)
 
     def relevant(_change: Change, changed: str) -> bool:
-        return Path(changed).name in names  # not -shm: readers touch it too
+        return Path(changed).name in names
 
     async with FsWatch(path.parent, recursive=False, accept=relevant, step_ms=20,
                        debounce_ms=100, stop=stop) as changes:

@@ -14,6 +14,7 @@ from edge.config import EdgePaths
 from edge.errors import ServiceError, ServiceManagerFailed
 from edge.service.install import (
     Host,
+    Installed,
     apply_install,
     build_spec,
     find_executable,
@@ -84,7 +85,7 @@ def cmd_install(args: argparse.Namespace, paths: EdgePaths) -> int:
     return 0
 
 
-def _installed(args: argparse.Namespace, paths: EdgePaths, host: Host) -> Any:
+def _installed(args: argparse.Namespace, paths: EdgePaths, host: Host) -> Installed | None:
     return find_installed(host, paths, args.scope, args.role)
 
 

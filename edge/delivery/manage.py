@@ -39,9 +39,6 @@ from edge.intents.file import load_intents
 from edge.store.activity import ActivityLog, Event
 from edge.store.deliveries import Delivery, DeliveryQueue
 
-#: ``list`` filters: what waits for a user, what is on its way.
-WHICH = ("failed", "pending")
-
 
 @contextlib.contextmanager
 def _queue(paths: EdgePaths) -> Iterator[DeliveryQueue | None]:

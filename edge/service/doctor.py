@@ -369,10 +369,11 @@ def _disk(paths: EdgePaths, relay_dir: Path | None, min_free: int) -> Check:
             place = place.parent
         if place is None:
             continue
-        usage = shutil.disk_usage(place)
-        if os.stat(place).st_dev in seen:
+        device = os.stat(place).st_dev
+        if device in seen:
             continue
-        seen.add(os.stat(place).st_dev)
+        seen.add(device)
+        usage = shutil.disk_usage(place)
         if usage.free < min_free:
             low.append(f"{place}: {usage.free / 2**30:.2f} GiB free")
     if low:

@@ -209,9 +209,8 @@ def unit_content(spec: ServiceSpec) -> bytes:
     return systemd_unit(spec).encode()
 
 
-def _systemctl(spec: ServiceSpec, *args: str) -> Command:
-    scope = ("--user",) if spec.scope == "user" else ()
-    return Command(("systemctl", *scope, *args))
+def _systemctl(scope: str, *args: str, check: bool = True) -> Command:
+    return Command(("systemctl", *(("--user",) if scope == "user" else ()), *args), check)
 
 
 def plan_install(spec: ServiceSpec, host: Host, paths: EdgePaths,
@@ -238,12 +237,12 @@ def plan_install(spec: ServiceSpec, host: Host, paths: EdgePaths,
             Command(("launchctl", "bootstrap", domain, str(unit_path))),
         ]
     else:
-        commands = [_systemctl(spec, "daemon-reload")]
+        commands = [_systemctl(spec.scope, "daemon-reload")]
         if changed and unit_path.exists():
-            commands += [_systemctl(spec, "enable", spec.unit_name),
-                         _systemctl(spec, "restart", spec.unit_name)]
+            commands += [_systemctl(spec.scope, "enable", spec.unit_name),
+                         _systemctl(spec.scope, "restart", spec.unit_name)]
         else:
-            commands.append(_systemctl(spec, "enable", "--now", spec.unit_name))
+            commands.append(_systemctl(spec.scope, "enable", "--now", spec.unit_name))
         if spec.scope == "system" and not _user_exists(spec.user):
             create_user = spec.user
             commands.insert(0, Command((
@@ -300,8 +299,13 @@ def _user_exists(name: str) -> bool:
     return True
 
 
+def _needs_root(scope: str, host: Host) -> bool:
+    """A system service's files are root's, unless written under a prefix."""
+    return scope == "system" and host.uid != 0 and not host.rooted
+
+
 def require_root(spec: ServiceSpec, host: Host) -> None:
-    if spec.scope == "system" and host.uid != 0 and not host.rooted:
+    if _needs_root(spec.scope, host):
         raise NeedsRoot(f"a system service is written to {host.unit_file(spec).parent}: run "
                         "this with sudo (or add --dry-run to see what it would do)")
 
@@ -436,14 +440,13 @@ def find_installed(host: Host, paths: EdgePaths, scope: Scope,
 def _manager(installed: Installed, *args: str, check: bool = True) -> Command:
     if installed.platform == "macos":
         return Command(("launchctl", *args), check)
-    scope = ("--user",) if installed.scope == "user" else ()
-    return Command(("systemctl", *scope, *args), check)
+    return _systemctl(installed.scope, *args, check=check)
 
 
 def uninstall(installed: Installed, host: Host) -> dict[str, Any]:
     """Stop and disable the service, remove the files install wrote (unless edited
     since), the folders it made if empty, and its manifest entry."""
-    if installed.scope == "system" and host.uid != 0 and not host.rooted:
+    if _needs_root(installed.scope, host):
         raise NeedsRoot("a system service is removed from /etc/systemd/system: run this with "
                         "sudo")
     ran: list[Command] = []
@@ -517,10 +520,8 @@ def logs_command(installed: Installed, lines: int, follow: bool) -> Command:
     """``journalctl`` for a systemd unit, ``tail`` of launchd's log files."""
     more = ("-f",) if follow else ()
     if installed.platform == "macos":
-        spec_logs = log_paths(ServiceSpec(
-            role=installed.entry["role"], scope="user", platform="macos",
-            executable="/mailslot", log_dir=installed.entry["log_dir"]))
-        return Command(("tail", "-n", str(lines), *more, *spec_logs))
+        files = log_paths(installed.entry["log_dir"], installed.name)
+        return Command(("tail", "-n", str(lines), *more, *files))
     scope = ("--user",) if installed.scope == "user" else ()
     return Command(("journalctl", *scope, "-u", f"{installed.name}.service", "-n", str(lines),
                     "--no-pager", *more))

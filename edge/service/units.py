@@ -205,6 +205,7 @@ def launchd_plist(spec: ServiceSpec) -> dict[str, Any]:
     background work (``ProcessType``), stdout and stderr to files in ``log_dir``."""
     if not spec.log_dir:
         raise ValueError("a launchd agent needs a log folder")
+    out, err = log_paths(spec.log_dir, spec.name)
     return {
         "Label": spec.label,
         "ProgramArguments": list(spec.argv),
@@ -214,15 +215,16 @@ def launchd_plist(spec: ServiceSpec) -> dict[str, Any]:
         "ThrottleInterval": RESTART_SEC,
         "ExitTimeOut": STOP_TIMEOUT_SEC,
         "ProcessType": "Background",
-        "StandardOutPath": log_paths(spec)[0],
-        "StandardErrorPath": log_paths(spec)[1],
+        "StandardOutPath": out,
+        "StandardErrorPath": err,
     }
 
 
-def log_paths(spec: ServiceSpec) -> tuple[str, str]:
-    """Where launchd writes the service's stdout and stderr."""
-    base = PurePosixPath(spec.log_dir)
-    return str(base / f"{spec.name}.out.log"), str(base / f"{spec.name}.err.log")
+def log_paths(log_dir: str, name: str) -> tuple[str, str]:
+    """Where launchd writes the stdout and stderr of the service ``name``
+    (``ServiceSpec.name``) in ``log_dir``."""
+    base = PurePosixPath(log_dir)
+    return str(base / f"{name}.out.log"), str(base / f"{name}.err.log")
 
 
 def plist_bytes(doc: dict[str, Any]) -> bytes:

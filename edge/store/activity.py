@@ -54,12 +54,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edge.config import private_dir
+from edge.config import fsync_dir, private_dir
 from edge.errors import ActivityLogError
 from edge.store.activitycheck import Head, Verifier, VerifyReport
 from edge.store.activityfiles import (
     first_line,
-    fsync_dir,
     last_line,
     load_key,
     open_log_fd,

@@ -104,15 +104,6 @@ def write_small(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make a rename or an unlink in ``directory`` durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def load_key(path: Path, *, create: bool, log: Path) -> bytes:
     """The log's HMAC key: created (0600, never replaced) for a new log only."""
     try:

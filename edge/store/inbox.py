@@ -67,6 +67,15 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def commit_files(inbox_file: Path) -> frozenset[str]:
+    """The names of the files a commit to the inbox at ``inbox_file`` writes: the database,
+    its write-ahead log, its rollback journal (not ``-shm``: readers touch it too). What
+    a watcher of new items (``mailslot inbox follow``, the Claude Code ``Stop`` hook)
+    sleeps on."""
+    name = inbox_file.name
+    return frozenset({name, f"{name}-wal", f"{name}-journal"})
+
+
 @dataclass(frozen=True)
 class Accepted:
     """An interrupt the link has verified and wants stored.

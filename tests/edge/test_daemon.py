@@ -24,8 +24,9 @@ from shared.host.lockfile import edge_lock
 from shared.identity import Identity
 
 
-@pytest.fixture
-def paths(tmp_path: Path) -> EdgePaths:
+def edge_home(tmp_path: Path) -> EdgePaths:
+    """A key and a config pointed at a relay that is not there (shared with
+    ``approvals/test_expiry.py``)."""
     paths = EdgePaths(tmp_path / "config", tmp_path / "data")
     paths.ensure()
     identity = Identity.generate()
@@ -36,6 +37,11 @@ def paths(tmp_path: Path) -> EdgePaths:
         reconnect_base=0.05, reconnect_cap=0.2,
     ))
     return paths
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> EdgePaths:
+    return edge_home(tmp_path)
 
 
 class WithParts(EdgeDaemon):

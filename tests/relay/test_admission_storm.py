@@ -7,37 +7,18 @@ were given."""
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 
 from relay_support import relay_config_fixture, ws_url  # noqa: F401
 from storm_support import run_storm
-
-from relay.registry import Registry
-from relay.server import RelayServer
-from shared.identity import Identity
+from test_drain_idle_edges import enroll_many
 
 LINKS = 200
 CAP = 24
 
 
-async def enroll_many(relay: RelayServer, n: int) -> list[Identity]:
-    assert relay.store is not None
-    registry = Registry(relay.store)
-    await registry.create_account("storm")
-    identities = [Identity.generate() for _ in range(n)]
-    slots = asyncio.Semaphore(32)
-
-    async def one(identity: Identity) -> None:
-        async with slots:
-            await registry.enroll(await registry.enrollment_token("storm"), identity.public)
-
-    await asyncio.gather(*(one(i) for i in identities))
-    return identities
-
-
 async def test_a_storm_beyond_the_handshake_cap_is_shed_fast_and_every_link_gets_in(relay):
-    identities = await enroll_many(relay, LINKS)
+    identities = await enroll_many(relay, LINKS, account="storm")
     gate = relay.app.state.handshakes
     gate.cap = CAP
     tally = await run_storm(ws_url(relay), identities, timeout=60)

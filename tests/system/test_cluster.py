@@ -324,13 +324,12 @@ async def test_readyz_is_503_without_quorum_and_200_once_it_is_back(setup: Setup
     for node in doomed:
         node.start()
     for relay in setup.relays:
-        await wait_until(lambda r=relay: _ready(readyz, r), 60, f"{relay.url} ready again")
+        async def up(r: ClusterRelay = relay) -> bool:
+            return await readyz(r) == (200, "")
+
+        await wait_until(up, 60, f"{relay.url} ready again")
     await setup.cluster.wait_healthy(60)
     assert took_down < 15
-
-
-async def _ready(readyz: Any, relay: ClusterRelay) -> bool:
-    return bool(await readyz(relay) == (200, ""))
 
 
 async def test_a_relay_killed_mid_drain_its_edge_takes_over_on_the_other_at_once(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -63,14 +63,25 @@ def receiver() -> Iterator[Receiver]:
         thread.join(5)
 
 
-def _cli(home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-         *argv: str) -> tuple[int, Any]:
-    """The CLI's entry point in this process (quicker than a subprocess, same code):
-    its exit code and the JSON it printed."""
-    monkeypatch.setenv("MAILSLOT_HOME", str(home))
-    with pytest.raises(SystemExit) as exited:
-        main([*argv, "--json"])
-    return int(exited.value.code or 0), json.loads(capsys.readouterr().out)
+@pytest.fixture
+async def member(make_member: Callable[..., Any]) -> Any:
+    member = await make_member()
+    assert member.home is not None
+    return member
+
+
+@pytest.fixture
+def cli(member: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, Any]]:
+    """The CLI's entry point in this process (quicker than a subprocess, same code),
+    run against ``member``'s home: its exit code and the JSON it printed."""
+    monkeypatch.setenv("MAILSLOT_HOME", str(member.home))
+
+    def run(*argv: str) -> tuple[int, Any]:
+        with pytest.raises(SystemExit) as exited:
+            main([*argv, "--json"])
+        return int(exited.value.code or 0), json.loads(capsys.readouterr().out)
+    return run
 
 
 def _deliveries(home: Path) -> list[Any]:
@@ -88,14 +99,8 @@ def _outcomes(home: Path, interrupt: str) -> list[str]:
 
 
 async def test_a_failed_webhook_delivery_retried_arrives_once(
-        relay, make_member, receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    member = await make_member()
+        relay, member, receiver: Receiver, cli: Callable[..., tuple[int, Any]]) -> None:
     home = member.home
-    assert home is not None
-
-    def cli(*argv: str) -> tuple[int, Any]:
-        return _cli(home, monkeypatch, capsys, *argv)
     added = mailslot(home, "intent", "add", "ci", "--type", "ci.*", "--route",
                      f"webhook:{receiver.url}", "--max-attempts", "2", "--template",
                      '{"message": "{summary}", "name": "mailslot", "sessionKey": "{session}"}')
@@ -136,14 +141,8 @@ async def test_a_failed_webhook_delivery_retried_arrives_once(
 
 
 async def test_a_wake_skipped_while_the_route_was_disabled_is_retried_after_resume(
-        relay, make_member, receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    member = await make_member()
+        relay, member, receiver: Receiver, cli: Callable[..., tuple[int, Any]]) -> None:
     home = member.home
-    assert home is not None
-
-    def cli(*argv: str) -> tuple[int, Any]:
-        return _cli(home, monkeypatch, capsys, *argv)
     receiver.status = 410
     added = mailslot(home, "intent", "add", "ci", "--type", "ci.*", "--route",
                      f"webhook:{receiver.url}")

@@ -11,31 +11,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from test_daemon import edge_home
 from tests_support import wait_until
 
 from edge.approvals.desk import open_desk
 from edge.approvals.expiry import ApprovalTimer
-from edge.config import EdgeConfig, EdgePaths, save_config
+from edge.config import EdgePaths
 from edge.daemon import EdgeDaemon
 from edge.intents.approvalrules import ApprovalSettings
-from edge.link.keystore import save_identity
 from edge.store.activity import ActivityLog
 from edge.store.approvals import Approval, ApprovalStore
 from edge.store.inbox import Inbox
-from shared.identity import Identity
 
 
 @pytest.fixture
 def paths(tmp_path: Path) -> EdgePaths:
-    paths = EdgePaths(tmp_path / "config", tmp_path / "data")
-    paths.ensure()
-    identity = Identity.generate()
-    save_identity(paths.key_file, identity)
-    save_config(paths, EdgeConfig(
-        relay_url="http://127.0.0.1:9", identity=identity.id,
-        relay_identity=Identity.generate().public.to_doc(),
-        reconnect_base=0.05, reconnect_cap=0.2,
-    ))
+    paths = edge_home(tmp_path)
     Inbox.open(paths.inbox_file).close()
     paths.intents_file.write_text('[approvals]\nlevel = 0\nexpires = "1s"\n')
     return paths
