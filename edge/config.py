@@ -260,14 +260,14 @@ def save_config(paths: EdgePaths, config: EdgeConfig) -> None:
     write_atomic(paths.config_file, (config.model_dump_json(indent=2) + "\n").encode())
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename, fsync the folder; mode 0600. A crash
-    leaves the old file or the new one, never half of one, and a watcher only ever sees
-    whole files."""
+def write_atomic(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Temp file in the same folder, fsync, rename, fsync the folder; ``mode`` (0600
+    unless told). A crash leaves the old file or the new one, never half of one, and a
+    watcher only ever sees whole files."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), FILE_MODE)
+            os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

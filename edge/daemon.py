@@ -7,7 +7,8 @@ watcher, the watches, the deliverer, the upkeep that bounds the disk), until the
 ``stop`` event is set or a part fails → ``stop(timeout)``: every part is asked to stop
 (they all watch one event), given ``timeout`` seconds, and what is still running then is
 cancelled and reported by name → ``close``: the link's status says disconnected, every
-store is closed, the lock goes back. Nothing of the daemon runs after ``run`` returns.
+store is closed (its WAL checkpointed first: no megabytes of ``-wal`` stay behind), the
+lock goes back. Nothing of the daemon runs after ``run`` returns.
 
 Rules this module keeps:
 
@@ -109,7 +110,7 @@ class Inboxes:
         with contextlib.suppress(Exception):
             self.link.set_status(connected=False, pid=None)
         for inbox in self.all():
-            inbox.close()
+            inbox.close(checkpoint=True)  # the first one empties the WAL
 
 
 class EdgeDaemon:
@@ -340,10 +341,10 @@ class EdgeDaemon:
             self.inboxes.close()
             self.inboxes = None
         if self._state is not None:
-            self._state.close()
+            self._state.close(checkpoint=True)
             self._state = None
         if self._watch_state is not None:
-            self._watch_state.close()
+            self._watch_state.close(checkpoint=True)
             self._watch_state = None
         if self.instance is not None:  # after the deliverer gave its claims back
             self.instance.stop()

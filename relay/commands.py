@@ -51,7 +51,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = RelayServer(config)
         stop = asyncio.Event()
         with stop_on_signals(stop):
-            await server.start()
+            # SIGINT/SIGTERM while starting (an unreachable --nats is dialled until it
+            # answers): start() is cancelled, stops what it had started, and we are done.
+            starting = asyncio.ensure_future(server.start())
+            await first_of(starting, stop.wait())
+            if starting.cancelled():
+                log.info("stopped while starting")
+                return
+            starting.result()  # a start-up refusal (already_running, port_in_use, ...)
             assert server.identity is not None and server.store is not None
             try:
                 admin_key = await ensure_admin_credential(server.store, config.data_dir)

@@ -14,7 +14,7 @@ but the reserved ones (``shared.sources``), which only the relay or the edge may
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -253,17 +253,13 @@ class Ingest:
     async def submit_webhook(
         self, account: str, to: str, name: str, type_: str, priority: Priority,
         payload: dict[str, Any], event_id: str | None, msg_id: str | None,
-        claimed: Awaitable[bool] | None = None,
     ) -> Stored:
         """A delivery a hook verified and mapped (``relay.hooks.routes``), attested by the
         relay: source kind ``webhook``, name = the hook's name, ``event_id`` = the
         provider's delivery id. ``msg_id`` (made of the hook and delivery ids) makes a
-        redelivery within JetStream's duplicate window a duplicate. ``claimed``: the
-        hook's claim of this delivery id, already on its way to NATS: awaited once the
-        interrupt is made and signed (the work it overlaps), before the account's limits
-        and the publish; False (stored before): nothing is published or counted, and the
-        answer is a duplicate. The account's plan applies as to a draft (pending caps,
-        its rate, the byte ledger)."""
+        redelivery within JetStream's duplicate window a duplicate (the hook claimed the
+        delivery id before: ``relay.hooks.routes``). The account's plan applies as to a
+        draft (pending caps, its rate, the byte ledger)."""
         await self.registry.require_identity(to)
         now = self.clock()
         try:
@@ -273,10 +269,6 @@ class Ingest:
         except ValidationError as exc:
             raise validation_error(exc, "webhook") from exc
         signed = self._attest(envelope)
-        if claimed is not None:
-            signed()  # while the claim is on its way
-            if not await claimed:
-                return Stored(envelope.id, True)
         usage = await self._check_limits(account, None, signed, envelope.to)
         return await self._publish(_Checked(envelope, signed, now, usage, msg_id))
 

@@ -124,9 +124,6 @@ class RelayMetrics:
     def edge_disconnected(self) -> None:
         self.edges.dec()
 
-    def webhook(self, account: str, hook: str, outcome: str) -> None:
-        self.webhooks.labels(account, hook, outcome).inc()
-
     def delivered(self, priority: Priority, redelivery: bool) -> None:
         self.deliveries.labels(priority.value).inc()
         if redelivery:

@@ -8,6 +8,8 @@ Keys::
     account.<name>              {"name", "created_at", "disabled", "plan"}
     enroll.<sha256(token)>      {"account", "created_at", "expires_at"}    one-time
     identity.<id>               {"account", "doc", "created_at"}
+    member.<account>.<id>       {"created_at"}: the index of identities by account
+    member_index.v1             {"created_at"}: every identity has its index key
     token.<sha256(token)>       {"account", "to", "recipients", "types", "name",
                                  "created_at", "expires_at", "revoked_at"}
     grant.<recipient>.<signer>  {"created_at"}
@@ -20,7 +22,13 @@ of its hash: it names the key without a read and reveals nothing usable. Every c
 an operator makes (revoke, disable, delete) is one KV write, so it reaches every relay
 process on the NATS at once (each read goes to KV, or to a cache fed by a KV watch).
 Records written before scopes existed read as: one recipient (``to``), every type, no
-expiry.
+expiry. ``identities(account)`` lists one account's ``member.<account>.`` keys (one
+subject filter) instead of reading every identity record; identities enrolled before
+the index existed get their key as a relay starts on that registry (or, before any has,
+from the first listing), which then writes ``member_index.v1`` (a new registry gets it
+with ``relay.key``). An index key is written before its identity record and counts only
+while that record exists in that account, so a crash between the two writes hides
+nobody.
 
 and, in the nonce bucket (entries expire after ``NONCE_MEMORY_SECONDS``)::
 
@@ -29,6 +37,7 @@ and, in the nonce bucket (entries expire after ``NONCE_MEMORY_SECONDS``)::
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import re
@@ -53,6 +62,8 @@ PUBLIC_ID_RE = re.compile(rf"[0-9a-f]{{{PUBLIC_ID_CHARS}}}")
 TYPE_GLOB_RE = re.compile(r"[A-Za-z0-9._:/*?\[\]!-]{1,128}")
 #: Largest scope a token may carry.
 MAX_RECIPIENTS, MAX_TYPE_GLOBS = 100, 32
+#: The index of identities by account, and the key that says it is complete.
+MEMBER_PREFIX, MEMBER_INDEX_KEY = "member.", "member_index.v1"
 #: Most enrollment tokens one request makes, and the longest expiry of any token.
 MAX_ENROLLMENT_COUNT = 1000
 MAX_EXPIRES_SECONDS = 10 * 365 * 86_400
@@ -60,6 +71,12 @@ MAX_EXPIRES_SECONDS = 10 * 365 * 86_400
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _member_key(account: str, identity: str = "") -> str:
+    """``identity``'s index key in ``account`` (without one: the account's prefix)."""
+    return f"{MEMBER_PREFIX}{check_name(account, 'account')}." + (
+        check_identity(identity) if identity else "")
 
 
 def token_hash(token: str) -> str:
@@ -151,16 +168,21 @@ class Registry:
         return name, plan.model_dump()
 
     async def relay_identity(self) -> Identity:
-        """The relay's signing identity: made once, then shared by every relay process."""
+        """The relay's signing identity: made once, then shared by every relay process.
+        Read as a relay starts, which is also when a registry from before the index by
+        account is indexed (``_index_members``): then no request has to."""
         found = await self.store.kv_get("relay.key")
         if found is None:
             fresh = Identity.generate()
             try:
                 await self.store.kv_create("relay.key", {"key": fresh.to_private_bytes().decode()})
+                await self._index_members()  # a new registry starts indexed
                 return fresh
             except Conflict:
                 found = await self.store.kv_get("relay.key")
         assert found is not None
+        if await self.store.kv_get(MEMBER_INDEX_KEY) is None:
+            await self._index_members()
         return Identity.from_private_bytes(found[0]["key"].encode())
 
     # -- accounts -------------------------------------------------------------------------
@@ -328,9 +350,11 @@ class Registry:
             raise Unauthorized("enrollment token already used", code="invalid_token") from exc
         if existing is not None:
             return account
+        created = _now()
+        await self.store.kv_put(_member_key(account, public.id), {"created_at": created})
         await self.store.kv_create(
             f"identity.{public.id}",
-            {"account": account, "doc": public.to_doc(), "created_at": _now()},
+            {"account": account, "doc": public.to_doc(), "created_at": created},
         )
         return account
 
@@ -364,15 +388,28 @@ class Registry:
         return found
 
     async def identities(self, account: str) -> list[dict[str, Any]]:
-        """The account's enrolled identities ``{id, created_at}``, oldest first."""
+        """The account's enrolled identities ``{id, created_at}``, oldest first (from the
+        index by account: see the module docstring)."""
         await self.account(account)
-        return sorted(
-            (
-                {"id": key.split(".", 1)[1], "account": account, "created_at": r.get("created_at")}
-                for key, r in await self._records("identity.") if r.get("account") == account
-            ),
-            key=lambda i: str(i["created_at"]),
-        )
+        if await self.store.kv_get(MEMBER_INDEX_KEY) is None:
+            await self._index_members()
+        out = []
+        for key in await self.store.kv_keys(_member_key(account)):
+            identity = key.rpartition(".")[2]
+            found = await self.store.kv_get(f"identity.{identity}")
+            if found is not None and found[0].get("account") == account:
+                out.append({"id": identity, "account": account,
+                            "created_at": found[0].get("created_at")})
+        return sorted(out, key=lambda i: str(i["created_at"]))
+
+    async def _index_members(self) -> None:
+        """Give every identity its index key (those enrolled before the index had none),
+        then write ``MEMBER_INDEX_KEY``: once per registry."""
+        for key, record in await self._records("identity."):
+            await self.store.kv_put(_member_key(str(record["account"]), key.split(".", 1)[1]),
+                                    {"created_at": record.get("created_at")})
+        with contextlib.suppress(Conflict):  # another process finished it first
+            await self.store.kv_create(MEMBER_INDEX_KEY, {"created_at": _now()})
 
     async def revoke_identity(self, account: str, identity: str) -> int:
         """Remove an identity from ``account``: its link is refused from then on
@@ -386,7 +423,10 @@ class Registry:
         return await self._drop_identity(identity)
 
     async def _drop_identity(self, identity: str) -> int:
+        found = await self.store.kv_get(f"identity.{identity}")
         await self.store.kv_delete(f"identity.{identity}")
+        if found is not None:
+            await self.store.kv_delete(_member_key(str(found[0]["account"]), identity))
         await self._close_links(identity)
         for key in await self.store.kv_keys("grant."):
             _, recipient, signer = key.split(".", 2)

@@ -87,7 +87,31 @@ class _LinkProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol (no read or write buffers of its own beyond
     the socket's; ``ws_max_size`` caps one frame), keeping less per idle connection: the
     parsed upgrade request and the handshake response (about 3 KiB of header objects)
-    are dropped once the handshake is done; uvicorn never reads them again."""
+    are dropped once the handshake is done; uvicorn never reads them again.
+
+    The relay's keepalive is an idle timeout: it pings a link only once it has heard
+    nothing from it (no frame at all, the edge's pings included) for ``ws_ping_interval``,
+    and closes it if that ping gets no pong within ``ws_ping_timeout``. An edge pings
+    every 15 s itself, so the relay never pings a live one (uvicorn's own keepalive
+    pings every link on a fixed period, and each ping and its pong cost CPU per link),
+    and a link whose edge vanished without a close is still closed within
+    ``ws_ping_interval + ws_ping_timeout`` of its last frame."""
+
+    #: When (the loop's clock) the last bytes of the link arrived.
+    heard = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        self.heard = self.loop.time()
+        super().data_received(data)
+
+    def send_keepalive_ping(self) -> None:
+        assert self.ping_interval is not None
+        silent = self.loop.time() - self.heard
+        if silent < self.ping_interval:  # heard from lately: look again when it is due
+            self.ping_timer = self.loop.call_later(self.ping_interval - silent,
+                                                   self.send_keepalive_ping)
+            return
+        super().send_keepalive_ping()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -106,6 +130,9 @@ class _LinkProtocol(WebSocketsSansIOProtocol):
 
 #: File descriptors kept for everything but links: HTTP requests, NATS, logs, files.
 _RESERVED_FDS = 1024
+#: Seconds a link may send nothing before the relay pings it (``_LinkProtocol``), and
+#: for its pong; then it is closed.
+LINK_IDLE_PING, LINK_PONG_TIMEOUT = 120.0, 20.0
 
 
 def default_max_links() -> int:
@@ -225,11 +252,10 @@ class RelayServer:
                 http=_HttpProtocol,
                 ws=_LinkProtocol,
                 ws_max_size=EDGE_FRAME_MAX_BYTES,
-                # Each edge pings every `keepalive` (20 s) itself; the relay's own pings
-                # only find links whose edge vanished without a close, and cost CPU per
-                # idle link (10,000 links: 83 a second): every two minutes.
-                ws_ping_interval=120.0,
-                ws_ping_timeout=20.0,
+                # An idle timeout (``_LinkProtocol``): a ping only after two minutes in
+                # which the link sent nothing; each edge pings every 15 s itself.
+                ws_ping_interval=LINK_IDLE_PING,
+                ws_ping_timeout=LINK_PONG_TIMEOUT,
                 ws_per_message_deflate=False,
                 lifespan="off",
                 access_log=False,

@@ -1,25 +1,7 @@
-"""The relay's adapter to NATS JetStream: the stream, the KV buckets, publishing. The
-drain's consumers are ``relay.drain``'s (the one other module that imports ``nats``).
-
-Layout in JetStream:
-
-* stream ``MAILSLOT``, subjects ``ms.in.<identity>.<priority>``, work-queue retention
-  (an acked interrupt is gone), file storage, per-subject cap with discard-new-per-subject
-  (a full recipient gets 429 and nobody else is affected), a duplicate window keyed by the
-  interrupt id (``Nats-Msg-Id``), per-message TTL from ``expires_at`` (``Nats-TTL``).
-* KV bucket ``mailslot_registry``: accounts, enrollment and producer tokens (hashed),
-  identities, grants and the relay's signing key, so relay processes hold no state.
-* KV bucket ``mailslot_nonces``: the nonce of every signed request accepted in the last
-  ``NONCE_MEMORY_SECONDS`` (the bucket's max age), so that a captured request replayed to
-  any relay process is refused; ``create`` is the atomic check-and-set.
-* stream ``MAILSLOT_USAGE`` (file): JetStream counters (``Nats-Incr``) of the bytes and
-  interrupts queued per identity (``ms.usage.i.<account>.<id>``) and per account
-  (``ms.usage.a.<account>``), the plans' byte ledger (``relay.usage``).
-* stream ``MAILSLOT_LINKS`` (memory): one message per live link of a capped account,
-  ``ms.link.<account>.<identity>.<session>``, beaten by its session and gone
-  ``LINK_TTL_SECONDS`` after the last beat (``relay.connections``).
-* Core subjects ``ms.ntf.<identity>`` (something new is pending) and
-  ``ms.ctl.<identity>`` (a new connection takes over), which work across relay processes.
+"""The relay's adapter to NATS JetStream: it sets up the streams and KV buckets that
+``relay.layout`` names (``ensure``), publishes and counts interrupts, and reads and
+writes the buckets. The drain's consumers are ``relay.drain``'s (the one other module
+that imports ``nats``).
 
 An identity has pull consumers only while a connected edge drains it (``relay.drain``):
 an idle edge costs none, an offline identity never any.
@@ -31,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -47,60 +28,39 @@ from nats.js.kv import KeyValue
 from relay.coalesce import Coalescer
 from relay.config import StreamSettings, nats_credentials
 from relay.errors import Conflict, QueueFull, StorageFull, StoreUnavailable
+from relay.layout import (
+    BUCKETS,
+    HOOKS_BUCKET,
+    HOOKS_TTL_SECONDS,
+    LINK_TTL_SECONDS,
+    LINKS_STREAM,
+    NONCE_BUCKET,
+    RATES_BUCKET,
+    RATES_IDLE_SECONDS,
+    REGISTRY_BUCKET,
+    STREAM,
+    USAGE_STREAM,
+    control_subject,
+    interrupt_subject,
+    link_subject,
+    notify_subject,
+    usage_subject,
+)
 from relay.regcache import RegistryCache
-from shared.auth import NONCE_MEMORY_SECONDS
 from shared.envelope import PRIORITIES, Priority
-from shared.tokens import check_identity, check_name
+from shared.tokens import check_identity
+
+#: The layout's names, importable from here as before ``relay.layout`` existed.
+__all__ = [
+    "HOOKS_BUCKET", "HOOKS_TTL_SECONDS", "LINKS_STREAM", "LINK_TTL_SECONDS", "NONCE_BUCKET",
+    "RATES_BUCKET", "RATES_IDLE_SECONDS", "REGISTRY_BUCKET", "STREAM", "USAGE_STREAM",
+    "Store", "control_subject", "interrupt_subject", "link_subject", "notify_subject",
+    "usage_subject",
+]
 
 log = logging.getLogger("mailslot.relay.store")
 
-STREAM = "MAILSLOT"
-REGISTRY_BUCKET = "mailslot_registry"
-NONCE_BUCKET = "mailslot_nonces"
-#: Rate-limit buckets (``relay.ratelimit``): in memory, shared by every relay process on
-#: the NATS; an entry idle this long is gone, i.e. its bucket is full again.
-RATES_BUCKET = "mailslot_rates"
-RATES_IDLE_SECONDS = 86_400
-#: Webhook ingress (``relay.hooks.registry``): a key per hook and delivery id stored
-#: (providers redeliver for days, JetStream's duplicate window is minutes) and each
-#: hook's last refusals, kept this long after their last write; in memory, like the
-#: rates (one more write per delivery, without an fsync).
-HOOKS_BUCKET = "mailslot_hooks"
-HOOKS_TTL_SECONDS = 7 * 86_400
-USAGE_STREAM, LINKS_STREAM = "MAILSLOT_USAGE", "MAILSLOT_LINKS"
-#: A live link's message is gone this long after its session's last beat.
-LINK_TTL_SECONDS = 6.0
-_SESSION_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _REQUEST_TIMEOUT = 5.0
-
-
-def interrupt_subject(identity: str, priority: Priority) -> str:
-    """The subject of one recipient's queue. ``identity`` is validated here, at the last
-    moment before it becomes a subject token, whatever the caller checked before."""
-    return f"ms.in.{check_identity(identity)}.{priority.value}"
-
-
-def notify_subject(identity: str) -> str:
-    return f"ms.ntf.{check_identity(identity)}"
-
-
-def control_subject(identity: str) -> str:
-    return f"ms.ctl.{check_identity(identity)}"
-
-
-def usage_subject(account: str, identity: str | None = None) -> str:
-    """The ledger counter of one account, or of one of its identities."""
-    if identity is None:
-        return f"ms.usage.a.{check_name(account, 'account')}"
-    return f"ms.usage.i.{check_name(account, 'account')}.{check_identity(identity)}"
-
-
-def link_subject(account: str, identity: str = "*", session: str = "*") -> str:
-    """One live link's subject (``*``: a wildcard, to count an account's links)."""
-    if session != "*" and _SESSION_RE.fullmatch(session) is None:
-        raise ValueError("a session id is base64url")
-    ident = identity if identity == "*" else check_identity(identity)
-    return f"ms.link.{check_name(account, 'account')}.{ident}.{session}"
 
 
 class Store:
@@ -186,14 +146,10 @@ class Store:
         stream gets the settings' limits (each change logged) and anything with fewer
         replicas is scaled up. Never down: with more replicas than configured anywhere,
         nothing changes and ``StartupFailed`` ``replicas_conflict`` (exit 6) says so."""
-        buckets = ((REGISTRY_BUCKET, None, api.StorageType.FILE),
-                   (NONCE_BUCKET, NONCE_MEMORY_SECONDS, api.StorageType.FILE),
-                   (RATES_BUCKET, RATES_IDLE_SECONDS, api.StorageType.MEMORY),
-                   (HOOKS_BUCKET, HOOKS_TTL_SECONDS, api.StorageType.MEMORY))
         s = self.settings
         try:
             found = {name: await self._info_or_none(name)
-                     for name in (STREAM, *(f"KV_{b}" for b, _, _ in buckets),
+                     for name in (STREAM, *(f"KV_{b.name}" for b in BUCKETS),
                                   USAGE_STREAM, LINKS_STREAM)}
             for name, info in found.items():
                 if info is not None:
@@ -214,7 +170,7 @@ class Store:
                 elif have is None and name == STREAM:
                     await self.js.add_stream(config)
             self._kv, self._nonces, self._rates, self._hooks = [
-                await self._bucket(name, ttl, storage) for name, ttl, storage in buckets]
+                await self._bucket(b.name, b.ttl, api.StorageType(b.storage)) for b in BUCKETS]
             await self._side_streams(found)
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"cannot set up JetStream: {exc}") from exc
@@ -226,8 +182,7 @@ class Store:
         try:
             await self.js.stream_info(STREAM)
             self._kv, self._nonces, self._rates, self._hooks = [
-                await self.js.key_value(b)
-                for b in (REGISTRY_BUCKET, NONCE_BUCKET, RATES_BUCKET, HOOKS_BUCKET)]
+                await self.js.key_value(b.name) for b in BUCKETS]
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"no relay has set up this NATS yet: {exc}") from exc
         self._ready = True
@@ -554,7 +509,7 @@ class Store:
             if value is None:
                 await self._hooks.delete(key)
             elif create:
-                await self._hooks.create(key, json.dumps(value).encode())
+                await self._hook_create(key, json.dumps(value).encode())
             else:
                 await self._hooks.put(key, json.dumps(value).encode())
         except nats.js.errors.KeyWrongLastSequenceError:
@@ -562,6 +517,20 @@ class Store:
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
             raise StoreUnavailable(f"hook store write failed: {exc}") from exc
         return True
+
+    async def _hook_create(self, key: str, data: bytes) -> None:
+        """``KeyValue.create`` as one bare request (a webhook delivery's claim: one per
+        delivery, and nats-py's layers, key checks and ``PubAck``, cost the relay more
+        than the request). Only a refusal takes nats-py's own path, which tells a key
+        that exists (``KeyWrongLastSequenceError``) from a deleted one (created again);
+        an answer that is neither a refusal nor a ``PubAck`` is not a claim made."""
+        assert self._hooks is not None
+        reply = await self.nc.request(f"$KV.{HOOKS_BUCKET}.{key}", data, _REQUEST_TIMEOUT,
+                                      headers={"Nats-Expected-Last-Subject-Sequence": "0"})
+        if b'"error":' in reply.data:
+            await self._hooks.create(key, data)
+        elif b'"seq":' not in reply.data:
+            raise StoreUnavailable("hook store write failed: its answer was no acknowledgement")
 
     async def kv_keys(self, prefix: str) -> list[str]:
         """The registry's live keys that start with ``prefix``, sorted.

@@ -524,13 +524,15 @@ async def main() -> None:
     parser.add_argument("--ingest-n", type=int, default=5000,
                         help="interrupts per ingest measurement")
     parser.add_argument("--batch", type=int, default=100, help="items per ingest batch")
+    parser.add_argument("--trace-slow", action="store_true",
+                        help="ingest: list the paced runs' bursts of requests over 20 ms")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--edges", type=int, default=10_000,
                         help="idle edges on one relay process (--only edges)")
     parser.add_argument("--cluster-n", type=int, default=5000,
                         help="interrupts per measurement on the 3-node cluster (--only cluster)")
     parser.add_argument("--edge-keepalive", type=float, default=20.0,
-                        help="seconds between each idle edge's pings (0: none)")
+                        help="each idle edge's keepalive, as edge.json's (0: no pings)")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="mailslot-bench-"))
@@ -575,7 +577,7 @@ async def main() -> None:
             await watches_part(root, args.runs, args.idle_seconds, Setup)
         if args.only in (None, "ingest"):
             await ingest_part(root, args.runs, args.ingest_n, args.seconds, args.batch,
-                              free_port)
+                              free_port, args.trace_slow)
         if args.only in (None, "hooks"):  # signed webhook deliveries vs plain ingest
             await hooks_part(root, args.runs, args.ingest_n, free_port)
         if args.only == "edges":  # minutes of set-up: only when asked for

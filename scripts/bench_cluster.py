@@ -40,28 +40,17 @@ sys.path.append(str(ROOT / "tests"))
 
 import nats  # noqa: E402
 import ulid  # noqa: E402
-import websockets  # noqa: E402
 from bench_edges import cpu_seconds  # noqa: E402
 from bench_ingest import Http  # noqa: E402
 from cluster_support import ClusterRelay, NatsCluster  # noqa: E402
+from link_support import connect_url, linked  # noqa: E402
 from nats.js import api  # noqa: E402
 
 from relay.registry import Registry  # noqa: E402
 from relay.store import STREAM  # noqa: E402
-from shared.auth import auth_message, sign_b64  # noqa: E402
-from shared.frames import (  # noqa: E402
-    RELAY_FRAME_MAX_BYTES,
-    SUBPROTOCOL,
-    Ack,
-    Auth,
-    Challenge,
-    Credit,
-    Deliver,
-    Welcome,
-)
+from shared.frames import Ack, Credit, Deliver  # noqa: E402
 from shared.identity import Identity  # noqa: E402
 from shared.limits import MAX_BATCH  # noqa: E402
-from shared.link import Link, Role  # noqa: E402
 
 PRODUCERS = 20
 CREDIT = 2048
@@ -181,20 +170,8 @@ class Bench:
     async def drain(self, n: int) -> tuple[float, float]:
         """(interrupts/s, relay CPU µs each): ``n`` queued for the drainer, drained by a
         link client from ``welcome`` to the last ack."""
-        url = self.relay.url.replace("http://", "ws://", 1) + "/v1/connect"
-        async with websockets.connect(
-            url, subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
-            max_size=RELAY_FRAME_MAX_BYTES, compression=None, ping_interval=None,
-        ) as ws:
-            link = Link(Role.EDGE)
-            challenge = link.receive(await ws.recv())
-            assert isinstance(challenge, Challenge)
-            message = auth_message(challenge.nonce, challenge.time, self.drainer.id,
-                                   challenge.relay)
-            await ws.send(link.send(Auth(identity=self.drainer.id,
-                                         sig=sign_b64(self.drainer, message))))
-            welcome = link.receive(await ws.recv())
-            assert isinstance(welcome, Welcome), welcome
+        async with linked(connect_url(self.relay.url), self.drainer, 30) as done:
+            ws, link, welcome = done.ws, done.link, done.welcome
             assert sum(welcome.pending.model_dump().values()) >= n, welcome
             cpu, began = cpu_seconds(self.pid), time.perf_counter()
             await ws.send(link.send(Credit(n=CREDIT)))

@@ -11,7 +11,10 @@ Measured, from ``/proc``:
 - relay RSS per edge: (RSS with N links - RSS before the first) / N, after a settle;
 - nats-server RSS per edge, the same way;
 - JetStream consumers on the interrupt stream while they are idle (target 0);
-- relay CPU while idle (utime + stime over ``--idle-seconds``, % of one core);
+- relay CPU while idle (utime + stime over ``--idle-seconds``, % of one core), each
+  client pinging on the real edge's schedule (``edge.link.keepalive``: a ping after
+  three quarters of ``--edge-keepalive`` without a frame from the relay, the edge's
+  ``keepalive``, 20 s by default: one every 15 s), with the same code as the edge;
 - restart: the relay is stopped (SIGTERM) and started again on the same port and data
   folder; every client reconnects with the edge's own full-jitter backoff (base 0.5 s,
   cap 30 s, as ``edge.json``'s defaults) and the time until all N have their ``welcome``
@@ -21,7 +24,8 @@ Measured, from ``/proc``:
   (``4408`` auth timeouts: target 0).
 
 The open-file limit is raised here (``resource.setrlimit``) for this process and the
-relay it starts (children inherit it).
+relay it starts (children inherit it). With ``MAILSLOT_BENCH_PYSPY=PATH`` the relay is
+profiled while idle (``py-spy record --nonblocking``, raw stacks to ``PATH``).
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
+from edge.config import EdgeConfig
 from edge.link.client import retry_hint
+from edge.link.keepalive import Liveness, PingSchedule
 from relay.config import StreamSettings
 from relay.registry import Registry
 from relay.store import Store
@@ -180,7 +186,7 @@ class Edge:
         async with websockets.connect(
             self.url, subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
             max_size=RELAY_FRAME_MAX_BYTES, open_timeout=60,
-            ping_interval=self.fleet.keepalive or None, ping_timeout=self.fleet.keepalive or None,
+            ping_interval=None,  # the edge's own keepalive, below
             compression=None, close_timeout=1,
         ) as ws:
             self.ws = ws
@@ -196,9 +202,22 @@ class Edge:
             await ws.send(link.send(Credit(n=64)))
             self.welcomes += 1
             self.fleet.connected += 1
+            self.fleet.welcomed_at.append(time.monotonic())
+            keepalive = None
+            if self.fleet.keepalive:  # pings as an edge does (it reads no frame here)
+                liveness = Liveness(PingSchedule.of(self.fleet.keepalive))
+                keepalive = asyncio.create_task(liveness.watch(ws))
             try:
                 await ws.wait_closed()
             finally:
+                how = f"{self.fleet.phase}: closed {ws.close_code}"
+                if keepalive is not None:
+                    if keepalive.done() and keepalive.exception() is not None:
+                        how = f"{self.fleet.phase}: no pong"  # the keepalive gave it up
+                    keepalive.cancel()
+                    await asyncio.gather(keepalive, return_exceptions=True)
+                if not self.fleet.stopping:
+                    self.fleet.drops[how] = self.fleet.drops.get(how, 0) + 1
                 self.fleet.connected -= 1
                 self.ws = None
 
@@ -209,9 +228,27 @@ class Fleet:
     stopping: bool = False
     #: What is going on: ``connect``, ``idle``, ``restart`` (failures are counted by it).
     phase: str = "connect"
-    #: Seconds between the client's pings, as an edge's ``keepalive`` (0: none).
-    keepalive: float = 20.0
+    #: Each client's ``keepalive``, as an edge's (0: no pings).
+    keepalive: float = EdgeConfig.model_fields["keepalive"].default
     failures: dict[str, int] = field(default_factory=dict)
+    #: Links that ended after their welcome, by phase and how (the relay stopping
+    #: closes every one with 1012).
+    drops: dict[str, int] = field(default_factory=dict)
+    #: When each welcome came (monotonic), for the reconnect curve.
+    welcomed_at: list[float] = field(default_factory=list)
+
+
+def _profile(pid: int, seconds: float) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` of the relay while it is idle, if ``MAILSLOT_BENCH_PYSPY`` names
+    where to write it (raw stacks: one line per stack and its count)."""
+    out = os.environ.get("MAILSLOT_BENCH_PYSPY")
+    if not out:
+        return None
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [str(spy), "record", "--pid", str(pid), "--duration", str(int(seconds)),
+         "--rate", "100", "--nonblocking", "--format", "raw", "--output", out],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def wait_connected(fleet: Fleet, n: int, timeout: float, down: bool = False) -> float:
@@ -254,21 +291,30 @@ async def edges_run(workdir: Path, port: int, n: int, idle_seconds: float,
         await asyncio.sleep(SETTLE_SECONDS)
         relay_rss, nats_rss = rss_kib(relay.pid), rss_kib(relay.nats_pid)
         idle_consumers = await consumers(relay.nats_url)
+        spy = _profile(relay.pid, idle_seconds)
         cpu0 = cpu_seconds(relay.pid)
         await asyncio.sleep(idle_seconds)
         idle_cpu = (cpu_seconds(relay.pid) - cpu0) / idle_seconds * 100
+        if spy is not None:
+            await asyncio.to_thread(spy.wait)
         fleet.phase = "restart"
         await asyncio.to_thread(relay.stop)  # the clients go on meanwhile, as edges do
         await wait_connected(fleet, 0, 60, down=True)  # every client saw its link end
         began = time.monotonic()
+        fleet.welcomed_at.clear()
         await asyncio.to_thread(relay.start)
+        up_s = time.monotonic() - began
         await wait_connected(fleet, n, 600)
         back_s = time.monotonic() - began
+        # How many were back after each 10 s since the restart began.
+        curve = [sum(1 for t in fleet.welcomed_at if t - began <= s)
+                 for s in range(10, int(back_s) + 10, 10)]
         return {
             "n": n, "connect_s": connect_s, "connect_cpu": connect_cpu,
             "relay_kib": (relay_rss - relay_before) / n, "nats_kib": (nats_rss - nats_before) / n,
             "relay_mib": relay_rss / 1024, "consumers": idle_consumers, "idle_cpu": idle_cpu,
-            "reconnect_s": back_s, "failures": dict(fleet.failures),
+            "reconnect_s": back_s, "failures": dict(fleet.failures), "curve": curve,
+            "up_s": up_s, "drops": dict(fleet.drops),
         }
     finally:
         fleet.stopping = True
@@ -279,7 +325,8 @@ async def edges_run(workdir: Path, port: int, n: int, idle_seconds: float,
 
 
 async def edges_part(root: Path, runs: int, n: int, idle_seconds: float,
-                     free_port: Any, keepalive: float = 20.0) -> None:
+                     free_port: Any,
+                     keepalive: float = EdgeConfig.model_fields["keepalive"].default) -> None:
     limit = raise_open_files(n + 4096)
     if limit < n + 256:
         print(f"edges: the open-file limit is {limit}, too low for {n} links; "
@@ -295,13 +342,17 @@ async def edges_part(root: Path, runs: int, n: int, idle_seconds: float,
               f"relay {r['relay_kib']:.1f} KiB RSS per edge ({r['relay_mib']:.0f} MiB in "
               f"all), nats-server {r['nats_kib']:.1f} KiB per edge; {r['consumers']} "
               f"JetStream consumers while idle; relay CPU idle {r['idle_cpu']:.2f} % of a "
-              f"core; all reconnected {r['reconnect_s']:.1f} s after a relay restart; "
+              f"core; all reconnected {r['reconnect_s']:.1f} s after a relay restart "
+              f"(listening after {r['up_s']:.1f} s; welcomes after 10, 20 … s: "
+              f"{', '.join(f'{c:,}' for c in r['curve'])}); links ended {r['drops']}; "
               f"failed attempts {r['failures'] or 'none'}", flush=True)
 
     def med(key: str) -> float:
         return sorted(r[key] for r in results)[len(results) // 2]
 
-    print(f"\nidle edges, {n:,} on one relay process, each pinging every {keepalive:g} s "
+    pings = (f"pinging as edges with keepalive {keepalive:g} s do (one every "
+             f"{PingSchedule.of(keepalive).interval:g} s)") if keepalive else "not pinging"
+    print(f"\nidle edges, {n:,} on one relay process, {pings} "
           f"(median of {runs}): relay "
           f"{med('relay_kib'):.1f} KiB RSS per edge (target <= 30), nats-server "
           f"{med('nats_kib'):.1f} KiB per edge, {med('consumers'):.0f} JetStream consumers "

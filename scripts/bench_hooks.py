@@ -4,7 +4,15 @@ senders (one keep-alive connection each, a fresh ``X-GitHub-Delivery`` and
 ``X-Hub-Signature-256`` per delivery, a pull-request body of about 1 KiB projected to
 the default kept fields), next to the plain interrupt ingest rate (``POST
 /v1/interrupts``, 20 producers) of the same relay in the same run, the two alternating
-three times (a busy moment of the machine hits both alike). Target >= 0.8x.
+three times, each first in turn (a busy moment of the machine hits both alike). Target
+>= 0.8x.
+
+Like with like: the same relay, client, connection count and closed loop; both bodies
+are small (the delivery ~1.1 KiB, a real pull-request event is 10-30 KiB; the draft
+~0.3 KiB with a 200-byte payload); each stored interrupt is ~0.6-0.7 KiB. What the hook
+path does beyond a draft's is its own work (the signature over the body, parsing and
+projecting it, the per-address gate of unauthenticated endpoints, the delivery id's
+claim in ``mailslot_hooks``), not the bench's.
 
 Reuses ``bench_ingest``'s relay (``relay serve``, embedded nats-server, fsync always)
 and its hand-written HTTP/1.1 client.
@@ -18,7 +26,7 @@ import itertools
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from bench_ingest import (
@@ -75,7 +83,8 @@ async def make_hook(relay: Relay) -> str:
 
 async def hook_rate(relay: Relay, path: str, n: int, senders: int) -> tuple[Figures, float]:
     """(figures, relay CPU µs per accepted delivery)."""
-    conns = [await HookHttp.open(relay.host, relay.port, "none") for _ in range(senders)]
+    conns = [cast(HookHttp, await HookHttp.open(relay.host, relay.port, "none"))
+             for _ in range(senders)]
     body = json.dumps(PR).encode()
 
     async def one(w: int) -> None:
@@ -112,9 +121,14 @@ async def hooks_run(workdir: Path, port: int, n: int) -> dict[str, Any]:
         path = await make_hook(relay)
         plain: list[tuple[Figures, float]] = []
         hooks: list[tuple[Figures, float]] = []
-        for _ in range(ROUNDS):  # interleaved, so that a busy moment hits both alike
+        for round_ in range(ROUNDS):  # interleaved, so that a busy moment hits both alike,
+            # first one then the other first (a machine growing busier or quieter over
+            # the run favours neither)
+            if round_ % 2:
+                hooks.append(await hook_rate(relay, path, n // ROUNDS, PRODUCERS))
             plain.append(await relay_single(relay, n // ROUNDS, PRODUCERS))
-            hooks.append(await hook_rate(relay, path, n // ROUNDS, PRODUCERS))
+            if not round_ % 2:
+                hooks.append(await hook_rate(relay, path, n // ROUNDS, PRODUCERS))
         return {"plain": _merged([f for f, _ in plain]), "hooks": _merged([f for f, _ in hooks]),
                 "plain_cpu": statistics.median(c for _, c in plain),
                 "hooks_cpu": statistics.median(c for _, c in hooks)}

@@ -11,9 +11,10 @@ proxy (tests/blackhole_support.py):
    (target: within the 20 s keepalive), how soon after the restore it linked again, and
    the counts.
 2. freeze: the edge is stopped with SIGSTOP for ``--freeze`` seconds (two minutes by
-   default, as a laptop lid; the relay pings every 120 s and gives 20 s to answer, so a
-   freeze past 140 s is seen dead by the relay too), interrupts are sent meanwhile, then
-   SIGCONT. Prints how long until all arrived, whether the link was made anew, and counts.
+   default, as a laptop lid; the relay pings a link that sent nothing for 120 s and gives
+   20 s to answer, so a freeze past 140 s is seen dead by the relay too), interrupts are
+   sent meanwhile, then SIGCONT. Prints how long until all arrived, whether the link was
+   made anew, and counts.
 
 Every interrupt the relay answered 202 for must be in the inbox exactly once; the script
 exits 1 otherwise.

@@ -1,9 +1,11 @@
-"""Base64url without padding: the one text encoding of keys, signatures and nonces."""
+"""Text encodings: base64url without padding, the one text encoding of keys, signatures
+and nonces; and a moment that may be missing as ISO 8601 text (``iso_time``)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 
 from shared.errors import MalformedInput
 
@@ -20,3 +22,8 @@ def b64d(text: str, what: str = "value") -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
         raise MalformedInput(f"{what} is not valid base64url") from exc
+
+
+def iso_time(value: datetime | None) -> str | None:
+    """``value`` as ISO 8601 text (``datetime.isoformat``); None stays None."""
+    return None if value is None else value.isoformat()

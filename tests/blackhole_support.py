@@ -1,25 +1,35 @@
-"""A TCP proxy that can black-hole its traffic: what a laptop's link sees when the Wi-Fi
-goes, the route changes or the machine sleeps (no FIN, no RST: nothing at all).
+"""The tests' one TCP proxy: it forwards, fails over like a load balancer, and can
+black-hole its traffic — what a laptop's link sees when the Wi-Fi goes, the route changes
+or the machine sleeps (no FIN, no RST: nothing at all).
 
-``BlackHoleProxy(host, port)`` listens on 127.0.0.1 and forwards each connection to the
-upstream. ``black_hole()`` stops forwarding in both directions while every socket stays
+``Proxy(upstreams)`` listens on 127.0.0.1 and forwards each connection to the first
+upstream, in order, that accepts a connection (a refused connect moves on to the next, as
+a balancer whose health check saw the first one die would; none: the connection is
+closed). ``black_hole()`` stops forwarding in both directions while every socket stays
 open (bytes wait in the kernel's buffers, as unacknowledged packets wait for TCP to send
 them again); connections accepted meanwhile are not forwarded either. ``restore()``
-forwards again, everything that waited first. Used by tests/system/test_laptop.py and
-scripts/laptop.py.
+forwards again, everything that waited first. An end that closes is passed on as a
+half-close (FIN), and the connection ends once both directions have.
+
+``BlackHoleProxy(host, port)`` is one in front of one upstream (tests/system/test_laptop.py,
+scripts/laptop.py); ``cluster_support.Balancer(ports)`` one in front of relay processes
+(tests/system/test_cluster.py, scripts/chaos_cluster.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 
 
-class BlackHoleProxy:
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self.upstream = (upstream_host, upstream_port)
+class Proxy:
+    def __init__(self, upstreams: Sequence[tuple[str, int]]) -> None:
+        self.upstreams = list(upstreams)
         self.port = 0
+        #: Connections accepted so far, and forwarded so far per upstream port.
         self.accepted = 0
+        self.forwarded: dict[int, int] = {port: 0 for _, port in self.upstreams}
         self._open = asyncio.Event()
         self._open.set()
         self._server: asyncio.Server | None = None
@@ -45,6 +55,7 @@ class BlackHoleProxy:
         self._open.set()
 
     async def close(self) -> None:
+        """Stop listening and drop every connection (aborted: an RST)."""
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):
@@ -56,12 +67,22 @@ class BlackHoleProxy:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> BlackHoleProxy:
+    async def __aenter__(self) -> Proxy:
         await self.start()
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
+
+    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        for host, port in self.upstreams:
+            try:
+                found = await asyncio.open_connection(host, port)
+            except OSError:
+                continue
+            self.forwarded[port] += 1
+            return found
+        return None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
@@ -71,10 +92,10 @@ class BlackHoleProxy:
         self._writers.add(writer)
         try:
             await self._open.wait()  # a dial during the hole hangs, as a dropped SYN does
-            try:
-                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-            except OSError:
+            upstream = await self._dial()
+            if upstream is None:
                 return
+            up_reader, up_writer = upstream
             self._writers.add(up_writer)
             try:
                 await asyncio.gather(self._pump(reader, up_writer),
@@ -104,3 +125,10 @@ class BlackHoleProxy:
         finally:
             with contextlib.suppress(OSError, RuntimeError):
                 writer.write_eof()
+
+
+class BlackHoleProxy(Proxy):
+    """A ``Proxy`` in front of one upstream."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        super().__init__([(upstream_host, upstream_port)])

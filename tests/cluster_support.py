@@ -12,8 +12,9 @@ load balancer in front of them — for the cluster tests (``tests/system/test_cl
   process (so it can be killed -9), plus the test's own NATS connection to it, which only
   opens what exists (``Store.open_existing``: never applies stream settings).
 * ``Balancer``: accepts TCP connections and forwards each one to the first relay, in
-  round-robin order, that accepts a connection — as a load balancer would: an edge whose
-  relay died reconnects through it to another one.
+  its order, that accepts a connection — as a load balancer would: an edge whose relay
+  died reconnects through it to another one (the tests' one proxy,
+  ``blackhole_support.Proxy``).
 
 Not a conftest: the tests import what they need by its bare name.
 """
@@ -21,7 +22,6 @@ Not a conftest: the tests import what they need by its bare name.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import nats
+from blackhole_support import Proxy
 from tests_support import EdgeProcess, Member, RelayProcess, free_port, wait_until
 from ulid import ULID
 
@@ -209,18 +210,28 @@ async def stream_leader(nc: Any, stream: str = STREAM) -> str:
     return found
 
 
-async def step_down(nc: Any, stream: str = STREAM) -> str:
-    """``$JS.API.STREAM.LEADER.STEPDOWN``; returns the new leader once there is one."""
+async def request_step_down(nc: Any, stream: str = STREAM) -> str:
+    """``$JS.API.STREAM.LEADER.STEPDOWN``, answered once the leader has stepped down;
+    returns the leader that did (``new_leader`` waits for the next one)."""
     before = await stream_leader(nc, stream)
     doc = await js_request(nc, f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}")
     assert doc.get("success"), doc
+    return before
 
+
+async def new_leader(nc: Any, before: str, stream: str = STREAM) -> str:
+    """The server_name leading ``stream`` once it is another than ``before``."""
     async def moved() -> str:
         now = await stream_leader(nc, stream)
         return now if now != before else ""
 
     found: str = await wait_until(moved, 30, "a new stream leader")
     return found
+
+
+async def step_down(nc: Any, stream: str = STREAM) -> str:
+    """The leader of ``stream`` steps down; returns the new leader once there is one."""
+    return await new_leader(nc, await request_step_down(nc, stream), stream)
 
 
 async def connect(cluster: NatsCluster) -> Any:
@@ -319,14 +330,19 @@ class Producers:
             await asyncio.sleep(delay)  # the producer's retry backoff
             delay = min(delay * 2, 1.0)
 
-    async def backlog(self, members: list[Member], n: int, concurrency: int = 16) -> None:
+    async def backlog(self, members: list[Member], n: int, concurrency: int = 16
+                      ) -> dict[str, set[str]]:
+        """``n`` interrupts to each member (the priorities in turn), every one answered
+        2xx; returns their ids per identity."""
         sem = asyncio.Semaphore(concurrency)
+        posted: dict[str, set[str]] = {m.id: set() for m in members}
 
         async def one(member: Member, i: int) -> None:
             async with sem:
-                await self.post(member, PRIORITIES[i % 3])
+                posted[member.id].add(await self.post(member, PRIORITIES[i % 3]))
 
         await asyncio.gather(*(one(m, i) for m in members for i in range(n)))
+        return posted
 
     def trickle(self, members: list[Member]) -> None:
         """Keep posting (one producer per identity, ~50/s each) until ``stop``."""
@@ -358,63 +374,18 @@ async def connected_edges(relay: ClusterRelay) -> int:
     return 0
 
 
-
 # -- load balancer ----------------------------------------------------------------------
 
 
-class Balancer:
-    """A TCP load balancer on 127.0.0.1 with failover: each new connection goes to the
-    first relay port, in ``ports`` order, that accepts it (a refused connect moves on to
-    the next), as a balancer whose health check saw the first one die would."""
+class Balancer(Proxy):
+    """A TCP load balancer on 127.0.0.1 with failover (``blackhole_support.Proxy``): each
+    new connection goes to the first relay port, in ``ports`` order, that accepts it."""
 
     def __init__(self, ports: list[int]) -> None:
-        self.ports = ports
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-        #: Connections forwarded so far, per relay port.
-        self.forwarded: dict[int, int] = dict.fromkeys(ports, 0)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for port in self.ports:
-            try:
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                continue
-            self.forwarded[port] += 1
-            for src, dst in ((reader, up_writer), (up_reader, writer)):
-                task = asyncio.create_task(_pipe(src, dst))
-                self._pipes.add(task)
-                task.add_done_callback(self._pipes.discard)
-            return
-        writer.close()
+        super().__init__([("127.0.0.1", port) for port in ports])
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._pipes):
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-
-
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    try:
-        while data := await src.read(65536):
-            dst.write(data)
-            await dst.drain()
-    except (OSError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            dst.close()
+        await self.close()
 
 
 def admin_cli(home: Path, relay: ClusterRelay, *args: str,

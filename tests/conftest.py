@@ -14,8 +14,12 @@ from tests_support import (
     enroll,
 )
 
+from edge.config import EdgeConfig, EdgePaths, save_config
+from edge.link.keystore import save_identity
+from edge.store.inbox import Inbox
 from relay.config import RelayConfig, StreamSettings
 from relay.server import RelayServer
+from shared.identity import Identity
 
 
 @pytest.fixture
@@ -57,3 +61,29 @@ def make_member(relay: RelayServer, tmp_path: Path) -> Callable[..., Any]:
 
     return make
 
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An edge home (``MAILSLOT_HOME``: its folders and an empty inbox), all the ``inbox``
+    and ``hook`` commands need; ``EdgePaths.resolve({"MAILSLOT_HOME": str(home)})`` for
+    its paths. ``enrolled_home`` makes it a whole one."""
+    paths = EdgePaths.resolve({"MAILSLOT_HOME": str(tmp_path / "home")})
+    paths.ensure()
+    Inbox.open(paths.inbox_file).close()
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def enrolled_home(home: Path) -> Path:
+    """``home`` as ``mailslot edge init`` leaves it: an identity key and an ``edge.json``
+    pointed at a relay that is not there (a daemon's link retries, quickly; every other
+    part runs; ``mailslot mcp`` needs no relay)."""
+    paths = EdgePaths.resolve({"MAILSLOT_HOME": str(home)})
+    identity = Identity.generate()
+    save_identity(paths.key_file, identity)
+    save_config(paths, EdgeConfig(
+        relay_url="http://127.0.0.1:9", identity=identity.id,
+        relay_identity=Identity.generate().public.to_doc(),
+        reconnect_base=0.05, reconnect_cap=0.2,
+    ))
+    return home

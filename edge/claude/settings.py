@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shlex
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.config import private_dir
+from edge.config import private_dir, write_atomic
 from edge.errors import ClaudeSettingsError
 
 #: The name the MCP server is registered under.
@@ -176,17 +174,7 @@ def write_file(path: Path, text: str | None, mode: int | None = None) -> None:
         except FileNotFoundError:
             mode = 0o644 if path.name != ".claude.json" else 0o600
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic(path, text.encode("utf-8"), mode)
 
 
 # -- install ------------------------------------------------------------------------------

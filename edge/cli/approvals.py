@@ -18,12 +18,11 @@ from typing import Any
 
 from edge.approvals.desk import open_desk, streak_hint
 from edge.approvals.dial import check_action, read_permissions
-from edge.cli.output import Command, emit
+from edge.cli.output import Command, duration_arg, emit
 from edge.config import EdgePaths
 from edge.engine.explain import human_duration
 from edge.intents.edit import promote
 from edge.intents.file import load_intents
-from edge.intents.model import parse_duration
 from edge.store.approvals import Approval
 
 #: Exit code of ``approve request`` per status.
@@ -65,10 +64,7 @@ def add_approval_commands(sub: Any, command: Command) -> None:
 
 
 def _wait(value: str) -> float:
-    try:
-        seconds = parse_duration(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    seconds = duration_arg(value)
     if not 0 < seconds <= WAIT_MAX:
         raise argparse.ArgumentTypeError("the wait must be more than 0 and at most 24h")
     return seconds

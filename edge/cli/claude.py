@@ -43,10 +43,9 @@ from edge.claude.settings import (
     plan_uninstall,
 )
 from edge.cli.inbox import open_inbox
-from edge.cli.output import Command, emit
+from edge.cli.output import Command, duration_arg, emit
 from edge.config import EdgePaths
 from edge.errors import HookInputError, UsageError
-from edge.intents.model import parse_duration
 from edge.store.inbox import Inbox
 
 #: The longest a ``Stop`` hook waits for a wake, unless told (``--wait``).
@@ -68,7 +67,7 @@ def add_claude_commands(sub: Any, command: Command) -> None:
     p = command("stop", cmd_stop, "Stop, with asyncRewake: wait for a wake for this session,"
                 " then exit 2 with it on stderr", claude_hooks)
     _hook_options(p)
-    p.add_argument("--wait", type=_duration_arg, default=DEFAULT_WAIT, metavar="DURATION",
+    p.add_argument("--wait", type=duration_arg, default=DEFAULT_WAIT, metavar="DURATION",
                    help="give up after this long (default 8h)")
 
     claude = sub.add_parser("claude", help="Claude Code: register mailslot in its settings")
@@ -96,13 +95,6 @@ def _target_options(p: argparse.ArgumentParser) -> None:
                    help="this project only: DIR/.claude/settings.json and DIR/.mcp.json"
                         " (default: ~/.claude/settings.json and ~/.claude.json)")
     p.add_argument("--dry-run", action="store_true", help="show the changes, write nothing")
-
-
-def _duration_arg(value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _limit_arg(value: str) -> int:

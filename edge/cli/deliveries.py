@@ -60,7 +60,8 @@ def cmd_show(args: argparse.Namespace, paths: EdgePaths) -> int:
     for label, key in (("route", "route"), ("session", "session"),
                        ("interrupts", "interrupts"), ("created", "created"),
                        ("finished", "finished"), ("next attempt", "next_attempt"),
-                       ("last attempt", "detail")):
+                       ("last attempt", "detail"), ("wake", "wake_doc"),
+                       ("permissions", "permissions")):
         if doc.get(key):
             value = doc[key] if isinstance(doc[key], str) else json.dumps(doc[key])
             lines.append(f"  {label}: {value}")

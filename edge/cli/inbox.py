@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from edge.cli.output import Command, emit
+from edge.cli.output import Command, arg_type, duration_arg, emit
 from edge.config import EdgePaths
 from edge.errors import NotInitialized, NotPending, UsageError
 from edge.fswatch import Change, FsWatch
@@ -47,7 +47,7 @@ def add_inbox_commands(sub: Any, command: Command) -> None:
     p.add_argument("--owner", type=_owner_arg, help="the owner that claimed it")
     p = command("nack", cmd_inbox_nack, "put an interrupt back (optionally later)", inbox)
     p.add_argument("id")
-    p.add_argument("--delay", type=_delay_arg, default=0.0,
+    p.add_argument("--delay", type=duration_arg, default=0.0,
                    help="how long before it is next again, e.g. 30, 30s, 5m (default 0)")
     p.add_argument("--owner", type=_owner_arg, help="the owner that claimed it")
     p = command("rejected", cmd_inbox_rejected, "envelopes refused by verification", inbox)
@@ -88,25 +88,8 @@ def cmd_inbox_list(args: argparse.Namespace, paths: EdgePaths) -> int:
     return 0
 
 
-def _owner_arg(value: str) -> str:
-    try:
-        return check_owner(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _delay_arg(value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _lease_arg(value: str) -> float:
-    try:
-        return check_lease(parse_duration(value))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_owner_arg = arg_type(check_owner)
+_lease_arg = arg_type(lambda value: check_lease(parse_duration(value)))
 
 
 def cmd_inbox_next(args: argparse.Namespace, paths: EdgePaths) -> int:

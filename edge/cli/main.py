@@ -17,9 +17,9 @@ import argparse
 import logging
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
+from edge.about import package_version
 from edge.cli.activity import add_activity_commands
 from edge.cli.approvals import add_approval_commands
 from edge.cli.claude import add_claude_commands
@@ -70,13 +70,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _version() -> str:
-    try:
-        return version("mailslot")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -120,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mailslot", description="Interrupt infrastructure for proactive AI agents."
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     def command(

@@ -41,11 +41,11 @@ def cmd_mcp(args: argparse.Namespace, paths: EdgePaths) -> int:
     if args.session is not None and not args.channel:
         raise UsageError("--session needs --channel (see `mailslot mcp --help`)")
     try:
-        sessions = channel_sessions(args.session, args.include_unsessioned)
+        channel_sessions(args.session, args.include_unsessioned)  # refused here, as usage
     except ValueError as exc:
         raise UsageError(f"{exc} (see `mailslot mcp --help`)") from None
     from edge.mcp.server import McpConfig, serve  # lazy: see LAZY_IMPORTS in edge.cli.main
 
     serve(McpConfig(paths=paths, channel=args.channel, owner=default_owner(),
-                    session=args.session, sessions=sessions))
+                    session=args.session, include_unsessioned=args.include_unsessioned))
     return 0

@@ -1,5 +1,6 @@
 """What every ``mailslot`` command prints, and how: data (``emit``) and errors (``fail``),
-and the shape of a command handler.
+the shape of a command handler, and the argument types commands share (``arg_type``,
+``duration_arg``).
 
 Every command that prints data takes ``--json``: ``emit`` prints the JSON document then,
 else the text. Errors print one line ``mailslot: <code>: <message>`` on stderr (or the
@@ -13,10 +14,13 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from edge.config import EdgePaths
+from edge.intents.model import parse_duration
 from shared.errors import ExitCode
+
+T = TypeVar("T")
 
 #: A command: its parsed arguments and this edge's paths (resolved once per command by
 #: ``edge.cli.main``) in, the exit code out.
@@ -41,3 +45,20 @@ def fail(
     else:
         print(f"mailslot: {code}: {message}", file=sys.stderr)
     return int(exit_code)
+
+
+def arg_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse ``type=`` from ``parse``: its ``ValueError`` becomes the usage error,
+    in its own words (``argument --for: 'soon' is not a duration …``)."""
+
+    def parsed(value: str) -> T:
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parsed
+
+
+#: ``type=`` of a duration option: ``90``, ``90s``, ``15m``, ``2h``, ``1d`` → seconds.
+duration_arg = arg_type(parse_duration)

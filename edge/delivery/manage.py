@@ -38,6 +38,7 @@ from edge.errors import (
 from edge.intents.file import load_intents
 from edge.store.activity import ActivityLog, Event
 from edge.store.deliveries import Delivery, DeliveryQueue
+from shared.encoding import iso_time
 
 
 @contextlib.contextmanager
@@ -61,7 +62,7 @@ def summary(delivery: Delivery) -> dict[str, Any]:
         "kind": delivery.kind, "status": delivery.status, "outcome": delivery.outcome,
         "attempts": delivery.attempts, "max_attempts": route.get("max_attempts"),
         "session": delivery.session or None, "interrupts": delivery.interrupts,
-        "created": _iso(delivery.created), "finished": _iso(delivery.finished),
+        "created": iso_time(delivery.created), "finished": iso_time(delivery.finished),
         "next_attempt": delivery.next_attempt.isoformat()
         if delivery.status in ("pending", "claimed") else None,
         "target": _target(route), "error": (delivery.detail or {}).get("error"),
@@ -84,7 +85,7 @@ def show_delivery(paths: EdgePaths, ref: str) -> dict[str, Any]:
         delivery = _find(queue, ref)
     return {**summary(delivery), "route": delivery.route, "detail": delivery.detail,
             "wake_doc": delivery.wake_doc, "permissions": delivery.permissions,
-            "claimed_until": _iso(delivery.claim_until)}
+            "claimed_until": iso_time(delivery.claim_until)}
 
 
 def retry_delivery(paths: EdgePaths, ref: str, now: datetime | None = None) -> dict[str, Any]:
@@ -177,7 +178,3 @@ def _target(route: dict[str, Any]) -> str | None:
         argv = route.get("argv") or []
         return str(argv[0]) if argv else None
     return None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()

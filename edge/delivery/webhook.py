@@ -35,12 +35,12 @@ import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import httpx
 from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
+from edge.about import package_version
 from edge.delivery.outcome import (
     STDOUT_MAX_BYTES,
     ChannelResult,
@@ -57,15 +57,8 @@ EXCERPT_CHARS = 200
 #: Statuses that say "not now" rather than "no": the delivery is tried again later.
 RETRY_STATUSES = frozenset({408, 429})
 
-def _user_agent() -> str:
-    try:
-        return f"mailslot/{version('mailslot')}"
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "mailslot/unknown"
-
-
 #: Sent with every request, so a receiver's logs say who called.
-USER_AGENT = _user_agent()
+USER_AGENT = f"mailslot/{package_version()}"
 
 _REDACTED = "[redacted]"
 #: A bearer token goes into a header verbatim: printable ASCII, no spaces.

@@ -10,11 +10,12 @@ Reconnects use exponential backoff with full jitter, capped, reset after a succe
 welcome; a handshake refused with ``Retry-After`` (a busy or full relay) waits at least
 that long; a dial that got no answer at all (timed out after ``OPEN_TIMEOUT``, no route,
 no resolver: ``network_away``) is followed within ``AWAY_RETRY`` seconds, so the link is
-back as soon as the network is. Keepalive is WebSocket ping/pong, every half
-``keepalive``, a quarter of it to answer and a quarter to close: a connection that died
-without a FIN (a laptop that slept or changed networks, a black-holed route) is given up
-within ``keepalive`` seconds (20) of its last sign of life, and dialled again within a
-second (the backoff starts over after a link that was up).
+back as soon as the network is. Keepalive (``edge.link.keepalive``) is a WebSocket ping
+after three quarters of ``keepalive`` without any frame from the relay, the last quarter
+to answer: a connection that died without a FIN (a laptop that slept or changed
+networks, a black-holed route) is given up within ``keepalive`` seconds (20) of its last
+sign of life, and dialled again within a second (the backoff starts over after a link
+that was up).
 
 This is the project's one ``websockets`` import (the relay's WebSocket side is uvicorn's),
 and websockets' exceptions end here: a connection that drops, is refused or times out is
@@ -38,11 +39,13 @@ from websockets.asyncio.client import ClientConnection
 
 from edge.config import EdgeConfig
 from edge.errors import LinkClosed
+from edge.link.keepalive import Liveness, PingSchedule
 from edge.link.receiver import Receiver
 from edge.store.inbox import Inbox, InboxItem
 from shared.auth import auth_message, sign_b64
 from shared.errors import LinkError, RemoteProtocolError
 from shared.frames import (
+    MAX_BATCH,
     RELAY_FRAME_MAX_BYTES,
     SUBPROTOCOL,
     Ack,
@@ -50,6 +53,7 @@ from shared.frames import (
     Challenge,
     Credit,
     Deliver,
+    DeliverItem,
     Error,
     Frame,
     Reject,
@@ -94,6 +98,8 @@ class EdgeLink:
         self.on_stored = on_stored or (lambda _items: None)
         self.connected = asyncio.Event()
         self.delivered = 0
+        #: Deliver frames received and not yet taken into a commit (the link's backlog).
+        self.backlog: asyncio.Queue[Deliver] = asyncio.Queue()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until ``stop`` is set, reconnecting with jittered backoff."""
@@ -135,10 +141,9 @@ class EdgeLink:
             self.config.ws_url(),
             subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
             max_size=RELAY_FRAME_MAX_BYTES,
-            # A ping every half keepalive, a quarter to answer it, a quarter to close: a
-            # dead connection is given up within ``keepalive`` of its last sign of life.
-            ping_interval=self.config.keepalive / 2,
-            ping_timeout=self.config.keepalive / 4,
+            # Our own keepalive (``Liveness``, from the welcome on): websockets' pings on
+            # a fixed period whatever arrives, twice as many for the relay to answer.
+            ping_interval=None,
             open_timeout=OPEN_TIMEOUT,
             close_timeout=min(5.0, self.config.keepalive / 4),
             # Deliveries are small signed JSON; deflate costs more CPU than it saves on
@@ -177,22 +182,28 @@ class EdgeLink:
             raise LinkClosed(f"relay refused the link: {reason}") from exc
 
     async def _serve(self, ws: ClientConnection, link: Link, stop: asyncio.Event) -> None:
-        batches: asyncio.Queue[Deliver] = asyncio.Queue()
+        batches = self.backlog = asyncio.Queue()
         in_flight: list[asyncio.Future[Any]] = []
+        liveness = Liveness(PingSchedule.of(self.config.keepalive))
 
         async def read() -> None:
             async for raw in ws:
+                liveness.seen()
                 frame = link.receive(raw)
                 if isinstance(frame, Deliver):
                     batches.put_nowait(frame)
 
         async def work() -> None:
+            carry: Deliver | None = None
             while True:
-                frame = await batches.get()
+                # Every frame already queued goes into one commit: one fsync, one status
+                # write and one Credit for all of them, so a busy CPU (frames piling up
+                # behind a commit) makes the batches larger, not the queue longer.
+                items, carry = take_batch(carry or await batches.get(), batches)
                 # Shielded: a commit that started must finish before the link closes,
                 # or the inbox could be closed under the worker thread.
                 processing = asyncio.ensure_future(
-                    asyncio.to_thread(self.receiver.process, frame.items)
+                    asyncio.to_thread(self.receiver.process, items)
                 )
                 in_flight.append(processing)
                 outcome = await asyncio.shield(processing)
@@ -201,16 +212,17 @@ class EdgeLink:
                     await ws.send(link.send(Ack(ids=outcome.acked)))
                 for envelope_id, code in outcome.rejected:
                     await ws.send(link.send(Reject(id=envelope_id, code=code)))
-                await ws.send(link.send(Credit(n=len(frame.items))))
+                await ws.send(link.send(Credit(n=len(items))))
                 self.delivered += outcome.new
                 self._status(last_delivery=_now(), delivered_total=self.delivered)
                 if outcome.stored:
                     self.on_stored(outcome.stored)
-                self.on_event("delivered", {"new": outcome.new, "batch": len(frame.items)})
+                self.on_event("delivered", {"new": outcome.new, "batch": len(items)})
 
         tasks = [
             asyncio.create_task(read()),
             asyncio.create_task(work()),
+            asyncio.create_task(liveness.watch(ws)),
             asyncio.create_task(stop.wait()),
         ]
         try:
@@ -227,6 +239,22 @@ class EdgeLink:
     def _status(self, **values: Any) -> None:
         with contextlib.suppress(Exception):
             self.inbox.set_status(**values)
+
+
+def take_batch(first: Deliver,
+               backlog: asyncio.Queue[Deliver]) -> tuple[list[DeliverItem], Deliver | None]:
+    """The items of ``first`` and of every frame queued behind it in ``backlog``, in
+    order, up to ``MAX_BATCH`` (the most one Ack may carry): one commit, one Ack, one
+    Credit for as many as were delivered. The frame that would not fit is handed back
+    (it begins the next batch), never split: the relay granted credit per item, and each
+    item is committed and credited exactly once."""
+    items = list(first.items)
+    while not backlog.empty():
+        more = backlog.get_nowait()
+        if len(items) + len(more.items) > MAX_BATCH:
+            return items, more
+        items.extend(more.items)
+    return items, None
 
 
 def _close_reason(ws: ClientConnection) -> str:

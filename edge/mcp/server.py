@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Collection
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from mcp import types
@@ -42,6 +40,7 @@ from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.transport_context import TransportContext
 from pydantic import BaseModel, ConfigDict
 
+from edge.about import package_version
 from edge.config import EdgePaths
 from edge.mcp.channel import CHANNEL_CAPABILITY, McpChannel
 from edge.mcp.permissions import (
@@ -50,6 +49,7 @@ from edge.mcp.permissions import (
     PermissionRelay,
 )
 from edge.mcp.tools import TOOLS, Tools
+from edge.store.claims import channel_sessions
 from shared.errors import MailslotError
 
 if TYPE_CHECKING:
@@ -94,8 +94,13 @@ class McpConfig:
     owner: str
     #: ``--session``: the session this channel serves (its wakes, its permission prompts).
     session: str | None = None
-    #: The delivery sessions the channel claims (``edge.store.claims.channel_sessions``).
-    sessions: Collection[str] | None = None
+    #: ``--include-unsessioned``: with ``session``, also the wakes that have no session.
+    include_unsessioned: bool = False
+
+    @property
+    def sessions(self) -> tuple[str, ...] | None:
+        """The delivery sessions the channel claims (``edge.store.claims.channel_sessions``)."""
+        return channel_sessions(self.session, self.include_unsessioned)
 
 
 # -- the server -------------------------------------------------------------------------
@@ -111,7 +116,7 @@ class McpServer:
         self.tools = Tools(config.paths, config.owner)
         self._specs = {spec.name: spec for spec in TOOLS}
         self.server: Server[Any] = Server(
-            SERVER_NAME, version=_version(),
+            SERVER_NAME, version=package_version(),
             instructions=INSTRUCTIONS + (CHANNEL_INSTRUCTIONS if config.channel else ""),
             on_list_tools=self._list_tools, on_call_tool=self._call_tool,
         )
@@ -183,13 +188,6 @@ class McpServer:
         text = data[spec.text_key] if spec.text_key else json.dumps(data, indent=2)
         return types.CallToolResult(content=[types.TextContent(text=text)],
                                     structured_content=data)
-
-
-def _version() -> str:
-    try:
-        return version("mailslot")
-    except PackageNotFoundError:
-        return "0"
 
 
 def serve(config: McpConfig) -> None:

@@ -71,6 +71,7 @@ from edge.store.claims import DEFAULT_LEASE, check_lease, check_owner
 from edge.store.inbox import Inbox
 from edge.watches.folders import check_folders
 from edge.watches.sleeps import start_sleep
+from shared.encoding import iso_time
 from shared.tokens import check_opaque, check_session
 
 # -- errors ---------------------------------------------------------------------------
@@ -222,8 +223,8 @@ class Tools:
             rows.append({
                 "id": watch.id, "kind": watch.kind, "description": watch.description,
                 "state": "paused" if watch.paused else (row.state if row else "active"),
-                "last_run": _iso(row.last_run if row else None),
-                "next_run": _iso(row.next_run if row else None),
+                "last_run": iso_time(row.last_run if row else None),
+                "next_run": iso_time(row.next_run if row else None),
                 "last_result": row.last_result if row else None,
             })
         return {"watches": rows}
@@ -340,10 +341,6 @@ def _problems(exc: ValidationError, root: type[BaseModel], skip: int = 0) -> str
     ``skip`` drops that many leading parts of each location."""
     return "; ".join(f"{dotted(loc[skip:])}: {why}" if loc[skip:] else why
                      for loc, why in validation_problems(exc, root))
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 @dataclass(frozen=True)

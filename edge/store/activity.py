@@ -44,8 +44,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import hmac
-import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -64,6 +62,8 @@ from edge.store.activityfiles import (
     open_log_fd,
     open_read_fd,
     oserrors,
+    read_record,
+    signed_record,
     write_small,
 )
 from edge.store.activityline import (
@@ -301,26 +301,14 @@ class ActivityLog(Closing):
 
     def _write_head(self, link: Anchor) -> None:
         """Replace the head anchor atomically (we hold the exclusive lock)."""
-        body = {"seq": link.seq, "hash": link.hash}
-        doc = canonical({**body, "mac": self._mac(canonical(body).encode())}).encode()
-        write_small(self.head_path, doc + b"\n")
+        write_small(self.head_path, signed_record({"seq": link.seq, "hash": link.hash},
+                                                  self._mac))
 
     def _read_head(self) -> Head:
-        try:
-            raw = self.head_path.read_bytes()
-        except FileNotFoundError:
-            return Head(None)
-        try:
-            doc = json.loads(raw)
-            body, mac = {"seq": doc["seq"], "hash": doc["hash"]}, doc["mac"]
-            if type(body["seq"]) is not int or not isinstance(body["hash"], str) or not isinstance(mac, str):
-                raise ValueError("wrong types")
-        except (ValueError, KeyError, TypeError):
-            return Head(None, f"{self.head_path} is garbled (not a head anchor)")
-        if not hmac.compare_digest(self._mac(canonical(body).encode()), mac):
-            return Head(None, f"{self.head_path}: MAC mismatch: the head anchor was edited, "
-                               "or written with another key", bad_mac=True)
-        return Head(Anchor(body["seq"], body["hash"]))
+        read = read_record(self.head_path, ("seq", "hash"), _head_shape, self._mac,
+                           what="head anchor", shown=str(self.head_path))
+        link = None if read.body is None else Anchor(read.body["seq"], read.body["hash"])
+        return Head(link, read.problem, read.bad_mac)
 
     @contextlib.contextmanager
     def _exclusive(self, kind: int = fcntl.LOCK_EX) -> Iterator[int]:
@@ -546,6 +534,10 @@ class ActivityLog(Closing):
                 torn = number
         check.file = None
         return check.finish(snap.head, torn, anchor)
+
+
+def _head_shape(body: dict[str, Any]) -> bool:
+    return type(body["seq"]) is int and isinstance(body["hash"], str)
 
 
 def _segment_end(path: Path) -> tuple[Anchor, datetime] | None:

@@ -1,5 +1,7 @@
 """The activity log's files on disk (``edge.store.activity``): how they are opened, read
-from the end, replaced atomically, and where its key comes from. No chain logic here.
+from the end, replaced atomically, and where its key comes from; and the one way a small
+signed file (the head anchor, the retention record) is signed and read back
+(``signed_record``, ``read_record``). No chain logic here.
 
 Rules this module keeps:
 
@@ -13,14 +15,18 @@ Rules this module keeps:
 from __future__ import annotations
 
 import contextlib
+import hmac
+import json
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from edge.config import FILE_MODE, private_dir
 from edge.errors import ActivityLogError, KeyFileError
+from edge.store.activityline import canonical
 
 KEY_SIZE = 32
 #: How much of a file's end ``last_line`` reads at a time.
@@ -102,6 +108,44 @@ def write_small(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+class Record(NamedTuple):
+    """A small signed file as read: its fields, or what is wrong with it (both None: there
+    is no such file); ``bad_mac``: well formed, but its MAC does not match."""
+
+    body: dict[str, Any] | None
+    problem: str | None = None
+    bad_mac: bool = False
+
+
+def signed_record(body: dict[str, Any], mac: Callable[[bytes], str]) -> bytes:
+    """The bytes of a small signed file: ``body`` with the MAC of its canonical JSON
+    (``mac``: the log's keyed HMAC), as one canonical line."""
+    return canonical({**body, "mac": mac(canonical(body).encode())}).encode() + b"\n"
+
+
+def read_record(path: Path, keys: tuple[str, ...], valid: Callable[[dict[str, Any]], bool],
+                mac: Callable[[bytes], str], *, what: str, shown: str) -> Record:
+    """The signed file at ``path`` (``signed_record``) read back: its fields ``keys``, all
+    present, ``valid`` (their types), its MAC a string that matches (compared in constant
+    time). Else the problem, naming the file as ``shown`` and the record as ``what``."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Record(None)
+    try:
+        doc = json.loads(raw)
+        body = {key: doc[key] for key in keys}
+        sign = doc["mac"]
+        if not isinstance(sign, str) or not valid(body):
+            raise ValueError("wrong types")
+    except (ValueError, KeyError, TypeError):
+        return Record(None, f"{shown} is garbled (not a {what})")
+    if not hmac.compare_digest(mac(canonical(body).encode()), sign):
+        return Record(None, f"{shown}: MAC mismatch: the {what} was edited, or written with "
+                            "another key", bad_mac=True)
+    return Record(body)
 
 
 def load_key(path: Path, *, create: bool, log: Path) -> bytes:

@@ -26,15 +26,14 @@ Rules this module keeps:
 
 from __future__ import annotations
 
-import hmac
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from edge.store.activityline import Anchor, canonical
+from edge.store.activityfiles import read_record, signed_record
+from edge.store.activityline import Anchor
 
 #: Rotated segments: the log's name, a dot, the first seq in 12 digits.
 SEGMENT_DIGITS = 12
@@ -91,27 +90,19 @@ class Pruned:
 
 def pruned_doc(link: Anchor, until: str, mac: Callable[[bytes], str]) -> bytes:
     """The bytes of a retention record for ``link`` (the last entry removed, at ``until``)."""
-    body = {"kind": _KIND, "seq": link.seq, "hash": link.hash, "until": until}
-    return canonical({**body, "mac": mac(canonical(body).encode())}).encode() + b"\n"
+    return signed_record({"kind": _KIND, "seq": link.seq, "hash": link.hash, "until": until},
+                         mac)
 
 
 def read_pruned(path: Path, mac: Callable[[bytes], str]) -> Pruned:
     """The retention record at ``path``, checked against the log's key."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return Pruned()
-    try:
-        doc = json.loads(raw)
-        body = {"kind": doc["kind"], "seq": doc["seq"], "hash": doc["hash"],
-                "until": doc["until"]}
-        sign = doc["mac"]
-        if (body["kind"] != _KIND or type(body["seq"]) is not int or body["seq"] < 1
-                or not all(isinstance(v, str) for v in (body["hash"], body["until"], sign))):
-            raise ValueError("wrong types")
-    except (ValueError, KeyError, TypeError):
-        return Pruned(problem=f"{path.name} is garbled (not a retention record)")
-    if not hmac.compare_digest(mac(canonical(body).encode()), sign):
-        return Pruned(problem=(f"{path.name}: MAC mismatch: the retention record was edited, "
-                               "or written with another key"))
-    return Pruned(Anchor(body["seq"], body["hash"]), body["until"])
+    read = read_record(path, ("kind", "seq", "hash", "until"), _pruned_shape, mac,
+                       what="retention record", shown=path.name)
+    if read.body is None:
+        return Pruned(problem=read.problem)
+    return Pruned(Anchor(read.body["seq"], read.body["hash"]), read.body["until"])
+
+
+def _pruned_shape(body: dict[str, Any]) -> bool:
+    return (body["kind"] == _KIND and type(body["seq"]) is int and body["seq"] >= 1
+            and isinstance(body["hash"], str) and isinstance(body["until"], str))

@@ -18,16 +18,21 @@ Rules this module keeps:
   deadlock upgrading a read lock), ``COMMIT`` on success, ``ROLLBACK`` if the block raises.
   Nested inside an open transaction it is a savepoint, so its writes commit with the
   outer one (a wake and its delivery row, a decision and its approval row, together).
+- **No WAL left behind.** The daemon closes its stores with ``checkpoint=True``: the WAL
+  is moved into the database and truncated first, so a stopped daemon leaves an empty
+  ``-wal`` (not the ~4 MiB SQLite's autocheckpoint lets it reach) even while another
+  process (``mailslot mcp``, a command) has the file open; SQLite deletes the WAL itself
+  only when the last connection of all closes.
 - **One error type out.** ``sqlite3.Error`` (and ``OSError`` while creating the file) is
   translated to ``edge.errors.InboxError`` naming the file and the store (its ``label``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -40,6 +45,9 @@ Row = tuple[Any, ...]
 Params = Sequence[Any] | Mapping[str, Any]
 
 BUSY_TIMEOUT_MS = 5000
+#: How long a closing checkpoint waits for another process's write or read to end: then
+#: it moves what it can and leaves the rest (the WAL is checkpointed later, as usual).
+CHECKPOINT_WAIT_MS = 200
 MEMORY = ":memory:"
 
 
@@ -137,11 +145,17 @@ class Database(Closing):
             raise
         return db
 
-    def close(self) -> None:
-        """Close the connection. Safe to call twice."""
+    def close(self, *, checkpoint: bool = False) -> None:
+        """Close the connection. Safe to call twice. ``checkpoint``: first move the WAL
+        into the database and truncate it (``PRAGMA wal_checkpoint(TRUNCATE)``, waiting
+        at most ``CHECKPOINT_WAIT_MS`` for others), as a long-lived owner shuts down."""
+        if checkpoint and self.path != MEMORY:
+            with contextlib.suppress(sqlite3.Error):  # closed already, or busy: as it is
+                self._connection.execute(f"PRAGMA busy_timeout = {CHECKPOINT_WAIT_MS}")
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         self._connection.close()
 
-    @contextmanager
+    @contextlib.contextmanager
     def translated(self) -> Iterator[None]:
         """Turn SQLite's errors inside the block into ``InboxError`` naming the file."""
         try:
@@ -216,7 +230,7 @@ class Database(Closing):
         if self._connection.in_transaction:
             self.execute("ROLLBACK")
 
-    @contextmanager
+    @contextlib.contextmanager
     def transaction(self) -> Iterator[Database]:
         """One atomic write batch: ``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` if
         the block raises. Inside an open transaction it is a savepoint: its writes

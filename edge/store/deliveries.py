@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from edge.intents.model import Intent
 from edge.store.db import Database, Row
 from edge.store.enginestate import new_delivery_key, open_engine_db
+from shared.encoding import iso_time
 
 #: Backoff between attempts: doubles from this, capped.
 RETRY_BASE, RETRY_CAP = 1.0, 300.0
@@ -53,6 +54,13 @@ LEASE_MARGIN = 30.0
 #: alive: a ``mailslot mcp --channel`` that died mid-delivery is noticed within this time
 #: by the daemon (and the other way round), not only when the next claimer starts.
 SWEEP_EVERY = 5.0
+
+#: What ``Delivery.retryable`` means, and ``listing("failed")`` selects: each status it
+#: covers, with the outcome that status must have (None: any).
+_RETRYABLE: dict[str, str | None] = {"failed": None, "done": "error"}
+_RETRYABLE_SQL = " OR ".join(
+    f"(status = '{status}'" + (f" AND outcome = '{outcome}')" if outcome else ")")
+    for status, outcome in _RETRYABLE.items())
 
 
 class Holder(Protocol):
@@ -97,14 +105,14 @@ class Delivery:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "next_attempt": self.next_attempt.isoformat(),
-                "claim_until": _iso(self.claim_until), "created": _iso(self.created),
-                "finished": _iso(self.finished)}
+                "claim_until": iso_time(self.claim_until), "created": iso_time(self.created),
+                "finished": iso_time(self.finished)}
 
     @property
     def retryable(self) -> bool:
         """Given up (``failed``: out of attempts, or skipped while its route was
         disabled) or ended in ``error``: ``mailslot deliveries retry`` may send it again."""
-        return self.status == "failed" or (self.status == "done" and self.outcome == "error")
+        return self.status in _RETRYABLE and _RETRYABLE[self.status] in (None, self.outcome)
 
 
 _COLUMNS = ("seq, wake, intent, kind, route, session, interrupts, permissions, wake_doc,"
@@ -126,10 +134,6 @@ def _delivery(row: Row) -> Delivery:
 
 def _moment(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
 
 
 def lease_for(route: dict[str, Any]) -> float:
@@ -345,7 +349,7 @@ class DeliveryQueue:
         queued, retrying or running), or None (all)."""
         where = {
             None: "",
-            "failed": "WHERE status = 'failed' OR (status = 'done' AND outcome = 'error')",
+            "failed": f"WHERE {_RETRYABLE_SQL}",
             "pending": "WHERE status IN ('pending', 'claimed')",
         }[which]
         return [_delivery(r) for r in self.db.execute(

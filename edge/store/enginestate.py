@@ -111,9 +111,11 @@ class EngineState:
     def open(cls, path: Path | str) -> EngineState:
         return cls(open_engine_db(path), owned=True)
 
-    def close(self) -> None:
+    def close(self, *, checkpoint: bool = False) -> None:
+        """Close its own connection (not a shared one). ``checkpoint``: the daemon's, as it
+        stops (``Database.close``)."""
         if self._owned:
-            self.db.close()
+            self.db.close(checkpoint=checkpoint)
 
     def transaction(self) -> AbstractContextManager[Database]:
         """One write transaction (``BEGIN IMMEDIATE``: the write lock up front), or a part

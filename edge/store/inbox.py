@@ -266,9 +266,10 @@ class Inbox(Closing):
             db.close()
             raise
 
-    def close(self) -> None:
-        """Close the connection. Safe to call twice."""
-        self._db.close()
+    def close(self, *, checkpoint: bool = False) -> None:
+        """Close the connection. Safe to call twice. ``checkpoint``: the daemon's, as it
+        stops (``Database.close``)."""
+        self._db.close(checkpoint=checkpoint)
 
 
     def _write(self) -> AbstractContextManager[Database]:

@@ -119,9 +119,10 @@ class WatchState(Closing):
             raise
         return cls(db)
 
-    def close(self) -> None:
-        """Close the connection. Safe to call twice."""
-        self.db.close()
+    def close(self, *, checkpoint: bool = False) -> None:
+        """Close the connection. Safe to call twice. ``checkpoint``: the daemon's, as it
+        stops (``Database.close``)."""
+        self.db.close(checkpoint=checkpoint)
 
 
     def transaction(self) -> AbstractContextManager[Database]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from relay.errors import HookRequestInvalid
-from relay.hooks.model import Hook, HookFilter, Piece, template_segments
+from relay.hooks.model import Hook, HookFilter, template_segments
 from relay.hooks.verify import Verified
 from shared.envelope import Priority
 from shared.errors import LimitExceeded
@@ -41,6 +41,7 @@ from shared.tokens import OPAQUE_RE, check_type
 
 _EVENT = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")
 _NOT_TYPE = re.compile(r"[^A-Za-z0-9.:/-]")
+_TYPE_TEXT = re.compile(r"[A-Za-z0-9.:/-]*")
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 #: The key of ``payload`` that lists what did not fit.
 TRUNCATED = "_truncated"
@@ -86,11 +87,12 @@ class Mapped:
 
 
 def process(hook: Hook, verified: Verified, headers: Mapping[str, str],
-            body: bytes) -> Handshake | Filtered | Mapped:
+            body: bytes, *, lowered: bool = False) -> Handshake | Filtered | Mapped:
     """What a delivery ``verify`` accepted becomes. Raises ``HookRequestInvalid``
     (``malformed_body``), ``shared.errors.MalformedInput`` (not JSON) or
-    ``LimitExceeded`` (a number, string or depth outside ``shared.limits``)."""
-    read = read_delivery(hook.source.kind, verified, headers, body)
+    ``LimitExceeded`` (a number, string or depth outside ``shared.limits``).
+    ``lowered``: ``headers`` is a dict whose names are lowercase already (not copied)."""
+    read = read_delivery(hook.source.kind, verified, headers, body, lowered=lowered)
     if isinstance(read, Handshake):
         return read
     reason = passes(hook.filter, read.doc)
@@ -104,7 +106,7 @@ def process(hook: Hook, verified: Verified, headers: Mapping[str, str],
 
 
 def read_delivery(kind: str, verified: Verified, headers: Mapping[str, str],
-                  body: bytes) -> HookDelivery | Handshake:
+                  body: bytes, *, lowered: bool = False) -> HookDelivery | Handshake:
     """Parse the body and find the event and delivery id (step 1 above)."""
     parsed = loads(body, "webhook body", MAX_DEPTH)
     event, delivery_id = verified.event, verified.delivery_id
@@ -128,7 +130,8 @@ def read_delivery(kind: str, verified: Verified, headers: Mapping[str, str],
     elif kind == "standard-webhooks":
         event = _body_event(parsed, ("type",), required=False)
     doc = {"event": event, "payload": parsed,
-           "headers": {str(k).lower(): str(v) for k, v in headers.items()}}
+           "headers": headers if lowered and isinstance(headers, dict)
+           else {str(k).lower(): str(v) for k, v in headers.items()}}
     return HookDelivery(event=event, delivery_id=delivery_id, body=parsed, doc=doc)
 
 
@@ -145,22 +148,31 @@ def render_type(template: str, doc: dict[str, Any]) -> str:
     ``shared.envelope.TypeName``."""
     segments: list[str] = []
     for pieces in _segments(template):
-        texts = [_placeholder_text(doc, text) if is_field else text
-                 for is_field, text in pieces]
-        if all(texts):
-            segments.append("".join(t for t in texts if t))
+        texts: list[str] = []
+        for keys, literal in pieces:
+            text = _placeholder_text(_at(doc, keys)) if keys else literal
+            if text is None:
+                break  # the segment is left out, with its dot
+            texts.append(text)
+        else:
+            segments.append("".join(texts))
     return check_type(".".join(segments)[:128])
 
 
 @functools.lru_cache(maxsize=1024)
-def _segments(template: str) -> tuple[tuple[Piece, ...], ...]:
-    """``template_segments``, parsed once per template (hooks keep theirs)."""
-    return tuple(tuple(pieces) for pieces in template_segments(template))
+def _segments(template: str) -> tuple[tuple[tuple[tuple[str, ...], str], ...], ...]:
+    """``template_segments``, parsed once per template (hooks keep theirs): each piece
+    as (the keys of its field, cut; none for literal text) and its text."""
+    return tuple(tuple((tuple(text.split(".")) if is_field else (), text)
+                       for is_field, text in pieces)
+                 for pieces in template_segments(template))
 
 
-def _placeholder_text(doc: dict[str, Any], path: str) -> str | None:
-    text = _scalar_text(field_value(doc, path))
-    return None if text is None else _NOT_TYPE.sub("-", text)
+def _placeholder_text(value: Any) -> str | None:
+    text = _scalar_text(value)
+    if text is None or _TYPE_TEXT.fullmatch(text):
+        return text
+    return _NOT_TYPE.sub("-", text)
 
 
 def pick_priority(hook: Hook, doc: dict[str, Any]) -> Priority:
@@ -175,17 +187,16 @@ def project(body: Any, paths: Sequence[str], max_bytes: int, *, store_body: bool
             body_max_bytes: int = 0) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The payload (step 5 above) and the paths (and ``body``) left out for size. A
     path that leads nowhere is not "left out": it is simply absent."""
-    payload: dict[str, Any] = {}
-    ours: set[int] = set()  # the containers the projection built (not the body's own)
     left_out: list[str] = []
-    found = [(path, value) for path in paths
-             if (value := field_value(body, path)) is not MISSING]
-    for path, value in found:  # all of them first: the common case, measured once
-        _put(payload, path.split("."), value, ours)
+    # All of them first, in one walk of the paths' tree: the common case, measured once.
+    payload = _take(body, _tree(tuple(paths))) if isinstance(body, dict) else {}
     if _size(payload) > max_bytes:  # path by path, each kept only if it still fits
-        payload, ours = {}, set()
-        for path, value in found:
-            undo = _put(payload, path.split("."), value, ours)
+        found = [(path, keys, value) for path, keys in _split(tuple(paths))
+                 if (value := _at(body, keys)) is not MISSING]
+        payload = {}
+        ours: set[int] = set()  # the containers built here (not the body's own)
+        for path, keys, value in found:
+            undo = _put(payload, keys, value, ours)
             if undo is not None and _size(payload) > max_bytes:
                 undo()
                 left_out.append(path)
@@ -199,7 +210,61 @@ def project(body: Any, paths: Sequence[str], max_bytes: int, *, store_body: bool
     return payload, tuple(left_out)
 
 
-def _put(payload: dict[str, Any], keys: list[str], value: Any,
+@functools.lru_cache(maxsize=1024)
+def _split(paths: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Each path with its keys, cut once per list of paths (hooks keep theirs)."""
+    return tuple((path, tuple(path.split("."))) for path in paths)
+
+
+def _at(body: Any, keys: tuple[str, ...]) -> Any:
+    """``shared.match.field_value`` for a path already cut into its keys."""
+    value = body
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return MISSING
+        value = value[key]
+    return value
+
+
+#: A tree of paths (``_tree``): each key to the tree below it, or to ``None`` where a
+#: path ends there (its value is kept whole, whatever longer paths ask below it).
+Tree = dict[str, "Tree | None"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _tree(paths: tuple[str, ...]) -> Tree:
+    """The paths as a ``Tree``, in the order they are first named (the payload's)."""
+    tree: Tree = {}
+    for path in paths:
+        node: Tree | None = tree
+        *above, last = path.split(".")
+        for key in above:
+            assert node is not None
+            child = node.setdefault(key, {})
+            if child is None:
+                break  # inside a value kept whole
+            node = child
+        else:
+            assert node is not None
+            node[last] = None  # kept whole: replaces what longer paths asked below it
+    return tree
+
+
+def _take(value: dict[str, Any], tree: Tree) -> dict[str, Any]:
+    """What ``tree`` keeps of ``value``: the values where paths end, nested as in the
+    body; a path that leads nowhere adds nothing (not even its parents)."""
+    taken: dict[str, Any] = {}
+    for key, below in tree.items():
+        if key in value:
+            child = value[key]
+            if below is None:
+                taken[key] = child
+            elif isinstance(child, dict) and (inner := _take(child, below)):
+                taken[key] = inner
+    return taken
+
+
+def _put(payload: dict[str, Any], keys: tuple[str, ...], value: Any,
          ours: set[int]) -> Callable[[], None] | None:
     """Put ``value`` at ``keys`` in ``payload``; the undo, or ``None`` when a value kept
     before already holds it (a shorter path, or the same one twice)."""

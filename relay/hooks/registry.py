@@ -27,7 +27,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from relay.errors import Conflict, HookGone, NotFound, StoreUnavailable
 from relay.hooks.model import HOOK_ID_RE, Hook
@@ -43,19 +43,33 @@ def hook_key(hook_id: str) -> str:
     return PREFIX + hook_id
 
 
-def _delivery_digest(hook_id: str, delivery_id: str) -> str:
-    return hashlib.sha256(f"{hook_id}\n{delivery_id}".encode()).hexdigest()[:40]
+#: What ``HookRegistry.claim`` found.
+Claim = Literal["made", "held", "stored"]
+
+
+class DeliveryRef(NamedTuple):
+    """One delivery of one hook, by a hash of the two ids (a provider's ids are unique
+    only within that provider, and any text may be one), made once per delivery:
+    ``key``, its claim's key in the hooks bucket, and ``msg_id``, the ``Nats-Msg-Id``
+    (after the recipient) of its interrupt."""
+
+    key: str
+    msg_id: str
+
+
+def delivery_ref(hook_id: str, delivery_id: str) -> DeliveryRef:
+    digest = hashlib.sha256(f"{hook_id}\n{delivery_id}".encode()).hexdigest()[:40]
+    return DeliveryRef(f"seen.{digest}", f"hook.{digest}")
 
 
 def delivery_key(hook_id: str, delivery_id: str) -> str:
-    """The hooks bucket's key of one delivery of one hook: a hash (a provider's ids are
-    unique only within that provider, and any text may be one)."""
-    return f"seen.{_delivery_digest(hook_id, delivery_id)}"
+    """The hooks bucket's key of one delivery of one hook."""
+    return delivery_ref(hook_id, delivery_id).key
 
 
 def msg_id(hook_id: str, delivery_id: str) -> str:
     """The ``Nats-Msg-Id`` (after the recipient) of a hook's delivery."""
-    return f"hook.{_delivery_digest(hook_id, delivery_id)}"
+    return delivery_ref(hook_id, delivery_id).msg_id
 
 
 @dataclass(frozen=True)
@@ -140,23 +154,27 @@ class HookRegistry:
 
     # -- what the door remembers ----------------------------------------------------------
 
-    async def claim(self, hook_id: str, delivery_id: str, window: float) -> bool:
-        """Whether to publish this delivery: its key made now (one atomic write: the first
-        time), or made less than ``window`` seconds ago (JetStream's duplicate window:
-        the publish, with the same ``Nats-Msg-Id``, then says whether it is stored — so a
-        relay that crashed between the two loses nothing to a prompt redelivery).
-        False: stored before. After a refused publish, ``release`` it."""
-        key = delivery_key(hook_id, delivery_id)
+    async def claim(self, delivery: DeliveryRef, window: float) -> Claim:
+        """Whether to publish this delivery: ``made``, its key made now (one atomic write:
+        the first time); ``held``, made by another delivery of it less than ``window``
+        seconds ago (JetStream's duplicate window: the publish, with the same
+        ``Nats-Msg-Id``, then says whether it is stored — so a relay that crashed between
+        the two loses nothing to a prompt redelivery); ``stored``: stored before, not to
+        publish. After a refused publish, ``release`` a key ``made``, never one ``held``
+        (that other delivery may be stored: a later retry would be stored again)."""
+        key = delivery.key
         if await self.store.hook_put(key, {"at": time.time()}, create=True):
-            return True
+            return "made"
         held = await self.store.hook_get(key)
-        return held is None or time.time() - float(held.get("at", 0)) < window
+        if held is None or time.time() - float(held.get("at", 0)) < window:
+            return "held"
+        return "stored"
 
-    async def release(self, hook_id: str, delivery_id: str) -> None:
+    async def release(self, delivery: DeliveryRef) -> None:
         """Forget a claimed delivery that was not stored (best effort), so that the
         provider's retry is stored, however late it comes."""
         with contextlib.suppress(StoreUnavailable):
-            await self.store.hook_put(delivery_key(hook_id, delivery_id), None)
+            await self.store.hook_put(delivery.key, None)
 
     async def seen(self, hook_id: str, delivery_id: str) -> bool:
         """Whether this delivery of this hook was claimed (in the last 7 days)."""

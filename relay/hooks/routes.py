@@ -31,15 +31,19 @@ with the same delivery) and the claim (a key per hook and delivery id in the hoo
 bucket, kept 7 days: a redelivery hours or days later, e.g. GitHub's "Redeliver"). The
 claim must be decided before the publish: a later redelivery, once JetStream's window
 is past, can only be told from a new delivery by it, so a claim made in parallel with
-the publish would store that redelivery a second time. It is off the critical path all
-the same: sent to NATS as soon as the delivery id is known (``_sent``), it is on its way
-while the interrupt is validated and signed, and only its answer is awaited before the
-account's limits and the publish (``Ingest.submit_webhook``). A relay killed -9 between
-the two leaves a claim without an interrupt (the provider got no 2xx): a retry within
-the window is stored (the claim is that recent, and the publish decides), a retry after
-it is answered as a duplicate — the one loss, which no order of two separate writes
+the publish would store that redelivery a second time. So it is awaited first, and the
+interrupt is made, signed and published (``Ingest.submit_webhook``) only when it says
+so; a delivery claimed before costs no interrupt at all. (Sending the claim ahead and
+signing while it travels, as this route once did, hid no more than the signature's
+~50 µs of its round trip and cost the relay a socket write of its own per delivery: the
+request had to be flushed at once instead of with the other requests' writes.) A relay
+killed -9 between the two leaves a claim without an interrupt (the provider got no
+2xx): a retry within the window is stored (the claim is that recent, and the publish
+decides), a retry after it is answered as a duplicate — the one loss, which no order of two separate writes
 avoids (publishing first would instead store a late retry twice). A publish that fails
-gives its claim back (``release``), so the provider's retry is stored.
+gives back a claim it made (``release``), so the provider's retry is stored; not one it
+found made moments before by another delivery of the id (which may be stored: released,
+a retry after the window would store it again).
 
 Failures are answered by ``relay.app.guarded`` like every route's, whose log lines name
 the route template, never the path (it holds the hook's id, the URL's secret part).
@@ -47,8 +51,6 @@ the route template, never the path (it holds the hook's id, the URL's secret par
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -59,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Scope
 
 from relay.admin import admin_reader
 from relay.adminauth import authorized_body
@@ -76,8 +79,8 @@ from relay.hooks.model import (
     new_secret,
 )
 from relay.hooks.project import Filtered, Handshake, process
-from relay.hooks.registry import HookRecord, HookRegistry, msg_id
-from relay.hooks.verify import verify
+from relay.hooks.registry import HookRecord, HookRegistry, delivery_ref
+from relay.hooks.verify import verify_lowered
 from relay.ingest import Ingest
 from relay.metrics import metrics_of
 from relay.plaintext import check_json_media
@@ -100,6 +103,8 @@ PAUSED_RETRY_AFTER = 60
 #: How long the previous secret still verifies after a rotation, by default; at most.
 DEFAULT_GRACE_SECONDS = 86_400
 MAX_GRACE_SECONDS = 30 * 86_400
+#: Per-hook counters ``count`` keeps at hand (beyond it, looked up again).
+COUNTERS_KEPT = 4096
 
 Handler = Callable[[Request], Awaitable[Response]]
 BodyReader = Callable[..., Awaitable[bytes]]
@@ -157,29 +162,21 @@ class DeliveryAnswer(BaseModel):
     challenge: str | None = None
 
 
+#: Built once (``json.dumps`` with options builds an encoder per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A JSON answer rendered as ASCII (a message quoting outside text always encodes)."""
-    return Response(json.dumps(doc, separators=(",", ":")), status_code=status,
-                    headers=headers, media_type="application/json")
+    return Response(_ENCODER.encode(doc), status_code=status, headers=headers,
+                    media_type="application/json")
 
 
-async def _sent(claim: Awaitable[bool]) -> asyncio.Task[bool]:
-    """``claim`` as a task whose request is written to NATS by the time this returns:
-    nats-py writes from a flusher task of its own, so the loop turns twice (the task
-    queues its request and wakes the flusher; the flusher writes it)."""
-    task = asyncio.ensure_future(claim)
-    for _ in range(2):
-        await asyncio.sleep(0)  # a turn of the loop, not a wait
-    return task
-
-
-async def _made(claim: asyncio.Task[bool]) -> bool:
-    """Whether ``claim`` made the delivery's key (its request is out: its answer is
-    awaited); False if it found one (an earlier delivery's, not ours to give back) or
-    failed."""
-    with contextlib.suppress(Exception):
-        return await claim
-    return False
+def _headers(scope: Scope) -> dict[str, str]:
+    """A request's headers, names lowercase, read once from the ASGI scope (decoded as
+    Starlette decodes them; a header sent twice: its last value)."""
+    return {name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in scope["headers"]}
 
 
 def _invalid(exc: ValidationError) -> MalformedInput:
@@ -198,19 +195,31 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
     #: JetStream's duplicate window (``HookRegistry.claim``), with a margin.
     window = max(0.0, store.settings.duplicate_window - 30)
 
+    #: Each (account, hook name, outcome) counter's ``inc``, looked up once (a metric's
+    #: ``labels()`` takes a lock and checks its labels each time).
+    counters: dict[tuple[str, str, str], Callable[[], None]] = {}
+
     def count(found: HookRecord, outcome: str) -> None:
-        if metrics is not None:
-            metrics.webhook(found.account, found.hook.name, outcome)
+        if metrics is None:
+            return
+        key = (found.account, found.hook.name, outcome)
+        inc = counters.get(key)
+        if inc is None:
+            if len(counters) >= COUNTERS_KEPT:
+                counters.clear()  # hooks come and go: start over rather than grow
+            inc = counters[key] = metrics.webhooks.labels(*key).inc
+        inc()
 
     # -- the door ---------------------------------------------------------------------
 
     async def deliver(request: Request) -> Response:
         body = await read_body(request, BODY_MAX_BYTES)
+        scope = request.scope
         if gate is not None:  # a stranger may call this: per client address, first
-            await gate.check(request.scope)
-        found = await hooks.find(str(request.path_params["hook_id"]))
+            await gate.check(scope)
+        found = await hooks.find(str(scope["path_params"]["hook_id"]))
         try:
-            outcome, answer = await accept(found, request, body)
+            outcome, answer = await accept(found, scope, body)
         except (RemoteProtocolError, RelayError) as exc:
             count(found, exc.code)
             if exc.status < 500:
@@ -219,8 +228,7 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
         count(found, outcome)
         return answer
 
-    async def accept(found: HookRecord, request: Request, body: bytes
-                     ) -> tuple[str, Response]:
+    async def accept(found: HookRecord, scope: Scope, body: bytes) -> tuple[str, Response]:
         hook, now = found.hook, time.time()
         await registry.require_active_account(found.account)
         if hook.paused:
@@ -229,30 +237,31 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
             return "hook_paused", _json(
                 {"error": "hook_paused", "message": message, "retry_after": PAUSED_RETRY_AFTER},
                 503, {"Retry-After": str(PAUSED_RETRY_AFTER)})
-        check_json_media(request.headers.get("content-type"))
-        headers = dict(request.headers.items())
-        verified = verify(hook.source, hook.valid_secrets(now), headers, body, now)
+        headers = _headers(scope)
+        check_json_media(headers.get("content-type"))
+        verified = verify_lowered(hook.source, hook.valid_secrets(now), headers, body, now)
         if hook.rate is not None:
             await limiter.take_bucket(f"hook.{hook.id}", hook.rate, hook.burst,
                                       f"hook {hook.name}", "delivery rate")
-        result = process(hook, verified, headers, body)
+        result = process(hook, verified, headers, body, lowered=True)
         if isinstance(result, Handshake):
             return "handshake", _json(result.answer)
         if isinstance(result, Filtered):
             return "filtered", _json({"filtered": result.reason})
         event_id = result.event_id
-        claimed = None if event_id is None else await _sent(
-            hooks.claim(hook.id, event_id, window))
+        delivery = None if event_id is None else delivery_ref(hook.id, event_id)
+        claim = None if delivery is None else await hooks.claim(delivery, window)
+        if claim == "stored":
+            return "duplicate", _json({"duplicate": True})  # claimed days ago, maybe
         try:
             stored = await ingest.submit_webhook(
                 found.account, hook.to, hook.name, result.type, result.priority,
-                result.payload, event_id, None if event_id is None else msg_id(hook.id, event_id),
-                claimed)
+                result.payload, event_id, None if delivery is None else delivery.msg_id)
         except BaseException:
-            if claimed is not None and event_id is not None and await _made(claimed):
-                await hooks.release(hook.id, event_id)  # ours, and nothing stored
+            if delivery is not None and claim == "made":
+                await hooks.release(delivery)  # ours, and nothing stored
             raise
-        if stored.duplicate:  # claimed before (days ago maybe), or JetStream's duplicate
+        if stored.duplicate:  # JetStream's duplicate (within its window)
             return "duplicate", _json({"duplicate": True})
         return "accepted", _json({"id": stored.id, "duplicate": False}, 202)
 

@@ -106,7 +106,14 @@ def verify(source: HookSource, secrets: Sequence[str], headers: Mapping[str, str
     """Verify a delivery to a hook with ``source`` whose valid secrets are ``secrets``
     (``Hook.valid_secrets(now)``). ``headers``: names in any case; ``body``: the bytes
     exactly as received. Raises ``HookRequestInvalid`` (400) or ``HookUnverified`` (401)."""
-    h = {str(name).lower(): str(value) for name, value in headers.items()}
+    return verify_lowered(source, secrets, {str(name).lower(): str(value)
+                                            for name, value in headers.items()}, body, now)
+
+
+def verify_lowered(source: HookSource, secrets: Sequence[str], h: dict[str, str],
+                   body: bytes, now: float) -> Verified:
+    """``verify`` for headers whose names are lowercase already (the route's, from the
+    ASGI scope): not copied again."""
     if not secrets and not isinstance(source, UnsignedSource):
         raise HookUnverified("the hook has no signing secret yet: give it the one the "
                              "provider shows (mailslot relay hook rotate-secret)",
@@ -133,9 +140,10 @@ def _github(secrets: Sequence[str], h: dict[str, str], body: bytes) -> Verified:
     given = _header(h, "x-hub-signature-256", "set a secret on the GitHub webhook")
     event = _event(_header(h, "x-github-event"), "x-github-event")
     delivery = _delivery_id(_header(h, "x-github-delivery"), "x-github-delivery")
-    if not (given.startswith("sha256=") and _HEX64.fullmatch(given[7:])):
+    if not (given.startswith("sha256=") and _HEX64.fullmatch(given, 7)):
         raise _malformed("x-hub-signature-256", "sha256=<64 lowercase hex digits>")
-    if not any(_same(_hex(secret, body), given[7:]) for secret in secrets):
+    offered = given[7:]  # ASCII (just matched): compared as text, in constant time
+    if not any(hmac.compare_digest(_hex(secret, body), offered) for secret in secrets):
         raise _bad_signature()
     return Verified(delivery_id=delivery, event=event)
 
@@ -229,7 +237,7 @@ def _hmac(source: HmacSource, secrets: Sequence[str], h: dict[str, str], body: b
 
 
 def _hex(secret: str, message: bytes) -> str:
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret.encode(), message, "sha256").hex()
 
 
 def _same(expected: str, given: str) -> bool:

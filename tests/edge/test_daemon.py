@@ -15,33 +15,17 @@ from pathlib import Path
 import pytest
 from tests_support import wait_until
 
-from edge.config import EdgeConfig, EdgePaths, save_config
+from edge.config import EdgePaths
 from edge.daemon import EdgeDaemon, Part
 from edge.errors import EdgeError
-from edge.link.keystore import save_identity
 from edge.store.inbox import Inbox
 from shared.host.lockfile import edge_lock
-from shared.identity import Identity
-
-
-def edge_home(tmp_path: Path) -> EdgePaths:
-    """A key and a config pointed at a relay that is not there (shared with
-    ``approvals/test_expiry.py``)."""
-    paths = EdgePaths(tmp_path / "config", tmp_path / "data")
-    paths.ensure()
-    identity = Identity.generate()
-    save_identity(paths.key_file, identity)
-    save_config(paths, EdgeConfig(
-        relay_url="http://127.0.0.1:9", identity=identity.id,
-        relay_identity=Identity.generate().public.to_doc(),
-        reconnect_base=0.05, reconnect_cap=0.2,
-    ))
-    return paths
 
 
 @pytest.fixture
-def paths(tmp_path: Path) -> EdgePaths:
-    return edge_home(tmp_path)
+def paths(enrolled_home: Path) -> EdgePaths:
+    """A key and a config pointed at a relay that is not there (``conftest``)."""
+    return EdgePaths.resolve({"MAILSLOT_HOME": str(enrolled_home)})
 
 
 class WithParts(EdgeDaemon):

@@ -7,6 +7,7 @@ process: no relay needed."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,11 +28,13 @@ from ulid import ULID
 from fuzz.fuzz_support import CODE_RE
 from fuzz.strategies import any_text, json_values
 from relay.errors import HookRequestInvalid, HookUnverified
-from relay.hooks.model import Hook, describe_error
-from relay.hooks.project import Filtered, Handshake, Mapped, process
+from relay.hooks.model import PAYLOAD_BUDGET, Hook, describe_error, template_segments
+from relay.hooks.project import Filtered, Handshake, Mapped, process, project, render_type
 from relay.hooks.verify import Verified, verify
 from shared.envelope import Envelope, Source
 from shared.errors import RemoteError
+from shared.match import MISSING, field_value
+from shared.tokens import TYPE_RE
 
 HOOKS: dict[str, Hook] = {
     "github": hook("github"),
@@ -170,3 +173,88 @@ def test_any_hook_definition_is_a_hook_or_a_described_refusal(
         assert_publishable(process(made, Verified(event="push", delivery_id="d"), {}, body))
     except RemoteError as exc:
         assert_typed(exc)
+
+
+def _reference_type(template: str, doc: dict[str, Any]) -> str:
+    """``render_type`` as its docstring says it, written plainly (the module's own is
+    cut for speed): a segment whose placeholder is not a non-empty scalar is left out."""
+    segments = []
+    for pieces in template_segments(template):
+        texts = []
+        for is_field, text in pieces:
+            value = field_value(doc, text) if is_field else text
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, int | float):
+                value = repr(value)
+            texts.append(re.sub(r"[^A-Za-z0-9.:/-]", "-", value)
+                         if isinstance(value, str) and value else None)
+        if all(texts):
+            segments.append("".join(t for t in texts if t))
+    return ".".join(segments)[:128]
+
+
+#: What a placeholder may meet: any JSON, and text with and without characters outside
+#: the type alphabet.
+type_texts = json_values | any_text | st.sampled_from(
+    ["pull_request", "a b/ü*>", "x.y", "", "ok", "A:b/c-d", "_"])
+
+
+@given(st.sampled_from(["github.{event}.{payload.action}", "stripe.{event}",
+                        "ci.run-{payload.a.b}x.{headers.x-k}", "w.{payload.n}{payload.s}"]),
+       st.fixed_dictionaries({}, optional={
+           "event": type_texts, "headers": st.dictionaries(st.just("x-k"), type_texts),
+           "payload": st.dictionaries(st.sampled_from(["action", "a", "n", "s"]),
+                                      type_texts | st.fixed_dictionaries(
+                                          {"b": type_texts}))}))
+def test_a_rendered_type_is_the_documented_one_or_refused(template: str,
+                                                          doc: dict[str, Any]) -> None:
+    expected = _reference_type(template, doc)
+    try:
+        rendered = render_type(template, doc)
+    except RemoteError as exc:  # an empty or ill-formed type, as the reference would be
+        assert_typed(exc)
+        assert not TYPE_RE.fullmatch(expected)
+        return
+    assert rendered == expected
+
+
+def _reference_projection(body: Any, paths: list[str]) -> dict[str, Any]:
+    """``project``'s first pass as its docstring says it, path by path: each found path
+    nested as in the body, a whole value replacing what longer paths built, a longer
+    path inside a value kept whole adding nothing."""
+    payload: dict[str, Any] = {}
+    ours: set[int] = set()
+    for path in paths:
+        value = field_value(body, path)
+        if value is MISSING:
+            continue
+        *above, last = path.split(".")
+        node: Any = payload
+        for key in above:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+                ours.add(id(child))
+            elif not (isinstance(child, dict) and id(child) in ours):
+                node = None
+                break
+            node = child
+        if node is None:
+            continue
+        before = node.get(last, MISSING)
+        if before is MISSING or (isinstance(before, dict) and id(before) in ours):
+            node[last] = value
+    return payload
+
+
+keys = st.sampled_from(["a", "b", "c"])
+nested = st.recursive(st.none() | st.integers(0, 9) | st.just("x"),
+                      lambda inner: st.dictionaries(keys, inner, max_size=3), max_leaves=12)
+
+
+@given(nested, st.lists(st.lists(keys, min_size=1, max_size=3).map(".".join), max_size=6))
+def test_a_projection_is_the_paths_taken_one_by_one(body: Any, paths: list[str]) -> None:
+    payload, left_out = project(body, paths, PAYLOAD_BUDGET)
+    assert left_out == ()
+    assert json.dumps(payload) == json.dumps(_reference_projection(body, paths))  # in order

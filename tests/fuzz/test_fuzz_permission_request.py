@@ -8,21 +8,19 @@ action it names is always one the dial can judge. The relay runs on a real edge 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.approvals.claude import claude_action, parse_permission_request
-from edge.config import EdgeConfig, EdgePaths, save_config
+from edge.config import EdgePaths
 from edge.errors import InvalidPermissionRequest
 from edge.intents.approvalrules import ACTION_RE, ClaudeActions
-from edge.link.keystore import save_identity
 from edge.mcp.permissions import PERMISSION_METHOD, PermissionRelay
-from edge.store.inbox import Inbox
 from fuzz.strategies import any_text, json_values
-from shared.identity import Identity
 
 FIELDS = ["request_id", "tool_name", "description", "input_preview"]
 request_ids = st.one_of(st.sampled_from(["abcde", "x", "a" * 64, "a" * 65, "", "a b"]),
@@ -42,29 +40,25 @@ params = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> EdgePaths:
-    root = tmp_path_factory.mktemp("permissions")
-    paths = EdgePaths(root / "config", root / "data")
-    paths.ensure()
-    identity = Identity.generate()
-    save_identity(paths.key_file, identity)
-    save_config(paths, EdgeConfig(relay_url="http://127.0.0.1:9", identity=identity.id,
-                                  relay_identity=Identity.generate().public.to_doc()))
-    Inbox.open(paths.inbox_file).close()
+@pytest.fixture
+def paths(enrolled_home: Path) -> EdgePaths:
+    """One edge home for every example of a test (hence the health check let through)."""
+    paths = EdgePaths.resolve({"MAILSLOT_HOME": str(enrolled_home)})
     paths.intents_file.write_text(
         '[approvals]\nlevel = 2\nrules = [{ pattern = "claude:*", decision = "deny" }]\n')
     return paths
 
 
+@settings(suppress_health_check=[*settings().suppress_health_check,
+                                 HealthCheck.function_scoped_fixture])
 @given(value=params)
-def test_any_params_are_refused_or_denied(home: EdgePaths, value: Any) -> None:
+def test_any_params_are_refused_or_denied(paths: EdgePaths, value: Any) -> None:
     sent: list[tuple[str, dict[str, Any]]] = []
 
     async def notify(method: str, answer: dict[str, Any]) -> None:
         sent.append((method, answer))
 
-    relay = PermissionRelay(home, "fuzz", notify)
+    relay = PermissionRelay(paths, "fuzz", notify)
     asyncio.run(relay.receive(value))
     try:
         request = parse_permission_request(value)

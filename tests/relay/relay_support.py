@@ -28,6 +28,8 @@ import httpx
 import nats
 import pytest
 import websockets
+from link_support import Handshake, authenticate, connect_url, dial
+from link_support import auth_frame as auth_frame  # re-exported: the frame-by-frame tool
 from tests_support import Member, NatsServer, relay_processes
 from ulid import ULID
 from websockets.asyncio.client import ClientConnection
@@ -37,19 +39,16 @@ from relay.drain import consumer_name
 from relay.registry import Registry
 from relay.server import RelayServer
 from relay.store import STREAM
-from shared.auth import auth_message, new_request_nonce, request_message, sign_b64
+from shared.auth import new_request_nonce, request_message, sign_b64
 from shared.encoding import b64d, b64e
 from shared.envelope import Envelope, Priority, Source
 from shared.frames import (
-    RELAY_FRAME_MAX_BYTES,
     SUBPROTOCOL,
-    Auth,
     Challenge,
     Credit,
     Deliver,
     DeliverItem,
     Frame,
-    Welcome,
 )
 from shared.identity import Identity
 from shared.link import Link, Role
@@ -304,7 +303,7 @@ def flip_signature(doc: dict[str, str]) -> dict[str, str]:
 
 
 def ws_url(relay: RelayServer) -> str:
-    return relay.url.replace("http://", "ws://", 1) + "/v1/connect"
+    return connect_url(relay.url)
 
 
 @contextlib.asynccontextmanager
@@ -313,14 +312,7 @@ async def raw_socket(
 ) -> AsyncIterator[ClientConnection]:
     """A plain WebSocket to /v1/connect, before any frame is exchanged."""
     protocols = [websockets.Subprotocol(p) for p in subprotocols] if subprotocols else None
-    async with websockets.connect(
-        ws_url(relay),
-        subprotocols=protocols,
-        max_size=RELAY_FRAME_MAX_BYTES,
-        open_timeout=SOON,
-        close_timeout=2,
-        ping_interval=None,
-    ) as ws:
+    async with dial(ws_url(relay), SOON, subprotocols=protocols) as ws:
         yield ws
 
 
@@ -355,24 +347,11 @@ async def read_challenge(ws: ClientConnection) -> Challenge:
     return frame
 
 
-def auth_frame(identity: Identity, challenge: Challenge, claimed: str | None = None) -> str:
-    """The auth answer ``identity`` gives to ``challenge`` (claiming ``claimed``)."""
-    claim = identity.id if claimed is None else claimed
-    sig = sign_b64(identity, auth_message(challenge.nonce, challenge.time, claim, challenge.relay))
-    return Auth(identity=claim, sig=sig).model_dump_json()
-
-
 @dataclass
-class EdgeLink:
+class EdgeLink(Handshake):
     """The edge end of an authenticated link, frame by frame. ``link`` is a real
     ``shared.link.Link``: it checks the relay's frames, including that no deliver
     exceeds the credit granted so far (``credit_exceeded``)."""
-
-    ws: ClientConnection
-    link: Link
-    challenge: Challenge
-    welcome: Welcome
-    auth_text: str
 
     async def send(self, frame: Frame) -> None:
         await self.ws.send(self.link.send(frame))
@@ -407,16 +386,9 @@ async def edge_link(
     (grant exactly what the test will use; see the module docstring)."""
     identity = who.identity if isinstance(who, Member) else who
     async with raw_socket(relay) as ws:
-        link = Link(Role.EDGE)
-        challenge = link.receive(await asyncio.wait_for(ws.recv(), SOON))
-        assert isinstance(challenge, Challenge)
-        assert relay.identity is not None and challenge.relay == relay.identity.id
-        text = auth_frame(identity, challenge)
-        link.send(Auth.model_validate_json(text))
-        await ws.send(text)
-        welcome = link.receive(await asyncio.wait_for(ws.recv(), SOON))
-        assert isinstance(welcome, Welcome), welcome
-        edge = EdgeLink(ws, link, challenge, welcome, text)
+        done = await authenticate(ws, identity, SOON)
+        assert relay.identity is not None and done.challenge.relay == relay.identity.id
+        edge = EdgeLink(ws, done.link, done.challenge, done.welcome, done.auth_text)
         if credit:
             await edge.credit(credit)
         yield edge

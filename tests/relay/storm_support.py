@@ -21,13 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import websockets
+from link_support import linked
 from websockets.exceptions import InvalidStatus
 
-from shared.auth import auth_message, sign_b64
 from shared.encoding import b64d, b64e
-from shared.frames import RELAY_FRAME_MAX_BYTES, SUBPROTOCOL, Auth, Challenge, Welcome
 from shared.identity import Identity
-from shared.link import Link, Role
 
 
 async def dial(url: str, identity: Identity, t0: float, tally: dict[str, Any],
@@ -36,20 +34,7 @@ async def dial(url: str, identity: Identity, t0: float, tally: dict[str, Any],
     while not done.is_set():
         began = time.monotonic()
         try:
-            async with websockets.connect(
-                url, subprotocols=[websockets.Subprotocol(SUBPROTOCOL)],
-                max_size=RELAY_FRAME_MAX_BYTES, open_timeout=60, ping_interval=None,
-                compression=None, close_timeout=1,
-            ) as ws:
-                link = Link(Role.EDGE)
-                challenge = link.receive(await asyncio.wait_for(ws.recv(), 60))
-                assert isinstance(challenge, Challenge)
-                message = auth_message(challenge.nonce, challenge.time, identity.id,
-                                       challenge.relay)
-                await ws.send(link.send(Auth(identity=identity.id,
-                                             sig=sign_b64(identity, message))))
-                welcome = link.receive(await asyncio.wait_for(ws.recv(), 60))
-                assert isinstance(welcome, Welcome), welcome
+            async with linked(url, identity, 60, close_timeout=1):
                 tally["links"].append([time.monotonic() - t0, hints])
                 await done.wait()
                 return
@@ -89,9 +74,10 @@ async def storm(url: str, identities: list[Identity], timeout: float) -> dict[st
 async def run_storm(url: str, identities: list[Identity], timeout: float = 60
                     ) -> dict[str, Any]:
     """The storm in a child process; its tally."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent  # tests/relay; link_support is in tests/
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(here), str(here.parent.parent), os.environ.get("PYTHONPATH", "")])}
+        [str(here), str(here.parent), str(here.parent.parent),
+         os.environ.get("PYTHONPATH", "")])}
     request = {"url": url, "timeout": timeout,
                "keys": [b64e(i.to_private_bytes()) for i in identities]}
     process = await asyncio.create_subprocess_exec(

@@ -12,6 +12,7 @@ from tests_support import Member
 
 from relay.errors import Forbidden, NotFound, Unauthorized
 from relay.registry import (
+    MEMBER_INDEX_KEY,
     ProducerToken,
     Registry,
     check_type_glob,
@@ -21,6 +22,7 @@ from relay.registry import (
     token_state,
 )
 from relay.server import RelayServer
+from shared.identity import Identity
 
 ME, YOU = "a" * 32, "b" * 32
 
@@ -99,3 +101,58 @@ async def test_producer_refuses_revoked_expired_and_disabled(
     with pytest.raises(NotFound) as unknown:
         await registry.usage("ghost")
     assert unknown.value.code == "unknown_account"
+
+
+async def test_identities_are_listed_from_the_index_by_account(
+    relay: RelayServer, alice: Member
+) -> None:
+    assert relay.store is not None
+    store, registry = relay.store, Registry(relay.store)
+    await registry.create_account("globex")
+    two = [Identity.generate() for _ in range(2)]
+    for identity in two:
+        await registry.enroll(await registry.enrollment_token("globex"), identity.public)
+    assert [i["id"] for i in await registry.identities("acme")] == [alice.id]
+    assert [i["id"] for i in await registry.identities("globex")] == [i.id for i in two]
+    assert await store.kv_keys("member.globex.") == sorted(
+        f"member.globex.{i.id}" for i in two)
+
+    # What is listed is what the index names: a key without its identity record (a crash
+    # between the two writes) or naming another account's identity counts for nothing,
+    # and an identity whose key is gone is not listed (nothing reads every record).
+    await store.kv_put(f"member.globex.{'c' * 32}", {"created_at": "2026-01-01"})
+    await store.kv_put(f"member.globex.{alice.id}", {"created_at": "2026-01-01"})
+    assert [i["id"] for i in await registry.identities("globex")] == [i.id for i in two]
+    await store.kv_delete(f"member.globex.{two[0].id}")
+    assert [i["id"] for i in await registry.identities("globex")] == [two[1].id]
+    await store.kv_put(f"member.globex.{two[0].id}", {"created_at": "x"})
+
+    await registry.revoke_identity("globex", two[1].id)
+    assert [i["id"] for i in await registry.identities("globex")] == [two[0].id]
+    assert f"member.globex.{two[1].id}" not in await store.kv_keys("member.")
+
+
+async def test_a_registry_from_before_the_index_is_indexed_by_a_start_or_a_listing(
+    relay: RelayServer, alice: Member
+) -> None:
+    assert relay.store is not None and relay.identity is not None
+    store, registry = relay.store, Registry(relay.store)
+    assert await store.kv_get(MEMBER_INDEX_KEY) is not None  # a new registry: indexed
+    bob = Identity.generate()
+    await registry.enroll(await registry.enrollment_token("acme"), bob.public)
+    for key in (MEMBER_INDEX_KEY, *await store.kv_keys("member.")):  # as an old store
+        await store.kv_delete(key)
+    assert await store.kv_keys("member.") == []
+
+    assert [i["id"] for i in await registry.identities("acme")] == [alice.id, bob.id]
+    assert await store.kv_keys("member.acme.") == sorted(
+        f"member.acme.{i}" for i in (alice.id, bob.id))
+    assert await store.kv_get(MEMBER_INDEX_KEY) is not None
+
+    # A relay starting on such a registry indexes it before any request lists it.
+    for key in (MEMBER_INDEX_KEY, *await store.kv_keys("member.")):
+        await store.kv_delete(key)
+    assert (await registry.relay_identity()).id == relay.identity.id
+    assert await store.kv_get(MEMBER_INDEX_KEY) is not None
+    assert await store.kv_keys("member.acme.") == sorted(
+        f"member.acme.{i}" for i in (alice.id, bob.id))

@@ -22,9 +22,11 @@ from tests_support import NatsServer, mailslot
 
 from relay.config import StreamSettings
 from relay.errors import StartupFailed, StoreUnavailable
-from relay.store import NONCE_BUCKET, RATES_BUCKET, REGISTRY_BUCKET, STREAM, Store
+from relay.layout import BUCKETS, LINKS_STREAM, STREAM, USAGE_STREAM
+from relay.store import Store
 
-ALL = (STREAM, *(f"KV_{b}" for b in (REGISTRY_BUCKET, NONCE_BUCKET, RATES_BUCKET)))
+#: Every stream a relay sets up (a KV bucket is the stream ``KV_<bucket>``).
+ALL = (STREAM, *(f"KV_{b.name}" for b in BUCKETS), USAGE_STREAM, LINKS_STREAM)
 
 
 @pytest.fixture(scope="module")

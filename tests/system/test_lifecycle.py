@@ -151,16 +151,13 @@ def test_version(tmp_path: Path) -> None:
     assert result.stdout.strip() == f"mailslot {version('mailslot')}"
 
 
-def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+def test_a_closed_stdout_ends_quietly(home: Path) -> None:
     """``mailslot inbox list | head -c1``: the reader is gone before the output is
     written; no BrokenPipeError traceback, just an exit."""
-    paths = EdgePaths(tmp_path / "config", tmp_path / "data")
-    paths.ensure()
-    Inbox.open(paths.inbox_file).close()
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader has gone away
     try:
-        env = {**os.environ, "MAILSLOT_HOME": str(tmp_path), "MAILSLOT_LOG": "WARNING"}
+        env = {**os.environ, "MAILSLOT_HOME": str(home), "MAILSLOT_LOG": "WARNING"}
         result = subprocess.run(
             [sys.executable, "-m", "edge", "inbox", "list"], env=env, stdout=write_end,
             stderr=subprocess.PIPE, text=True, timeout=60,

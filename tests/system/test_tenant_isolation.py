@@ -23,18 +23,26 @@ within the byte cap (exact: ``relay/usage.py``); every 2xx, calm's and the flood
 drained by a real edge exactly once, and nothing else arrives.
 
 Latency: calm's p99 of POST (from its scheduled time) with the flood must be at most
-``max(2 x unloaded p99, unloaded p99 + 15 ms)``. Calm's client is this process: its
+``max(2 x unloaded p99, unloaded p99 + 15 ms)``, and its p99 of POST → edge inbox (from
+the wall clock the POST went out at to the edge's ``received_at``) at most
+``max(2 x unloaded p99, unloaded p99 + 30 ms)``. Calm's client is this process: its
 garbage collector is off while it measures (``isolation_support._no_collector``), since
 one full collection of a test process's heap (hundreds of ms on a loaded machine) would
-count as the relays' latency in whichever window it fell. Its p99 of POST → edge inbox is
-measured and printed too but not asserted here: on a quiet machine it went from 12 ms
-to 42 ms under the flood (the relays' CPU, shared by both tenants, also serves calm's
-drain), over the bound; ``scripts/bench_isolation.py`` reports it, and the README says
-it is not met yet. The 15 ms floor
-exists because each p99 is the third-worst of ~240 samples on a shared 2-core machine:
-one scheduling hiccup turns 4 ms into 9 ms without any fault of the relay, so 2x of a few
-milliseconds is within that noise. A relay that let the flood through (queueing calm
-behind it, or spending its CPU on it) shows up as tens of milliseconds, over the floor.
+count as the relays' latency in whichever window it fell. The floors exist because each
+p99 is the fifth-worst of ~450-500 samples on a shared 2-core machine: one scheduling
+hiccup turns 4 ms into 9 ms without any fault of the relay, so 2x of a few milliseconds
+is within that noise. The inbox's is larger because its path is longer and most of its
+tail is the edge's own (one process per edge: verify, an fsync'd SQLite commit per
+delivered frame, then its status and the decision engine's writes, each frame in turn):
+with no flood at all its two halves' p99 differed by up to 26 ms (three runs at load
+4-6: 198 → 183, 202 → 228, 668 → 691 ms), and on a quiet machine the flood added 9 to
+28 ms to baselines of 7 to 13 ms (README, "Tenant isolation under flood"; at load 3-5
+it added up to 70 ms, over the bound in 3 runs of 17: the flood's CPU, which the edges
+wait for longest). A relay that
+let the flood through (queueing calm behind it, or spending its CPU on it) shows up as
+tens to hundreds of milliseconds, over the floors: calm's pulls delayed 100 ms while the
+flood ran (a fault injected to check this) failed the inbox bound, 106.7 → 217.5 ms,
+with POST's within its own.
 """
 from __future__ import annotations
 
@@ -66,14 +74,15 @@ CALM_RATE = 100.0
 #: Flood windows (and as many without it, alternating), seconds each.
 CYCLES, WINDOW = 10, 0.5
 FLOOR_MS = 15.0
+INBOX_FLOOR_MS = 30.0
 
 # The p99 bound compares two latencies on a 2-core machine: with another test beside it
 # (pytest-xdist) the unloaded figure itself is noise. scripts/test runs it alone.
 pytestmark = pytest.mark.solo
 
 
-def within_budget(flooded: float, unloaded: float) -> bool:
-    return flooded <= max(2 * unloaded, unloaded + FLOOR_MS)
+def within_budget(flooded: float, unloaded: float, floor: float = FLOOR_MS) -> bool:
+    return flooded <= max(2 * unloaded, unloaded + floor)
 
 
 def links(members):
@@ -153,6 +162,8 @@ async def test_a_flooded_account_is_refused_while_another_sees_no_refusal_nor_de
         assert n_unloaded >= 400 and n_flooded >= 400, report  # ~440 and 500
     unloaded, flooded, _, _ = figures["POST"]
     assert within_budget(flooded, unloaded), report
+    unloaded, flooded, _, _ = figures["POST -> inbox"]
+    assert within_budget(flooded, unloaded, INBOX_FLOOR_MS), report
 
 
 async def _nothing_pending(pending, members) -> bool:

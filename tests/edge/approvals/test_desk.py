@@ -27,11 +27,9 @@ from edge.errors import (
 from edge.intents.approvalrules import ApprovalSettings, Rule
 from edge.intents.edit import promote
 from edge.intents.file import load_intents, parse_intents
-from edge.link.keystore import save_identity
 from edge.store.activity import ActivityLog, Entry
 from edge.store.approvals import ApprovalStore
 from edge.store.inbox import Inbox, InboxItem
-from shared.identity import Identity
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 RULES = [
@@ -54,12 +52,8 @@ class Clock:
 
 
 @pytest.fixture
-def paths(tmp_path: Path) -> EdgePaths:
-    paths = EdgePaths(tmp_path / "config", tmp_path / "data")
-    paths.ensure()
-    save_identity(paths.key_file, Identity.generate())
-    Inbox.open(paths.inbox_file).close()
-    return paths
+def paths(enrolled_home: Path) -> EdgePaths:
+    return EdgePaths.resolve({"MAILSLOT_HOME": str(enrolled_home)})
 
 
 @pytest.fixture

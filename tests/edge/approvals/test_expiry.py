@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_daemon import edge_home
 from tests_support import wait_until
 
 from edge.approvals.desk import open_desk
@@ -25,9 +24,8 @@ from edge.store.inbox import Inbox
 
 
 @pytest.fixture
-def paths(tmp_path: Path) -> EdgePaths:
-    paths = edge_home(tmp_path)
-    Inbox.open(paths.inbox_file).close()
+def paths(enrolled_home: Path) -> EdgePaths:
+    paths = EdgePaths.resolve({"MAILSLOT_HOME": str(enrolled_home)})
     paths.intents_file.write_text('[approvals]\nlevel = 0\nexpires = "1s"\n')
     return paths
 

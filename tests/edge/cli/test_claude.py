@@ -9,6 +9,7 @@ import asyncio
 import io
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,14 +58,6 @@ def _accepted(session: str | None, kind: str = "producer", type_: str = "ci.fail
                         type=type_, priority=Priority.next, created_at=datetime.now(UTC),
                         payload=payload, signer=PRODUCER.id, session=session)
     return Accepted(envelope, sign_envelope(envelope, PRODUCER), None, datetime.now(UTC))
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    paths = EdgePaths(tmp_path / "config", tmp_path / "data")
-    paths.ensure()
-    Inbox.open(paths.inbox_file).close()
-    return tmp_path
 
 
 def _commit(home: Path, *items: Accepted) -> list[str]:
@@ -211,6 +204,7 @@ def test_install_then_uninstall_leaves_the_files_as_they_were(
     (project / ".claude").mkdir(parents=True)
     settings = project / ".claude" / "settings.json"
     settings.write_text(USER_SETTINGS)
+    settings.chmod(0o640)  # the user's own mode: an update keeps it
     dry = cli("claude", "install", "--project", str(project), "--dry-run", "--json").json()
     assert [f["action"] for f in dry["files"]] == ["update", "create"]
     assert settings.read_text() == USER_SETTINGS and not (project / ".mcp.json").exists()
@@ -226,6 +220,7 @@ def test_install_then_uninstall_leaves_the_files_as_they_were(
     assert our_stop["hooks"][0]["asyncRewake"] is True
     assert our_stop["hooks"][0]["command"].endswith("hook claude stop")
     server = json.loads((project / ".mcp.json").read_text())["mcpServers"]["mailslot"]
+    assert _mode(settings) == 0o640 and _mode(project / ".mcp.json") == 0o644
     assert server["args"][-1] == "mcp" and server["env"] == {"MAILSLOT_HOME": str(home)}
     again = cli("claude", "install", "--project", str(project), "--json").json()
     assert [f["action"] for f in again["files"]] == ["unchanged", "unchanged"]
@@ -234,6 +229,20 @@ def test_install_then_uninstall_leaves_the_files_as_they_were(
     assert settings.read_bytes() == USER_SETTINGS.encode()
     assert not (project / ".mcp.json").exists()
     assert not (home / "data" / "claude-install.json").exists()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_install_in_a_fresh_user_home_makes_claude_code_state_private(
+        tmp_path: Path, cli: Callable[..., Ran]) -> None:
+    """A file made new is 0644, but ``~/.claude.json`` (Claude Code's own state) 0600."""
+    me = tmp_path / "me"
+    me.mkdir()
+    cli("claude", "install", "--channel", "--json", user_home=me).json()
+    assert _mode(me / ".claude.json") == 0o600
+    assert _mode(me / ".claude" / "settings.json") == 0o644
 
 
 def test_uninstall_after_the_user_edited_removes_only_mailslots(

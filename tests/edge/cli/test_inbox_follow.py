@@ -35,14 +35,6 @@ def _accepted(n: int) -> Accepted:
     return Accepted(envelope, sign_envelope(envelope, PRODUCER), None, datetime.now(UTC))
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    paths = EdgePaths(tmp_path / "config", tmp_path / "data")
-    paths.ensure()
-    Inbox.open(paths.inbox_file).close()
-    return tmp_path
-
-
 class Follower:
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process

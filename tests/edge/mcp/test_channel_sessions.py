@@ -17,11 +17,8 @@ from mcp.client.extension import NotificationBinding
 from pydantic import BaseModel
 from tests_support import REPO, wait_until
 
-from edge.config import EdgeConfig, EdgePaths, save_config
-from edge.link.keystore import save_identity
+from edge.config import EdgePaths
 from edge.store.deliveries import Delivery, DeliveryQueue
-from edge.store.inbox import Inbox
-from shared.identity import Identity
 
 
 class ChannelEvent(BaseModel):
@@ -30,16 +27,9 @@ class ChannelEvent(BaseModel):
 
 
 @pytest.fixture
-def paths(tmp_path: Path) -> EdgePaths:
-    """An edge home as ``mailslot edge init`` leaves it; no relay is needed."""
-    paths = EdgePaths(tmp_path / "home" / "config", tmp_path / "home" / "data")
-    paths.ensure()
-    identity = Identity.generate()
-    save_identity(paths.key_file, identity)
-    save_config(paths, EdgeConfig(relay_url="http://127.0.0.1:9", identity=identity.id,
-                                  relay_identity=Identity.generate().public.to_doc()))
-    Inbox.open(paths.inbox_file).close()
-    return paths
+def paths(enrolled_home: Path) -> EdgePaths:
+    """The paths of an enrolled edge home; no relay is needed."""
+    return EdgePaths.resolve({"MAILSLOT_HOME": str(enrolled_home)})
 
 
 def enqueue(paths: EdgePaths, interrupt: str, session: str) -> None:
@@ -91,10 +81,11 @@ def interrupts(events: asyncio.Queue[ChannelEvent]) -> list[str]:
 
 
 async def serve(paths: EdgePaths, args: list[str], ready: asyncio.Event,
-                finished: asyncio.Event) -> list[str]:
+                finished: asyncio.Event, queues: list[asyncio.Queue[ChannelEvent]]) -> list[str]:
     """Run one channel (in its own task: the stdio client's scopes stay in it) until
-    ``finished``; return the interrupts it was pushed."""
+    ``finished``; return the interrupts it was pushed (its queue joins ``queues``)."""
     async with channel(paths, *args) as events:
+        queues.append(events)
         ready.set()
         await finished.wait()
         return interrupts(events)
@@ -104,10 +95,11 @@ async def test_each_session_channel_gets_only_its_own_wakes(paths: EdgePaths) ->
     enqueue(paths, "01JDQ8Z9X4A1AAAAAAAAAAAAAA", "alpha")  # queued before anyone listens
     finished = asyncio.Event()
     ready = [asyncio.Event(), asyncio.Event()]
+    queues: list[asyncio.Queue[ChannelEvent]] = []
     servers = [  # started side by side
-        asyncio.create_task(serve(paths, ["--session", "alpha"], ready[0], finished)),
+        asyncio.create_task(serve(paths, ["--session", "alpha"], ready[0], finished, queues)),
         asyncio.create_task(serve(paths, ["--session", "beta", "--include-unsessioned"],
-                                  ready[1], finished)),
+                                  ready[1], finished, queues)),
     ]
     try:
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in ready)), 60)
@@ -116,6 +108,9 @@ async def test_each_session_channel_gets_only_its_own_wakes(paths: EdgePaths) ->
         enqueue(paths, "01JDQ8Z9X4A2AAAAAAAAAAAAAA", "alpha")
         enqueue(paths, "01JDQ8Z9X4G1GGGGGGGGGGGGGG", "gamma")  # nobody's: stays queued
         await wait_until(lambda: len(done(paths)) == 4, 20, "four wakes pushed")
+        # A wake is done once written to the channel's stdout: the client reads it after.
+        await wait_until(lambda: all(q.qsize() >= 2 for q in queues), 20,
+                         "both clients got their two")
     finally:
         finished.set()
         alpha, beta = await asyncio.wait_for(asyncio.gather(*servers), 30)

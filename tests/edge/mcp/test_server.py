@@ -24,8 +24,7 @@ from mcp.client.extension import NotificationBinding
 from pydantic import BaseModel
 from tests_support import REPO
 
-from edge.config import EdgeConfig, EdgePaths, save_config
-from edge.link.keystore import save_identity
+from edge.config import EdgePaths
 from edge.store.activity import ActivityLog, Event
 from edge.store.deliveries import Delivery, DeliveryQueue
 from edge.store.enginestate import EngineState
@@ -43,21 +42,8 @@ TOOLS = {
     "deliveries_list", "deliveries_show", "deliveries_retry", "deliveries_drop",
 }
 PRODUCER = Identity.generate()
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    """An edge home as ``mailslot edge init`` leaves it (keys, edge.json, an empty inbox);
-    no relay is needed: no tool talks to one."""
-    root = tmp_path / "home"
-    paths = EdgePaths(root / "config", root / "data")
-    paths.ensure()
-    identity = Identity.generate()
-    save_identity(paths.key_file, identity)
-    save_config(paths, EdgeConfig(relay_url="http://127.0.0.1:9", identity=identity.id,
-                                  relay_identity=Identity.generate().public.to_doc()))
-    Inbox.open(paths.inbox_file).close()
-    return root
+#: Every ``home`` here is enrolled (keys, edge.json); no tool talks to the relay.
+pytestmark = pytest.mark.usefixtures("enrolled_home")
 
 
 def _paths(home: Path) -> EdgePaths:

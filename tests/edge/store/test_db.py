@@ -95,6 +95,29 @@ def test_a_new_file_is_private_and_durable(db: Database, tmp_path: Path) -> None
     db.close()  # twice is harmless
 
 
+def test_a_checkpointing_close_empties_the_wal_another_connection_keeps(
+        db: Database) -> None:
+    """SQLite deletes a WAL only as the last connection closes; ``checkpoint=True`` empties
+    it whoever else has the file open (and a busy one is left as it is, never an error)."""
+    other = Database.open(db.path, "test store")
+    wal = Path(db.path + "-wal")
+    with db.transaction():
+        db.executemany("INSERT INTO t VALUES (?, ?)", [(f"k{n}", n) for n in range(5000)])
+    assert wal.stat().st_size > 0
+    busy = Database.open(db.path, "test store")
+    busy.begin()  # another's open transaction: the checkpoint waits a moment, then leaves it
+    db.close(checkpoint=True)
+    assert wal.stat().st_size > 0
+    busy.rollback()
+    busy.close(checkpoint=True)
+    assert wal.stat().st_size == 0
+    assert other.one("SELECT count(*) FROM t") == (5000,)
+    other.close(checkpoint=True)
+    other.close(checkpoint=True)  # twice is harmless
+    with Database.open(":memory:", "scratch") as scratch:
+        scratch.close(checkpoint=True)
+
+
 def test_an_existing_loose_file_is_tightened(tmp_path: Path) -> None:
     path = tmp_path / "loose.sqlite3"
     path.touch()

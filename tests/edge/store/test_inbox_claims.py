@@ -367,16 +367,6 @@ def test_four_processes_pull_1000_items_each_exactly_once(
 # -- the command line -----------------------------------------------------------------
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    """An edge home with an inbox (the ``inbox`` commands need nothing else)."""
-    home = tmp_path / "home"
-    paths = EdgePaths(home / "config", home / "data")
-    paths.ensure()
-    Inbox.open(paths.inbox_file).close()
-    return home
-
-
 def test_cli_claim_ack_nack_round_trip(home: Path) -> None:
     urgent, other = make(Priority.now), make()
     with Inbox.open(EdgePaths(home / "config", home / "data").inbox_file) as box:

@@ -56,6 +56,19 @@ def test_a_github_pull_request_becomes_a_small_typed_interrupt() -> None:
     assert "x" * 100 not in json.dumps(result.payload)  # the PR's body is not kept
 
 
+def test_headers_already_lowercase_are_read_as_given() -> None:
+    """``lowered``: the route's dict (names lowercase) is what filters and templates see,
+    not copied; without it, names are lowercased first."""
+    by_header = hook("github", filter={"all": [
+        {"field": "headers.x-github-event", "op": "eq", "value": "pull_request"}]})
+    lowered = {"x-github-event": "pull_request"}
+    assert isinstance(process(by_header, GH, lowered, body(PR), lowered=True), Mapped)
+    assert isinstance(process(by_header, GH, {"X-GitHub-Event": "pull_request"}, body(PR)),
+                      Mapped)
+    assert isinstance(process(by_header, GH, {"x-github-event": "push"}, body(PR),
+                              lowered=True), Filtered)
+
+
 def test_handshakes_are_answered_and_not_events() -> None:
     ping = process(hook("github"), Verified(delivery_id="d", event="ping"), {}, b'{"zen": "hi"}')
     assert ping == Handshake({"ok": True, "event": "ping"})

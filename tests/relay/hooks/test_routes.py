@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 
 import httpx
+import pytest
 from hookrelay_support import (  # noqa: F401  (fixture: admin_key)
     ADMIN,
     admin,
@@ -47,7 +49,7 @@ from relay.hooks.model import BODY_MAX_BYTES
 from relay.hooks.registry import delivery_key
 from relay.registry import Registry
 from relay.server import RelayServer
-from relay.store import STREAM
+from relay.store import HOOKS_BUCKET, STREAM
 from shared.identity import Identity
 
 PR = {"action": "opened", "number": 7, "huge": "x" * 500,
@@ -179,20 +181,45 @@ async def test_a_redelivery_is_stored_once_within_and_beyond_the_duplicate_windo
     refused(await deliver(relay, made["path"], other, github_headers(
         other, event="pull_request", delivery="d-10")), 404, "unknown_identity")
     assert not await seen(relay, hook_id, "d-10")
+    # Not an id another delivery took moments before (it may be stored: given back, a
+    # retry after JetStream's window would store it again).
+    await relay.store.hook_put(delivery_key(hook_id, "d-11"), {"at": time.time()})
+    refused(await deliver(relay, made["path"], other, github_headers(
+        other, event="pull_request", delivery="d-11")), 404, "unknown_identity")
+    assert await seen(relay, hook_id, "d-11")
 
 
+#: What answers the delivery id's claim, in JetStream's place: a JetStream API error, or
+#: a reply that is no acknowledgement (nats-server's own never is empty).
+NOT_A_PUBACK = (b'{"error":{"code":503,"err_code":10008,'
+                b'"description":"JetStream system temporarily unavailable"}}', b"")
+
+
+@pytest.mark.parametrize(("gone", "answer"), [
+    (STREAM, None),  # the claim is made, the publish unanswered: the claim is given back
+    (f"KV_{HOOKS_BUCKET}", None),  # no responders to the claim
+    *((f"KV_{HOOKS_BUCKET}", answer) for answer in NOT_A_PUBACK)])
 async def test_no_acknowledgement_from_jetstream_is_503_and_the_retry_is_stored(
-        relay: RelayServer, alice: Member, admin_key: str) -> None:
+        relay: RelayServer, alice: Member, admin_key: str, gone: str,
+        answer: bytes | None) -> None:
     made = await create_hook(relay, admin_key, name="gh", to=alice.id,
                              source={"kind": "github"}, secret=GITHUB_SECRET)
     body = body_of(PR)
     headers = github_headers(body, event="pull_request", delivery="d-1")
     assert relay.store is not None
-    await relay.store.js.delete_stream(STREAM)  # nothing answers the publish
-    down = await deliver(relay, made["path"], body, headers)
-    refused(down, 503, "store_unavailable")
-    assert not await seen(relay, made["hook"]["id"], "d-1")  # given back: retry is stored
+    await relay.store.js.delete_stream(gone)  # nothing answers the publish, or the claim
+
+    async def impostor(msg: Any) -> None:
+        await msg.respond(answer)
+
+    sub = None if answer is None else await relay.store.nc.subscribe(
+        f"$KV.{HOOKS_BUCKET}.>", cb=impostor)
+    refused(await deliver(relay, made["path"], body, headers), 503, "store_unavailable")
+    if sub is not None:
+        await sub.unsubscribe()
     await relay.store.ensure()  # the stream is back
+    assert await total(relay, alice) == 0
+    assert not await seen(relay, made["hook"]["id"], "d-1")  # never taken, or given back
     assert (await deliver(relay, made["path"], body, headers)).status_code == 202
     assert await total(relay, alice) == 1
 

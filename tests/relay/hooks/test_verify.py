@@ -28,7 +28,7 @@ from hooks_support import (
 
 from relay.errors import HookRequestInvalid, HookUnverified
 from relay.hooks.model import Hook, UnsignedSource
-from relay.hooks.verify import Verified, verify
+from relay.hooks.verify import Verified, verify, verify_lowered
 
 BODY = b'{"action":"opened","number":7}'
 
@@ -56,6 +56,20 @@ def test_github_published_example_verifies() -> None:
     verified = check(hook("github"), headers, GITHUB_BODY)
     assert verified == Verified(delivery_id="72d3162e-cc78-11e3-81ab-4c9367dc0958",
                                 event="push", timestamp=None)
+
+
+def test_the_route_s_lowercase_headers_verify_as_given() -> None:
+    """``verify_lowered`` (the route's: names lowercase from the ASGI scope, not copied)
+    is ``verify``; it looks names up as they are, so mixed case is ``verify``'s job."""
+    gh = hook("github")
+    headers = {"X-Hub-Signature-256": GITHUB_SIGNATURE, "X-GitHub-Event": "push",
+               "X-GitHub-Delivery": "d-1"}
+    lowered = {name.lower(): value for name, value in headers.items()}
+    assert verify_lowered(gh.source, gh.valid_secrets(NOW), lowered, GITHUB_BODY, NOW) == (
+        check(gh, headers, GITHUB_BODY))
+    with pytest.raises(HookRequestInvalid) as exc:
+        verify_lowered(gh.source, gh.valid_secrets(NOW), headers, GITHUB_BODY, NOW)
+    assert exc.value.code == "missing_header"
 
 
 def test_github_refusals() -> None:
