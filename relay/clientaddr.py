@@ -22,6 +22,7 @@ that reads ``X-Forwarded-For``.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,9 +72,12 @@ class Networks:
         return any(address in network for network in self.networks)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> Address | None:
     """One address as a peer or an ``X-Forwarded-For`` entry: ``1.2.3.4``, ``2001:db8::1``,
-    ``[2001:db8::1]``, and either with ``:port``; None if it is anything else."""
+    ``[2001:db8::1]``, and either with ``:port``; None if it is anything else. Cached
+    (a pure function of the text, its answers immutable): the same few peers ask on
+    every request, and ``ipaddress`` parsing is most of what a request's gate costs."""
     text = text.strip(" \t")
     if not text or len(text) > _ENTRY_MAX or not text.isascii():
         return None

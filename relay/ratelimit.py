@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from relay.clientaddr import Networks, bucket_key, scope_client, shown
+from relay.clientaddr import Address, Networks, bucket_key, scope_client, shown
 from relay.config import Plan, UnauthenticatedLimits
 from relay.errors import RateLimited, StoreUnavailable
 from relay.store import Store
@@ -222,6 +222,17 @@ class AddressLimiter:
         self.limits = limits
         self.trusted = trusted
         self.exempt = Networks.parse(limits.exempt)
+        self._exempt_seen: dict[Address, bool] = {}
+
+    def _exempt(self, address: Address) -> bool:
+        """Whether ``address`` is in ``exempt``, remembered for the last few thousand
+        addresses (the same peers ask on every request)."""
+        found = self._exempt_seen.get(address)
+        if found is None:
+            if len(self._exempt_seen) >= 4096:
+                self._exempt_seen.clear()
+            found = self._exempt_seen[address] = address in self.exempt
+        return found
 
     async def check(self, scope: Mapping[str, Any]) -> None:
         """Take a unit for the ASGI ``scope``'s client; ``RateLimited`` (429, Retry-After)
@@ -231,7 +242,7 @@ class AddressLimiter:
         if rate <= 0:
             return
         address = scope_client(scope, self.trusted)
-        if address is not None and address in self.exempt:
+        if address is not None and self._exempt(address):
             return
         await self.limiter._take(bucket_key(address), rate, self.limits.burst,
                                  f"client address {shown(address)}", "request rate")

@@ -129,3 +129,20 @@ async def test_a_pong_that_arrives_with_the_timer_counts(monkeypatch):
     assert not watch.done()
     watch.cancel()
     assert link.transport.aborted_at is None
+
+
+async def test_a_frame_during_the_ping_moves_the_deadline_to_a_keepalive_after_it():
+    """A frame that arrives while the pong is awaited is the last sign of life: with no
+    answer and no frame after it, the link is given up a keepalive after that frame."""
+    link = _Link(answer_after=None)
+    liveness = Liveness(PingSchedule.of(KEEPALIVE))
+    watch = asyncio.create_task(liveness.watch(link))
+    await asyncio.sleep(0.3 + 0.05)  # the first ping is out, unanswered
+    assert len(link.pings) == 1
+    liveness.seen()
+    last = time.monotonic()
+    with pytest.raises(LinkClosed):
+        await asyncio.wait_for(watch, KEEPALIVE + SLACK + 1)
+    assert link.transport.aborted_at is not None
+    assert KEEPALIVE - 0.01 <= link.transport.aborted_at - last <= KEEPALIVE + SLACK
+    assert len(link.pings) == 2  # the second 0.3 s after the frame, unanswered too
