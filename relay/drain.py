@@ -29,6 +29,11 @@ interrupts) and once to ``ms.ctl.*`` (takeovers, and the admin API closing an ac
 links), and dispatches each message to the local sessions of that identity (a dict), so a
 link costs no NATS subscription while it is idle. It also forwards NATS reconnects to
 every session (notifications may have been lost meanwhile; memory consumers may be gone).
+And it is the one safety net for a notification lost some other way (the producer's
+relay process cut off from NATS between its write and the notification): every
+``recheck_seconds`` (jittered) one ``STREAM.INFO`` lists the identities with anything
+stored, and their idle local sessions are woken, so 10,000 idle links cost one request
+per process per round instead of a timer and a request each.
 
 **JetStream API throttle.** Every JetStream API request of the links (stream info,
 consumer create and delete) waits for one of ``API_CONCURRENCY`` slots of the process's
@@ -49,6 +54,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import count
@@ -71,6 +77,9 @@ log = logging.getLogger("mailslot.relay.drain")
 #: clients together and drops the rest; a few dozen in flight keep the server busy
 #: without approaching that, even with several relay processes in a storm.
 API_CONCURRENCY = 32
+#: Safety net only (see the module doc): how often, at most, a relay process looks for
+#: idle links with something stored behind their back (jittered, half to whole).
+RECHECK_SECONDS = 600.0
 _REQUEST_TIMEOUT = 5.0
 NOTIFY_WILDCARD = "ms.ntf.*"
 CONTROL_WILDCARD = "ms.ctl.*"
@@ -152,20 +161,29 @@ class LinkHub:
     API throttle (``api``). ``start`` after the store is set up; ``stop`` before it
     closes."""
 
-    def __init__(self, store: Store, api_concurrency: int = API_CONCURRENCY) -> None:
+    def __init__(self, store: Store, api_concurrency: int = API_CONCURRENCY,
+                 recheck_seconds: float = RECHECK_SECONDS) -> None:
         self.store = store
         #: Held around every JetStream API request of the links (see the module doc).
         self.api = asyncio.Semaphore(api_concurrency)
+        self.recheck_seconds = recheck_seconds
         self._links: dict[str, dict[str, LinkListener]] = {}
         self._subs: list[Any] = []
         self._unregister: Callable[[], None] | None = None
+        self._recheck: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._subs.append(await self.store.subscribe(NOTIFY_WILDCARD, self._on_notify))
         self._subs.append(await self.store.subscribe(CONTROL_WILDCARD, self._on_control))
         self._unregister = self.store.on_reconnect(self._on_reconnect)
+        self._recheck = asyncio.create_task(self._recheck_loop(), name="links-recheck")
 
     async def stop(self) -> None:
+        if self._recheck is not None:
+            self._recheck.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recheck
+            self._recheck = None
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -217,6 +235,32 @@ class LinkHub:
         for sessions in list(self._links.values()):
             for listener in list(sessions.values()):
                 listener.reconnected()
+
+    async def _recheck_loop(self) -> None:
+        """The safety net for lost notifications (see the module doc): a timer, one
+        request a round, and a wake for the local sessions of the identities it names
+        (each of every identity if the server's list was partial: they read their own
+        counts, through the API throttle)."""
+        while True:
+            await asyncio.sleep(self.recheck_seconds * random.uniform(0.5, 1.0))
+            try:
+                await self.recheck()
+            except StoreUnavailable as exc:
+                log.info("links' recheck skipped: %s", exc)  # the next round, or a reconnect
+
+    async def recheck(self) -> None:
+        """One round of the recheck: wake the local sessions of every identity with
+        anything stored (idle ones open their queue; draining ones just pull)."""
+        if not self._links:
+            return
+        async with self.api:
+            found = await self.store.pending_identities()
+        if found is None:
+            self._on_reconnect()
+            return
+        for identity in found & self._links.keys():
+            for listener in list(self._links.get(identity, {}).values()):
+                listener.notify()
 
 
 class IdentityQueue:

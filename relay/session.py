@@ -33,8 +33,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
-import random
 import time
 from collections.abc import Callable
 
@@ -68,11 +68,6 @@ from shared.tokens import check_identity
 
 log = logging.getLogger("mailslot.relay.session")
 
-#: Safety net only: an idle link re-reads its pending counts every half to whole of
-#: this (jittered; one request) even without a notification, in case one was lost (the
-#: producer's relay process cut off from NATS between its write and the notification).
-#: Not a polling loop: 10,000 idle links make about 22 requests a second.
-IDLE_RECHECK_SECONDS = 600.0
 #: While draining, the pump re-pulls this often without a wake-up.
 RECHECK_SECONDS = 60.0
 #: How long an emptied queue keeps its consumers before they are deleted, so that an
@@ -122,9 +117,6 @@ class LinkSession:
         self._held_until = 0.0
         #: Since when (monotonic) the open queue had nothing to take and nothing in flight.
         self._empty_since: float | None = None
-        #: What a wait that times out means: re-read the counts (no consumers open) or
-        #: pull again (consumers open).
-        self._on_timeout = "recheck"
         self._unregister: Callable[[], None] | None = None
         self._queue: IdentityQueue | None = None
         #: Where the link's events are counted (``relay.metrics``); None: nowhere.
@@ -328,10 +320,7 @@ class LinkSession:
                 await self._wait_wake(min(0.05 * 2**failures, 5.0))
                 continue
             if timeout is not None and not await self._wait_wake(timeout):
-                if self._on_timeout == "recheck":
-                    self.recheck = True
-                else:
-                    self.notified = True
+                self.notified = True  # a deadline of an open queue: pull again
 
     async def _ready_to_take(self, queue: IdentityQueue) -> bool:
         """Whether to pull now; opens the consumers first if there is work for them."""
@@ -356,15 +345,16 @@ class LinkSession:
         return True
 
     async def _rest(self, queue: IdentityQueue) -> float | None:
-        """Nothing to send now: how long to wait (None: look again at once). Closes the
+        """Nothing to send now: how long to wait (None: look again at once; inf: until
+        woken). Closes the
         queue once it is empty for good: nothing in flight, no nak delay running, empty
         for ``LINGER_SECONDS``, and no message left under the identity's subjects (an ack
         still on its way to JetStream keeps the consumers)."""
         now = time.monotonic()
-        self._on_timeout = "pull"
         if not queue.active:
-            self._on_timeout = "recheck"
-            return IDLE_RECHECK_SECONDS * random.uniform(0.5, 1.0)
+            # Idle: woken by a notification, a reconnect or the hub's recheck
+            # (``LinkHub``: one request per process for every idle link), no timer.
+            return math.inf
         if self.inflight:
             # Unacked deliveries come back after ack_wait without any notification.
             self._empty_since = None
@@ -396,7 +386,8 @@ class LinkSession:
     async def _wait_wake(self, timeout: float) -> bool:
         """Wait for the wake event up to ``timeout``; True if it was set."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+            # No task per wait, unlike wait_for; inf: no deadline, no timer at all.
+            async with asyncio.timeout(None if timeout == math.inf else timeout):
                 await self.wake.wait()
             return True
         return False

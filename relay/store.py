@@ -61,6 +61,9 @@ __all__ = [
 log = logging.getLogger("mailslot.relay.store")
 
 _REQUEST_TIMEOUT = 5.0
+#: Most subjects nats-server details in one ``STREAM.INFO`` (its ``JSMaxSubjectDetails``);
+#: an answer that long may be a first page only.
+SUBJECTS_PAGE = 100_000
 
 
 class Store:
@@ -334,6 +337,19 @@ class Store:
             raise StoreUnavailable(f"cannot read queue state: {exc}") from exc
         subjects = info.state.subjects or {}
         return {p.value: int(subjects.get(prefix + p.value, 0)) for p in PRIORITIES}
+
+    async def pending_identities(self) -> set[str] | None:
+        """The identities with anything stored (one ``STREAM.INFO`` for all of them, with
+        a subject filter: an empty queue has no subject there, so idle identities cost
+        nothing); None if the server answered a partial list (past its page of subjects)."""
+        try:
+            info = await self.js.stream_info(STREAM, subjects_filter="ms.in.>")
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            raise StoreUnavailable(f"cannot read queue state: {exc}") from exc
+        subjects = info.state.subjects or {}
+        if len(subjects) >= SUBJECTS_PAGE:
+            return None
+        return {subject.split(".")[2] for subject in subjects}
 
     async def purge_identity(self, identity: str) -> int:
         """Drop every interrupt queued for ``identity`` (subjects ``ms.in.<id>.>``, all

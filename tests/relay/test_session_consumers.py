@@ -2,7 +2,7 @@
 ``relay.drain``): opened when something is pending or arrives, deleted once the queue is
 empty and nothing is in flight, deleted at once when the link ends; kept while a nak
 delay runs; and an idle link whose notification was lost still gets its interrupt after
-a NATS reconnect.
+a NATS reconnect, or from the relay process's recheck (one request for all its links).
 
 The relays here run with ack_wait = ``ACK_WAIT`` (minutes): every redelivery seen within
 ``SOON`` comes from the mechanism under test.
@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 
 import nats
-from relay_support import (  # noqa: F401  (fixtures: alice, relay_config)
+from relay_support import (  # noqa: F401  (fixtures: alice, bob, relay_config)
     EMPTY,
     SOON,
     alice_fixture,
+    bob_fixture,
     closed,
     edge_link,
     item_id,
@@ -121,7 +122,8 @@ async def test_an_idle_link_gets_what_arrived_unannounced_after_a_nats_reconnect
     relay's back here (no notification at all), the interrupt still reaches the idle
     link once NATS is back: every idle link re-reads its counts after a reconnect."""
     [sent] = await send_drafts(relay, alice, 1)
-    async with edge_link(relay, alice, credit=1) as link:
+    # Credit from the start: nothing but the reconnect may wake the idle link.
+    async with edge_link(relay, alice, credit=2) as link:
         [got] = await link.items(1)
         # Take the stored form of the interrupt the relay just delivered and store it
         # again under another id, from a connection of the test's own: no notification.
@@ -134,8 +136,32 @@ async def test_an_idle_link_gets_what_arrived_unannounced_after_a_nats_reconnect
                                          headers={"Nats-Msg-Id": f"{alice.id}.again"})
         finally:
             await nc.close()
-        await link.credit(1)
         assert await pending(relay, alice.id) == {"now": 0, "next": 1, "later": 0}
         nats_server.restart()
         [again] = await link.items(1, timeout=SOON)
         assert item_id(again) == sent
+
+
+async def test_an_idle_link_gets_what_arrived_unannounced_from_the_hubs_recheck(
+        relay, alice, bob, nats_server: NatsServer):
+    """The safety net without a reconnect: one ``STREAM.INFO`` per relay process names
+    the identities with anything stored, and only their idle links open consumers."""
+    [sent] = await send_drafts(relay, alice, 1)
+    # Credit for both from the start: nothing but the recheck may wake the idle link.
+    async with edge_link(relay, alice, credit=2) as link, edge_link(relay, bob, credit=1):
+        [got] = await link.items(1)
+        await link.send(Ack(ids=[sent]))
+        await wait_until(lambda: no_consumers(relay), SOON, "idle again")
+        nc = await nats.connect(nats_server.url)
+        try:  # stored behind the relay's back: no notification
+            await nc.jetstream().publish(interrupt_subject(alice.id, Priority.next),
+                                         got.model_dump_json().encode(),
+                                         headers={"Nats-Msg-Id": f"{alice.id}.again"})
+        finally:
+            await nc.close()
+        assert relay.store is not None and relay.hub is not None
+        assert await relay.store.pending_identities() == {alice.id}
+        await relay.hub.recheck()
+        [again] = await link.items(1, timeout=SOON)
+        assert item_id(again) == sent
+        assert {c.split("_")[1] for c in await consumers(relay)} == {alice.id}  # not bob's
