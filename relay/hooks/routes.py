@@ -105,6 +105,9 @@ DEFAULT_GRACE_SECONDS = 86_400
 MAX_GRACE_SECONDS = 30 * 86_400
 #: Per-hook counters ``count`` keeps at hand (beyond it, looked up again).
 COUNTERS_KEPT = 4096
+#: Most (account, hook) pairs the webhook metric names; past it the rest are counted as
+#: account and hook ``other`` (hooks are made by tenants: the scrape stays bounded).
+LABELLED_HOOKS = 10_000
 
 Handler = Callable[[Request], Awaitable[Response]]
 BodyReader = Callable[..., Awaitable[bytes]]
@@ -198,6 +201,8 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
     #: Each (account, hook name, outcome) counter's ``inc``, looked up once (a metric's
     #: ``labels()`` takes a lock and checks its labels each time).
     counters: dict[tuple[str, str, str], Callable[[], None]] = {}
+    #: The (account, hook name) pairs the metric has named so far (``LABELLED_HOOKS``).
+    labelled: set[tuple[str, str]] = set()
 
     def count(found: HookRecord, outcome: str) -> None:
         if metrics is None:
@@ -207,7 +212,11 @@ def hook_routes(store: Store, registry: Registry, ingest: Ingest,
         if inc is None:
             if len(counters) >= COUNTERS_KEPT:
                 counters.clear()  # hooks come and go: start over rather than grow
-            inc = counters[key] = metrics.webhooks.labels(*key).inc
+            pair = key[:2]
+            if pair not in labelled and len(labelled) < LABELLED_HOOKS:
+                labelled.add(pair)
+            shown = key if pair in labelled else ("other", "other", outcome)
+            inc = counters[key] = metrics.webhooks.labels(*shown).inc
         inc()
 
     # -- the door ---------------------------------------------------------------------

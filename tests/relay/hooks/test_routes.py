@@ -45,6 +45,7 @@ from relay_support import (  # noqa: F401  (fixtures: alice)
 )
 from tests_support import Member, wait_until
 
+from relay.hooks import routes
 from relay.hooks.model import BODY_MAX_BYTES
 from relay.hooks.registry import delivery_key
 from relay.registry import Registry
@@ -438,3 +439,23 @@ async def test_an_identity_manages_its_own_hooks_with_signed_requests(
     assert deleted.json()["deleted"] is True
     refused(await deliver(relay, made.json()["path"], b"{}", github_headers(b"{}")), 410,
             "hook_deleted")
+
+
+async def test_the_webhook_metric_names_a_bounded_number_of_hooks(
+        relay: RelayServer, alice: Member, admin_key: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tenants make hooks: past ``LABELLED_HOOKS`` (account, hook) pairs the metric
+    counts the rest as ``other``, so a scrape cannot grow without bound."""
+    monkeypatch.setattr(routes, "LABELLED_HOOKS", 1)
+    paths = {name: (await create_hook(relay, admin_key, name=name, to=alice.id,
+                                      source={"kind": "github"}, secret=GITHUB_SECRET))["path"]
+             for name in ("first", "second")}
+    for name, delivery in (("first", "d-1"), ("second", "d-2"), ("first", "d-3")):
+        body = body_of(PR)
+        answer = await deliver(relay, paths[name], body,
+                               github_headers(body, event="pull_request", delivery=delivery))
+        assert answer.status_code == 202, answer.text
+    text = await metrics_text(relay)
+    assert metric(text, "accepted", "first") == 2
+    assert metric(text, "accepted", "second") == 0
+    assert metric(text, "accepted", "other") == 1
