@@ -265,6 +265,16 @@ class ClusterRelay(RelayProcess):
     def admin_key(self) -> str:
         return (self.data_dir / "admin.key").read_text().strip()
 
+    async def start(self) -> None:
+        """Start it and wait for its start-up line too: ``/readyz`` answers before the
+        admin credential is made (and ``admin.key`` written), the line only after."""
+        before = self._announced()
+        await super().start()
+        await wait_until(lambda: self._announced() > before, 30, "the relay's start-up line")
+
+    def _announced(self) -> int:
+        return self.log.read_text().count(" listening on ") if self.log.exists() else 0
+
 
 # -- edges and producers ----------------------------------------------------------------
 
