@@ -249,7 +249,11 @@ class RelayProcess:
 
     async def start(self) -> None:
         self.spawn()
-        await wait_until(self.ready, 30, f"relay on port {self.port} ready")
+        try:
+            await wait_until(self.ready, 30, f"relay on port {self.port} ready")
+        except AssertionError as exc:  # say what the relay said, if it logs anywhere
+            tail = self.log.read_text()[-2000:] if self.log is not None and self.log.exists() else ""
+            raise AssertionError(f"{exc}; its log ends: {tail}") from None
         await self.connect_store()
 
     async def connect_store(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import nats
 import pytest
 from cluster_support import ClusterRelay, NatsCluster, admin_cli, connect, stream_replicas
-from tests_support import NatsServer, mailslot
+from tests_support import NatsServer, mailslot, wait_until
 
 from relay.config import StreamSettings
 from relay.errors import StartupFailed, StoreUnavailable
@@ -45,6 +45,18 @@ async def nc(cluster: NatsCluster) -> AsyncIterator[nats.NATS]:
     for name in ALL:  # every test starts from a cluster no relay has set up
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(name)
+
+    async def gone() -> bool:  # a deletion is the meta leader's first; then every node's
+        for name in ALL:
+            try:
+                await js.stream_info(name)
+                return False
+            except nats.js.errors.NotFoundError:
+                pass
+        return True
+
+    await wait_until(gone, 30, "every stream deleted")
+    await cluster.wait_healthy()
     yield conn
     await conn.close()
 
