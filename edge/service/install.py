@@ -243,7 +243,7 @@ def plan_install(spec: ServiceSpec, host: Host, paths: EdgePaths,
                          _systemctl(spec.scope, "restart", spec.unit_name)]
         else:
             commands.append(_systemctl(spec.scope, "enable", "--now", spec.unit_name))
-        if spec.scope == "system" and not _user_exists(spec.user):
+        if spec.scope == "system" and not user_exists(spec.user):
             create_user = spec.user
             commands.insert(0, Command((
                 "useradd", "--system", "--user-group", "--home-dir", SYSTEM_HOME,
@@ -291,7 +291,8 @@ def _refusal(spec: ServiceSpec, host: Host, paths: EdgePaths) -> MailslotError |
     return None
 
 
-def _user_exists(name: str) -> bool:
+def user_exists(name: str) -> bool:
+    """Whether this machine has a user ``name``."""
     try:
         pwd.getpwnam(name)
     except KeyError:

@@ -11,22 +11,13 @@ import time
 from typing import Any
 
 import httpx
-import pytest
+from relay_support import admin_key_fixture as admin_key_fixture  # re-exported fixture
 
-from relay.adminauth import ensure_admin_credential
 from relay.hooks.registry import HookRegistry
 from relay.server import RelayServer
 
 SOON = 10.0
 ADMIN = "/v1/admin/hooks"
-
-
-@pytest.fixture(name="admin_key")
-async def admin_key_fixture(relay: RelayServer) -> str:
-    assert relay.store is not None
-    key = await ensure_admin_credential(relay.store, relay.config.data_dir)
-    assert key is not None
-    return key
 
 
 async def admin(relay: RelayServer, key: str | None, method: str, path: str,

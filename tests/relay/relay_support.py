@@ -34,6 +34,7 @@ from tests_support import Member, NatsServer, relay_processes
 from ulid import ULID
 from websockets.asyncio.client import ClientConnection
 
+from relay.adminauth import ensure_admin_credential
 from relay.config import RelayConfig, StreamSettings, parse_plans
 from relay.drain import consumer_name
 from relay.registry import Registry
@@ -392,6 +393,27 @@ async def edge_link(
         if credit:
             await edge.credit(credit)
         yield edge
+
+
+# -- the admin API ----------------------------------------------------------------------
+
+
+@pytest.fixture(name="admin_key")
+async def admin_key_fixture(relay: RelayServer) -> str:
+    """The relay's admin credential, made as on a first ``relay serve``."""
+    assert relay.store is not None
+    key = await ensure_admin_credential(relay.store, relay.config.data_dir)
+    assert key is not None and key.startswith("msa_")
+    return key
+
+
+@pytest.fixture(name="admin")
+async def admin_fixture(relay: RelayServer, admin_key: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of the relay carrying the admin credential."""
+    async with httpx.AsyncClient(
+        base_url=relay.url, timeout=SOON, headers={"Authorization": f"Bearer {admin_key}"}
+    ) as client:
+        yield client
 
 
 # -- members ------------------------------------------------------------------------------

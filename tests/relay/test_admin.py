@@ -10,9 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from relay_support import (  # noqa: F401  (fixtures: alice, bob)
+from relay_support import (  # noqa: F401  (fixtures: admin, admin_key, alice, bob)
     EMPTY,
     SOON,
+    admin_fixture,
+    admin_key_fixture,
     alice_fixture,
     auth_frame,
     bob_fixture,
@@ -59,23 +61,6 @@ ROUTES = [
     ("GET", f"{A}/acme/identities", None),
     ("DELETE", f"{A}/acme/identities/{'a' * 32}", None),
 ]
-
-
-@pytest.fixture
-async def admin_key(relay: RelayServer) -> str:
-    """The relay's admin credential, made as on a first ``relay serve``."""
-    assert relay.store is not None
-    key = await ensure_admin_credential(relay.store, relay.config.data_dir)
-    assert key is not None and key.startswith("msa_")
-    return key
-
-
-@pytest.fixture
-async def admin(relay: RelayServer, admin_key: str) -> Any:
-    async with httpx.AsyncClient(
-        base_url=relay.url, timeout=SOON, headers={"Authorization": f"Bearer {admin_key}"}
-    ) as client:
-        yield client
 
 
 async def registry_keys(relay: RelayServer) -> list[str]:

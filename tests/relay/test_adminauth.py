@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 import httpx
-import pytest
-from relay_support import (  # noqa: F401  (fixtures: alice, bob)
+from relay_support import (  # noqa: F401  (fixtures: admin, admin_key, alice, bob)
     SOON,
+    admin_fixture,
+    admin_key_fixture,
     alice_fixture,
     bob_fixture,
     grant_header,
@@ -20,28 +21,12 @@ from relay_support import (  # noqa: F401  (fixtures: alice, bob)
 )
 from tests_support import Member
 
-from relay.adminauth import ADMIN_IDENTITY_PREFIX, CREDENTIAL_KEY, ensure_admin_credential
+from relay.adminauth import ADMIN_IDENTITY_PREFIX, CREDENTIAL_KEY
 from relay.registry import token_hash
 from relay.server import RelayServer
 from shared.auth import new_request_nonce
 
 A = "/v1/admin/accounts"
-
-
-@pytest.fixture
-async def admin_key(relay: RelayServer) -> str:
-    assert relay.store is not None
-    key = await ensure_admin_credential(relay.store, relay.config.data_dir)
-    assert key is not None
-    return key
-
-
-@pytest.fixture
-async def admin(relay: RelayServer, admin_key: str) -> Any:
-    async with httpx.AsyncClient(
-        base_url=relay.url, timeout=SOON, headers={"Authorization": f"Bearer {admin_key}"}
-    ) as client:
-        yield client
 
 
 async def signed(relay: RelayServer, member: Member, method: str, path: str,

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from service_support import FakeHost, parse_unit, systemd_verify
 
+from edge.service.install import user_exists
+
 UNIT = "mailslot-edge.service"
 
 
@@ -129,7 +131,7 @@ def test_system_relay_install_and_uninstall(host, monkeypatch, capsys, tmp_path)
     assert unit.exec_start()[1:] == ["relay", "serve", "--listen", "0.0.0.0:7710"]
     assert unit.one("Service", "User") == "mailslot"
     assert unit.environment() == {"MAILSLOT_HOME": "/var/lib/mailslot"}  # no PATH carried
-    created = [] if _user_exists("mailslot") else [
+    created = [] if user_exists("mailslot") else [
         "useradd --system --user-group --home-dir /var/lib/mailslot --no-create-home "
         "--shell /usr/sbin/nologin mailslot"]
     assert host.calls() == [*created, "systemctl daemon-reload",
@@ -225,9 +227,3 @@ def test_system_on_macos_is_a_usage_error(host, monkeypatch, capsys):
     assert code == 2 and err.startswith("mailslot: usage: ")
 
 
-def _user_exists(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        return False
-    return True

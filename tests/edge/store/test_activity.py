@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -26,17 +25,6 @@ from edge.store.activityline import STEPS, ZERO_HASH, canonical
 
 T0 = datetime(2026, 11, 25, 14, 3, 7, 250_000, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-def paths(tmp_path: Path) -> tuple[Path, Path]:
-    return tmp_path / "data" / "activity.log", tmp_path / "config" / "keys" / "activity.key"
-
-
-@pytest.fixture
-def log(paths: tuple[Path, Path]) -> Iterator[ActivityLog]:
-    with ActivityLog.open(*paths) as opened:
-        yield opened
 
 
 def events(n: int, interrupt: str = "01INT", at: datetime = T0) -> list[Event]:

@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,17 +24,6 @@ from edge.store.activitysegments import pruned_file, segments
 
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture
-def paths(tmp_path: Path) -> tuple[Path, Path]:
-    return tmp_path / "data" / "activity.log", tmp_path / "config" / "keys" / "activity.key"
-
-
-@pytest.fixture
-def log(paths: tuple[Path, Path]) -> Iterator[ActivityLog]:
-    with ActivityLog.open(*paths) as opened:
-        yield opened
 
 
 def fill(log: ActivityLog, n: int, *, every: int = 5, start: int = 0) -> None:
